@@ -1,0 +1,175 @@
+// Package cli implements the mlagent command line: a registry of
+// subcommands, each in its own file, sharing one environment (config,
+// logger, standard streams).
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/mlagent/mlagent/internal/config"
+)
+
+// Exit codes shared by every command.
+const (
+	ExitOK      = 0
+	ExitFailure = 1
+	ExitUsage   = 2
+)
+
+// Env is what a command gets: its streams, the loaded config and a logger.
+type Env struct {
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	Config *config.Config
+	Log    *slog.Logger
+	// Getenv reads the process environment; tests replace it.
+	Getenv func(string) string
+}
+
+// Command is one subcommand of mlagent.
+type Command struct {
+	Name    string
+	Summary string // one line for `mlagent help`
+	// Hidden commands (such as the in-sandbox `init`) are not listed.
+	Hidden bool
+	// Run executes the command with the arguments after its name and
+	// returns the process exit code.
+	Run func(ctx context.Context, env *Env, args []string) int
+}
+
+var commands = map[string]*Command{}
+
+// register adds a command; each command file calls it from init.
+func register(c *Command) {
+	if _, dup := commands[c.Name]; dup {
+		panic("cli: duplicate command " + c.Name)
+	}
+	commands[c.Name] = c
+}
+
+// Main runs mlagent with the given arguments (without the program name).
+func Main(args []string) int {
+	env := &Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	return run(ctx, env, args)
+}
+
+func run(ctx context.Context, env *Env, args []string) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		if len(args) > 1 && args[0] == "help" {
+			return run(ctx, env, []string{args[1], "--help"})
+		}
+		usage(env.Stdout)
+		return ExitOK
+	}
+	if args[0] == "--version" || args[0] == "version" {
+		fmt.Fprintln(env.Stdout, "mlagent", Version)
+		return ExitOK
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(env.Stderr, "mlagent: unknown command %q\n\n", args[0])
+		usage(env.Stderr)
+		return ExitUsage
+	}
+	if env.Config == nil {
+		cfg, err := config.Load(env.Getenv)
+		if err != nil {
+			fmt.Fprintf(env.Stderr, "mlagent: %v\n", err)
+			return ExitUsage
+		}
+		env.Config = cfg
+	}
+	if env.Log == nil {
+		env.Log = newLogger(env.Stderr, env.Config.LogLevel)
+	}
+	return cmd.Run(ctx, env, args[1:])
+}
+
+// Version is set at build time with -ldflags "-X .../cli.Version=…".
+var Version = "dev"
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `mlagent: a Claude agent that trains and runs open models in an isolated sandbox,
+with every secret kept outside it.
+
+Usage: mlagent <command> [flags] [args]
+
+Commands:
+`)
+	names := make([]string, 0, len(commands))
+	for n, c := range commands {
+		if !c.Hidden {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].Summary)
+	}
+	fmt.Fprint(w, `
+Run "mlagent <command> --help" for a command's flags.
+State lives in $MLAGENT_HOME (default $XDG_DATA_HOME/mlagent); config in
+$XDG_CONFIG_HOME/mlagent/config.toml (flags > environment > config file).
+`)
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// newFlagSet returns a flag set whose --help prints the command's usage
+// line, its description and its flags with their defaults.
+func newFlagSet(env *Env, name, usageLine, description string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	fs.Usage = func() {
+		out := fs.Output()
+		fmt.Fprintf(out, "Usage: mlagent %s\n\n%s\n", usageLine, strings.TrimSpace(description))
+		var any bool
+		fs.VisitAll(func(*flag.Flag) { any = true })
+		if any {
+			fmt.Fprintln(out, "\nFlags:")
+			fs.PrintDefaults()
+		}
+	}
+	return fs
+}
+
+// parseFlags parses args and maps the outcome to an exit code: -1 means
+// "go on", anything else is the code to return (0 after --help).
+func parseFlags(fs *flag.FlagSet, args []string, env *Env) int {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "-h" || a == "--help" || a == "-help" {
+			fs.SetOutput(env.Stdout) // help asked for is output, not an error
+		}
+	}
+	err := fs.Parse(args)
+	switch {
+	case err == nil:
+		return -1
+	case errors.Is(err, flag.ErrHelp):
+		return ExitOK
+	default:
+		return ExitUsage
+	}
+}

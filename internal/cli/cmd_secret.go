@@ -1,0 +1,94 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/mlagent/mlagent/internal/secrets"
+)
+
+func init() {
+	register(&Command{
+		Name:    "secret",
+		Summary: "store credentials outside every sandbox (set, ls, rm)",
+		Run:     runSecret,
+	})
+}
+
+const secretHelp = `Secrets are kept in $MLAGENT_HOME/secrets.json (mode 0600; a looser file is
+refused). Only the gateway and the syncer read them; sandboxes never see them.
+
+  mlagent secret set NAME KEY=VALUE...   create or replace a secret
+  mlagent secret ls                      list names and keys (never values)
+  mlagent secret rm NAME                 delete a secret
+
+Keys mlagent uses: ANTHROPIC_API_KEY (model key; falls back to the environment),
+HF_TOKEN (Hugging Face, injected by the gateway and used by the syncer),
+GITHUB_TOKEN (git over HTTPS to github.com, injected by the gateway),
+MLAGENT_ADMIN_TOKEN (gateway admin plane; falls back to the environment).
+
+Example:
+  mlagent secret set anthropic ANTHROPIC_API_KEY=sk-ant-...
+  mlagent secret set huggingface HF_TOKEN=hf_...`
+
+func runSecret(ctx context.Context, env *Env, args []string) int {
+	fs := newFlagSet(env, "secret", "secret set|ls|rm ...", secretHelp)
+	if code := parseFlags(fs, args, env); code >= 0 {
+		return code
+	}
+	args = fs.Args()
+	if len(args) == 0 {
+		fs.Usage()
+		return ExitUsage
+	}
+	st := secrets.Open(env.Config.SecretsPath())
+	switch args[0] {
+	case "set":
+		if len(args) < 3 {
+			fmt.Fprintln(env.Stderr, "usage: mlagent secret set NAME KEY=VALUE...")
+			return ExitUsage
+		}
+		kv := map[string]string{}
+		for _, a := range args[2:] {
+			k, v, ok := strings.Cut(a, "=")
+			if !ok {
+				// Do not echo a: it may be a bare secret value.
+				fmt.Fprintln(env.Stderr, "mlagent secret set: each pair must be KEY=VALUE")
+				return ExitUsage
+			}
+			kv[k] = v
+		}
+		if err := st.Set(args[1], kv); err != nil {
+			fmt.Fprintf(env.Stderr, "mlagent secret set: %v\n", err)
+			return ExitFailure
+		}
+		fmt.Fprintf(env.Stdout, "saved secret %s (%d key(s)) in %s\n", args[1], len(kv), st.Path())
+	case "ls", "list":
+		entries, err := st.List()
+		if err != nil {
+			fmt.Fprintf(env.Stderr, "mlagent secret ls: %v\n", err)
+			return ExitFailure
+		}
+		if len(entries) == 0 {
+			fmt.Fprintln(env.Stdout, "no secrets; add one with: mlagent secret set NAME KEY=VALUE")
+		}
+		for _, e := range entries {
+			fmt.Fprintf(env.Stdout, "%-20s %s\n", e.Name, strings.Join(e.Keys, ", "))
+		}
+	case "rm", "remove", "delete":
+		if len(args) != 2 {
+			fmt.Fprintln(env.Stderr, "usage: mlagent secret rm NAME")
+			return ExitUsage
+		}
+		if err := st.Remove(args[1]); err != nil {
+			fmt.Fprintf(env.Stderr, "mlagent secret rm: %v\n", err)
+			return ExitFailure
+		}
+		fmt.Fprintf(env.Stdout, "removed secret %s\n", args[1])
+	default:
+		fmt.Fprintf(env.Stderr, "mlagent secret: unknown subcommand %q (want set, ls or rm)\n", args[0])
+		return ExitUsage
+	}
+	return ExitOK
+}

@@ -1,0 +1,208 @@
+// Package config finds mlagent's directories and loads its configuration:
+// flags over environment over the config file over built-in defaults.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the whole configuration file. Each command reads its section;
+// its flags default to these values, so a flag always wins.
+type Config struct {
+	// Home is mlagent's state directory (store, secrets, volumes, sandboxes).
+	Home     string `toml:"-"`
+	File     string `toml:"-"` // the config file read, if any
+	LogLevel string `toml:"log_level"`
+
+	Gateway   GatewayConfig   `toml:"gateway"`
+	Sandbox   SandboxConfig   `toml:"sandbox"`
+	Run       RunConfig       `toml:"run"`
+	Dashboard DashboardConfig `toml:"dashboard"`
+	Syncer    SyncerConfig    `toml:"syncer"`
+}
+
+// GatewayConfig configures `mlagent gateway` and the in-process gateway.
+type GatewayConfig struct {
+	Listen      string   `toml:"listen"`       // data plane, default 127.0.0.1:8790
+	AdminListen string   `toml:"admin_listen"` // admin plane, default 127.0.0.1:8791
+	Upstream    string   `toml:"upstream"`     // Anthropic-compatible API base URL
+	HFUpstream  string   `toml:"hf_upstream"`  // Hugging Face Hub base URL
+	GitUpstream string   `toml:"git_upstream"` // base URL for github.com git over HTTPS
+	Allow       []string `toml:"allow"`        // CONNECT allowlist (host or *.domain)
+	AuditLog    string   `toml:"audit_log"`    // JSON-lines audit file; default $MLAGENT_HOME/audit.jsonl
+}
+
+// SandboxConfig configures sandbox backends.
+type SandboxConfig struct {
+	Backend     string `toml:"backend"`      // "local" (bubblewrap)
+	Bwrap       string `toml:"bwrap"`        // path to bwrap; default from $PATH
+	Timeout     string `toml:"timeout"`      // wall-clock limit, Go duration; "" = none
+	IdleTimeout string `toml:"idle_timeout"` // idle limit, Go duration; "" = none
+}
+
+// RunConfig configures `mlagent run`.
+type RunConfig struct {
+	Model     string  `toml:"model"`
+	BudgetUSD float64 `toml:"budget_usd"`
+	MaxTurns  int     `toml:"max_turns"`
+	BaseURL   string  `toml:"base_url"` // Anthropic-compatible server instead of api.anthropic.com
+}
+
+// DashboardConfig configures the local metrics dashboard.
+type DashboardConfig struct {
+	Listen string `toml:"listen"`
+	Dir    string `toml:"dir"` // Trackio directory; default the trackio volume
+}
+
+// SyncerConfig configures `mlagent syncer`.
+type SyncerConfig struct {
+	Dir      string `toml:"dir"`
+	SpaceID  string `toml:"space_id"`
+	Interval string `toml:"interval"`
+	HubURL   string `toml:"hub_url"`
+}
+
+// Defaults returns the built-in configuration.
+func Defaults() *Config {
+	return &Config{
+		LogLevel: "info",
+		Gateway: GatewayConfig{
+			Listen:      "127.0.0.1:8790",
+			AdminListen: "127.0.0.1:8791",
+			Upstream:    "https://api.anthropic.com",
+			HFUpstream:  "https://huggingface.co",
+			GitUpstream: "https://github.com",
+			Allow: []string{
+				"pypi.org", "files.pythonhosted.org",
+				"huggingface.co", "*.huggingface.co", "*.hf.co", "cdn-lfs.huggingface.co",
+			},
+		},
+		Sandbox:   SandboxConfig{Backend: "local"},
+		Run:       RunConfig{Model: DefaultModel, BudgetUSD: 5, MaxTurns: 200},
+		Dashboard: DashboardConfig{Listen: "127.0.0.1:8792"},
+		Syncer:    SyncerConfig{Interval: "30s", HubURL: "https://huggingface.co"},
+	}
+}
+
+// DefaultModel is the model id used when none is configured.
+const DefaultModel = "claude-sonnet-4-5"
+
+// Load reads the config file (if any) and applies environment overrides.
+// getenv is os.Getenv outside tests.
+func Load(getenv func(string) string) (*Config, error) {
+	c := Defaults()
+	home, err := HomeDir(getenv)
+	if err != nil {
+		return nil, err
+	}
+	c.Home = home
+	path := getenv("MLAGENT_CONFIG")
+	if path == "" {
+		path = filepath.Join(configDir(getenv), "config.toml")
+	}
+	if _, err := toml.DecodeFile(path, c); err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+	} else {
+		c.File = path
+	}
+	if err := c.applyEnv(getenv); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// applyEnv lets MLAGENT_* variables override the file.
+func (c *Config) applyEnv(getenv func(string) string) error {
+	str := map[string]*string{
+		"MLAGENT_LOG_LEVEL":        &c.LogLevel,
+		"MLAGENT_GATEWAY_LISTEN":   &c.Gateway.Listen,
+		"MLAGENT_ADMIN_LISTEN":     &c.Gateway.AdminListen,
+		"MLAGENT_UPSTREAM":         &c.Gateway.Upstream,
+		"MLAGENT_HF_UPSTREAM":      &c.Gateway.HFUpstream,
+		"MLAGENT_SANDBOX_BACKEND":  &c.Sandbox.Backend,
+		"MLAGENT_BWRAP":            &c.Sandbox.Bwrap,
+		"MLAGENT_MODEL":            &c.Run.Model,
+		"MLAGENT_BASE_URL":         &c.Run.BaseURL,
+		"MLAGENT_DASHBOARD_LISTEN": &c.Dashboard.Listen,
+		"MLAGENT_SPACE_ID":         &c.Syncer.SpaceID,
+	}
+	for k, p := range str {
+		if v := getenv(k); v != "" {
+			*p = v
+		}
+	}
+	if v := getenv("MLAGENT_BUDGET_USD"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < 0 {
+			return fmt.Errorf("MLAGENT_BUDGET_USD=%q: want a non-negative number", v)
+		}
+		c.Run.BudgetUSD = f
+	}
+	return nil
+}
+
+// HomeDir is $MLAGENT_HOME, else $XDG_DATA_HOME/mlagent, else
+// ~/.local/share/mlagent.
+func HomeDir(getenv func(string) string) (string, error) {
+	if h := getenv("MLAGENT_HOME"); h != "" {
+		return filepath.Abs(h)
+	}
+	if x := getenv("XDG_DATA_HOME"); x != "" {
+		return filepath.Join(x, "mlagent"), nil
+	}
+	h := getenv("HOME")
+	if h == "" {
+		var err error
+		if h, err = os.UserHomeDir(); err != nil {
+			return "", fmt.Errorf("cannot find a home directory: set MLAGENT_HOME")
+		}
+	}
+	return filepath.Join(h, ".local", "share", "mlagent"), nil
+}
+
+func configDir(getenv func(string) string) string {
+	if x := getenv("XDG_CONFIG_HOME"); x != "" {
+		return filepath.Join(x, "mlagent")
+	}
+	h := getenv("HOME")
+	if h == "" {
+		h, _ = os.UserHomeDir()
+	}
+	return filepath.Join(h, ".config", "mlagent")
+}
+
+// Paths under Home. Every part of mlagent finds its files through these.
+func (c *Config) StorePath() string   { return filepath.Join(c.Home, "mlagent.db") }
+func (c *Config) SecretsPath() string { return filepath.Join(c.Home, "secrets.json") }
+func (c *Config) VolumesDir() string  { return filepath.Join(c.Home, "volumes") }
+func (c *Config) SandboxesDir() string {
+	return filepath.Join(c.Home, "sandboxes")
+}
+func (c *Config) AuditLogPath() string {
+	if c.Gateway.AuditLog != "" {
+		return c.Gateway.AuditLog
+	}
+	return filepath.Join(c.Home, "audit.jsonl")
+}
+
+// Well-known volume names and where sandboxes mount them (as in the
+// original system: data at /data, Trackio at ~/.cache/huggingface/trackio).
+const (
+	DataVolume    = "data"
+	TrackioVolume = "trackio"
+	DataMount     = "/data"
+	SandboxHome   = "/home/agent"
+	TrackioMount  = SandboxHome + "/.cache/huggingface/trackio"
+)
+
+// TrackioDir is the host directory of the Trackio volume.
+func (c *Config) TrackioDir() string { return filepath.Join(c.VolumesDir(), TrackioVolume) }

@@ -1,0 +1,59 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestPrecedenceFileThenEnv(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "cfg", "mlagent"), 0o700)
+	os.WriteFile(filepath.Join(dir, "cfg", "mlagent", "config.toml"), []byte(`
+[gateway]
+listen = "127.0.0.1:9000"
+upstream = "http://file"
+[run]
+budget_usd = 1.5
+`), 0o600)
+	env := map[string]string{
+		"XDG_CONFIG_HOME":  filepath.Join(dir, "cfg"),
+		"MLAGENT_HOME":     filepath.Join(dir, "home"),
+		"MLAGENT_UPSTREAM": "http://env",
+	}
+	c, err := Load(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Gateway.Listen != "127.0.0.1:9000" {
+		t.Errorf("listen = %q; want the file's", c.Gateway.Listen)
+	}
+	if c.Gateway.Upstream != "http://env" {
+		t.Errorf("upstream = %q; want the environment's", c.Gateway.Upstream)
+	}
+	if c.Run.BudgetUSD != 1.5 {
+		t.Errorf("budget = %v", c.Run.BudgetUSD)
+	}
+	if c.Home != filepath.Join(dir, "home") {
+		t.Errorf("home = %q", c.Home)
+	}
+}
+
+func TestBadFileIsAnError(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "c.toml")
+	os.WriteFile(p, []byte("[gateway\n"), 0o600)
+	env := map[string]string{"MLAGENT_CONFIG": p, "MLAGENT_HOME": dir}
+	if _, err := Load(func(k string) string { return env[k] }); err == nil {
+		t.Fatal("malformed config loaded without error")
+	}
+}
+
+func TestHomeDefaults(t *testing.T) {
+	h, _ := HomeDir(func(k string) string {
+		return map[string]string{"XDG_DATA_HOME": "/x"}[k]
+	})
+	if h != "/x/mlagent" {
+		t.Errorf("home = %q", h)
+	}
+}

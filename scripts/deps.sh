@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the machine packages mlagent's sandbox, training and browser tests
+# use, when they are missing: bubblewrap (local sandbox), python3-torch and
+# python3-numpy (training inside the sandbox), chromium (dashboard browser
+# test). Needs root (or sudo); prints what to run otherwise.
+set -euo pipefail
+want=()
+command -v bwrap >/dev/null 2>&1 || want+=(bubblewrap)
+/usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1 || want+=(python3-torch python3-numpy)
+if [ "${MLAGENT_DEPS_BROWSER:-0}" = 1 ]; then
+  command -v chromium >/dev/null 2>&1 || want+=(chromium)
+fi
+[ ${#want[@]} -eq 0 ] && exit 0
+echo "mlagent: installing ${want[*]} (Debian packages)" >&2
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+    echo "mlagent: run as root: apt-get update && apt-get install -y ${want[*]}" >&2; exit 1
+  fi
+fi
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
