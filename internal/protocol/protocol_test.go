@@ -1,0 +1,142 @@
+package protocol
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// sampleEvents has one event of every type, as the agent writes them.
+func sampleEvents() []Event {
+	return []Event{
+		{Type: EventReady, Session: "s-1", Model: "claude-sonnet-4-5", ResumedMessages: 4},
+		{Type: EventTextDelta, Text: "Let me look at the data."},
+		{Type: EventThinking, Text: "the user wants a classifier"},
+		{Type: EventToolStart, ID: "toolu_1", Name: "bash", Summary: "ls /data"},
+		{Type: EventToolEnd, ID: "toolu_1", Name: "bash", OK: Bool(true), Summary: "exit 0", Output: "hf-cache\nruns\n"},
+		{Type: EventToolEnd, ID: "toolu_2", Name: "read", OK: Bool(false), Summary: "error", Output: "no such file"},
+		{Type: EventTodo, Items: []TodoItem{{Content: "pick a model", Status: "completed"}, {Content: "train", Status: "in_progress"}}},
+		{Type: EventAskUser, ID: "toolu_3", Question: "Which dataset?", Choices: []string{"imdb", "sst2"}},
+		{Type: EventUsage, Usage: &Usage{InputTokens: 120, OutputTokens: 80, CacheCreationInputTokens: 2000, CacheReadInputTokens: 9000, CostUSD: 0.0123, Requests: 3, SessionCostUSD: 0.05, SessionCacheReadRatio: 0.8}},
+		{Type: EventCompaction, Compaction: &Compaction{MessagesBefore: 40, MessagesAfter: 7, TokensBefore: 170000, SummaryChars: 2400}},
+		{Type: EventRetry, Attempt: 1, WaitMS: 2000, Message: "overloaded_error (529)"},
+		{Type: EventError, Kind: ErrBudget, Message: "budget exhausted for this sandbox"},
+		{Type: EventTurnEnd, StopReason: "end_turn"},
+	}
+}
+
+func TestEventsGolden(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	for _, ev := range sampleEvents() {
+		if err := w.Emit(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	golden(t, "events.golden.jsonl", buf.Bytes())
+}
+
+func TestInputsGolden(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("testdata", "inputs.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewReader(bytes.NewReader(data))
+	var out strings.Builder
+	for {
+		in, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			out.WriteString("error: " + err.Error() + "\n")
+			continue
+		}
+		out.WriteString(in.Type + " id=" + in.ID + " text=" + in.Text + "\n")
+	}
+	golden(t, "inputs.golden.txt", []byte(out.String()))
+}
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s mismatch:\ngot:\n%s\nwant:\n%s", name, got, want)
+	}
+}
+
+func TestParseInput(t *testing.T) {
+	tests := []struct {
+		name, line string
+		wantErr    bool
+		want       Input
+	}{
+		{"user", `{"v":1,"type":"user_message","text":"hi"}`, false, Input{V: 1, Type: "user_message", Text: "hi"}},
+		{"no version", `{"type":"interrupt"}`, false, Input{V: 1, Type: "interrupt"}},
+		{"newer version", `{"v":2,"type":"interrupt"}`, true, Input{}},
+		{"empty message", `{"type":"user_message"}`, true, Input{}},
+		{"answer without id", `{"type":"answer","text":"x"}`, true, Input{}},
+		{"unknown", `{"type":"dance"}`, true, Input{}},
+		{"not json", `hello`, true, Input{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseInput([]byte(tt.line))
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v; want error %v", err, tt.wantErr)
+			}
+			if got != tt.want {
+				t.Errorf("got %+v; want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func FuzzParseInput(f *testing.F) {
+	f.Add([]byte(`{"v":1,"type":"user_message","text":"hi"}`))
+	f.Add([]byte(`{"type":"answer","id":"x","text":"y"}`))
+	f.Add([]byte(`{"v":99}`))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		in, err := ParseInput(line)
+		if err == nil && (in.V < 1 || in.V > Version) {
+			t.Errorf("accepted version %d", in.V)
+		}
+	})
+}
+
+type errWriter struct{ n int }
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	e.n++
+	return 0, errors.New("broken pipe")
+}
+
+func TestWriterStickyError(t *testing.T) {
+	ew := &errWriter{}
+	w := NewWriter(ew)
+	if err := w.Emit(Event{Type: EventTurnEnd}); err == nil {
+		t.Fatal("got nil error; want broken pipe")
+	}
+	if err := w.Emit(Event{Type: EventTurnEnd}); err == nil {
+		t.Fatal("second Emit: got nil error; want the first error")
+	}
+	if ew.n != 1 {
+		t.Errorf("writes = %d; want 1", ew.n)
+	}
+}
