@@ -244,7 +244,7 @@ func TestPromptCacheModel(t *testing.T) {
 	long := strings.Repeat("You are a careful ML engineer. ", 100)
 	params := anthropic.MessageNewParams{
 		Model: "claude-sonnet-4-5", MaxTokens: 100,
-		System: []anthropic.TextBlockParam{{Text: long, CacheControl: anthropic.NewCacheControlEphemeralParam()}},
+		System:   []anthropic.TextBlockParam{{Text: long, CacheControl: anthropic.NewCacheControlEphemeralParam()}},
 		Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("hi"))},
 	}
 	first, err := c.Messages.New(context.Background(), params)
