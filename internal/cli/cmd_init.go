@@ -1,0 +1,47 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+
+	"github.com/mlagent/mlagent/internal/initproc"
+)
+
+func init() {
+	register(&Command{
+		Name:    "init",
+		Summary: "PID 1 inside a sandbox (internal)",
+		Hidden:  true,
+		Run:     runInit,
+	})
+}
+
+const initHelp = `PID 1 of a local sandbox, started by the bubblewrap backend: reaps zombies,
+serves the control socket the host runs commands through, and bridges
+127.0.0.1:8790 inside to the gateway's Unix socket outside. Not for direct use.`
+
+func runInit(ctx context.Context, env *Env, args []string) int {
+	fs := newFlagSet(env, "init", "init --control PATH [flags]", initHelp)
+	var opts initproc.Options
+	readyFD := fs.Int("ready-fd", -1, "descriptor that gets \"ok\" once serving")
+	fs.StringVar(&opts.Control, "control", "/run/mlagent/control.sock", "control socket path")
+	fs.StringVar(&opts.GatewaySocket, "gateway-socket", "", "gateway Unix socket to bridge to (none: no bridge)")
+	fs.StringVar(&opts.BridgeListen, "bridge-listen", "127.0.0.1:8790", "loopback address of the gateway bridge")
+	fs.DurationVar(&opts.Timeout, "timeout", 0, "wall-clock limit (0: none)")
+	fs.DurationVar(&opts.IdleTimeout, "idle-timeout", 0, "end after this long with no command running (0: none)")
+	fs.StringVar(&opts.DefaultDir, "dir", "/workspace", "default working directory of commands")
+	if code := parseFlags(fs, args, env); code >= 0 {
+		return code
+	}
+	if *readyFD >= 0 {
+		opts.Ready = os.NewFile(uintptr(*readyFD), "ready-fd-"+strconv.Itoa(*readyFD))
+	}
+	opts.Log = env.Log
+	if err := initproc.Run(ctx, opts); err != nil {
+		fmt.Fprintf(env.Stderr, "mlagent init: %v\n", err)
+		return ExitFailure
+	}
+	return ExitOK
+}

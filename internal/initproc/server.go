@@ -1,0 +1,372 @@
+package initproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Options configure init.
+type Options struct {
+	// Control is the control socket's path (created, mode 0600).
+	Control string
+	// Ready, when set, gets "ok\n" once init serves, or "error: …\n".
+	Ready io.WriteCloser
+	// GatewaySocket, when set, is the gateway's Unix socket; BridgeListen
+	// (default 127.0.0.1:8790) forwards to it.
+	GatewaySocket string
+	BridgeListen  string
+	// Timeout ends the sandbox after that long; IdleTimeout after that
+	// long with no command running. 0 = never.
+	Timeout, IdleTimeout time.Duration
+	// DefaultDir is where commands run when the request names no dir.
+	DefaultDir string
+	Log        *slog.Logger
+}
+
+// server is the running init.
+type server struct {
+	opts   Options
+	log    *slog.Logger
+	reaper *reaper
+
+	mu       sync.Mutex
+	active   int
+	lastIdle time.Time
+}
+
+// Run serves until ctx ends, a timeout fires, or SIGTERM arrives; then, as
+// PID 1, it kills every process of the sandbox.
+func Run(ctx context.Context, opts Options) (err error) {
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	ready := func(msg string) {
+		if opts.Ready != nil {
+			io.WriteString(opts.Ready, msg+"\n")
+			opts.Ready.Close()
+			opts.Ready = nil
+		}
+	}
+	defer func() {
+		if err != nil {
+			ready("error: " + err.Error())
+		}
+	}()
+	if os.Getpid() != 1 {
+		// Outside a PID namespace, still adopt orphans so they are reaped.
+		unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	}
+	s := &server{opts: opts, log: log, reaper: startReaper(), lastIdle: time.Now()}
+	defer s.shutdown()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	go func() {
+		select {
+		case sig := <-sigs:
+			log.Info("init: signal, shutting down", "signal", sig)
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+
+	os.Remove(opts.Control)
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: opts.Control, Net: "unixpacket"})
+	if err != nil {
+		return fmt.Errorf("init: control socket: %w", err)
+	}
+	defer ln.Close()
+	if err := os.Chmod(opts.Control, 0o600); err != nil {
+		return fmt.Errorf("init: control socket: %w", err)
+	}
+	if opts.GatewaySocket != "" {
+		addr := opts.BridgeListen
+		if addr == "" {
+			addr = "127.0.0.1:8790"
+		}
+		bl, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("init: gateway bridge: %w", err)
+		}
+		defer bl.Close()
+		go serveBridge(ctx, bl, opts.GatewaySocket, log)
+	}
+	if opts.Timeout > 0 {
+		t := time.AfterFunc(opts.Timeout, func() {
+			log.Info("init: wall-clock timeout, shutting down", "timeout", opts.Timeout)
+			cancel()
+		})
+		defer t.Stop()
+	}
+	if opts.IdleTimeout > 0 {
+		go s.watchIdle(ctx, cancel)
+	}
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	ready("ok")
+	for {
+		conn, err := ln.AcceptUnix()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("init: accept: %w", err)
+		}
+		go s.handle(ctx, conn)
+	}
+}
+
+func (s *server) busy(delta int) {
+	s.mu.Lock()
+	s.active += delta
+	if s.active == 0 {
+		s.lastIdle = time.Now()
+	}
+	s.mu.Unlock()
+}
+
+func (s *server) watchIdle(ctx context.Context, cancel func()) {
+	tick := min(s.opts.IdleTimeout/4, time.Second)
+	t := time.NewTicker(max(tick, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.mu.Lock()
+			idle := s.active == 0 && time.Since(s.lastIdle) >= s.opts.IdleTimeout
+			s.mu.Unlock()
+			if idle {
+				s.log.Info("init: idle timeout, shutting down", "idle_timeout", s.opts.IdleTimeout)
+				cancel()
+				return
+			}
+		}
+	}
+}
+
+// shutdown kills what is left. As PID 1 that is everything in the
+// namespace (and the kernel would do it anyway once we exit); otherwise
+// only the process groups init started.
+func (s *server) shutdown() {
+	if os.Getpid() == 1 {
+		syscall.Kill(-1, syscall.SIGKILL)
+		return
+	}
+	s.reaper.killAll()
+}
+
+func (s *server) handle(ctx context.Context, conn *net.UnixConn) {
+	defer conn.Close()
+	var req Request
+	fds, err := recv(conn, &req)
+	if err != nil {
+		return
+	}
+	files := make([]*os.File, len(fds))
+	for i, fd := range fds {
+		files[i] = os.NewFile(uintptr(fd), fmt.Sprintf("fd%d", i))
+	}
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	s.busy(1)
+	defer s.busy(-1)
+	var rep Reply
+	switch req.Op {
+	case OpPing:
+	case OpExec:
+		if len(files) != 3 {
+			rep.Error = "exec needs 3 descriptors"
+			break
+		}
+		rep = s.exec(ctx, conn, &req, files)
+	case OpRead:
+		if len(files) != 1 {
+			rep.Error = "read needs 1 descriptor"
+			break
+		}
+		rep = readTo(s.path(req.Path), files[0])
+	case OpWrite:
+		if len(files) != 1 {
+			rep.Error = "write needs 1 descriptor"
+			break
+		}
+		rep = writeFrom(s.path(req.Path), os.FileMode(req.Mode), files[0])
+	default:
+		rep.Error = fmt.Sprintf("unknown operation %q", req.Op)
+	}
+	rep.Done = true
+	send(conn, rep)
+}
+
+func (s *server) path(p string) string {
+	if filepath.IsAbs(p) || s.opts.DefaultDir == "" {
+		return p
+	}
+	return filepath.Join(s.opts.DefaultDir, p)
+}
+
+func errReply(err error) Reply {
+	return Reply{Error: err.Error(), Errno: errnoName(err), Exit: -1}
+}
+
+func readTo(path string, w *os.File) Reply {
+	f, err := os.Open(path)
+	if err != nil {
+		return errReply(err)
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.IsDir() {
+		return errReply(&os.PathError{Op: "read", Path: path, Err: syscall.EISDIR})
+	}
+	_, err = io.Copy(w, f)
+	w.Close()
+	if err != nil {
+		return errReply(err)
+	}
+	return Reply{}
+}
+
+func writeFrom(path string, mode os.FileMode, r *os.File) Reply {
+	if mode == 0 {
+		mode = 0o644
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return errReply(err)
+	}
+	_, err = io.Copy(f, r)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return errReply(err)
+	}
+	return Reply{}
+}
+
+func (s *server) exec(ctx context.Context, conn *net.UnixConn, req *Request, files []*os.File) Reply {
+	env := mergeEnv(os.Environ(), req.Env)
+	dir := req.Dir
+	if dir == "" {
+		dir = s.opts.DefaultDir
+	}
+	argv0, err := lookPath(req.Argv[0], env)
+	if err != nil {
+		return Reply{Error: err.Error(), Errno: errnoName(err), Exit: 127}
+	}
+	attr := &syscall.ProcAttr{
+		Dir:   dir,
+		Env:   env,
+		Files: []uintptr{files[0].Fd(), files[1].Fd(), files[2].Fd()},
+		Sys:   &syscall.SysProcAttr{Setpgid: true},
+	}
+	pid, done, err := s.reaper.start(argv0, req.Argv, attr)
+	if err != nil {
+		return Reply{Error: fmt.Sprintf("exec %s: %v", req.Argv[0], err), Errno: errnoName(err), Exit: 126}
+	}
+	for _, f := range files {
+		f.Close() // the child has them; EOF must reach the host when it exits
+	}
+	if err := send(conn, Reply{Pid: pid}); err != nil {
+		syscall.Kill(-pid, syscall.SIGKILL)
+	}
+	// A kill request, or the client going away, kills the group while its
+	// leader runs; after that the pid may belong to someone else.
+	var exited atomic.Bool
+	go func() {
+		var r Request
+		for {
+			fds, err := recv(conn, &r)
+			closeAll(fds)
+			if err != nil || r.Op == OpKill {
+				if !exited.Load() {
+					syscall.Kill(-pid, syscall.SIGKILL)
+				}
+				return
+			}
+		}
+	}()
+	select {
+	case st := <-done:
+		exited.Store(true)
+		return Reply{Exit: exitCode(st)}
+	case <-ctx.Done():
+		syscall.Kill(-pid, syscall.SIGKILL)
+		return Reply{Exit: exitCode(<-done), Error: "sandbox shutting down"}
+	}
+}
+
+func exitCode(st syscall.WaitStatus) int {
+	switch {
+	case st.Exited():
+		return st.ExitStatus()
+	case st.Signaled():
+		return 128 + int(st.Signal())
+	}
+	return -1
+}
+
+func mergeEnv(base, extra []string) []string {
+	idx := map[string]int{}
+	out := make([]string, 0, len(base)+len(extra))
+	for _, kv := range append(base, extra...) {
+		k, _, _ := strings.Cut(kv, "=")
+		if i, ok := idx[k]; ok {
+			out[i] = kv
+			continue
+		}
+		idx[k] = len(out)
+		out = append(out, kv)
+	}
+	return out
+}
+
+// lookPath resolves name against the PATH of env, not of init.
+func lookPath(name string, env []string) (string, error) {
+	if strings.Contains(name, "/") {
+		return name, nil
+	}
+	path := ""
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = v
+		}
+	}
+	for _, dir := range filepath.SplitList(path) {
+		if dir == "" {
+			dir = "."
+		}
+		p := filepath.Join(dir, name)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", &os.PathError{Op: "exec", Path: name, Err: errors.Join(errNotInPath, syscall.ENOENT)}
+}
+
+var errNotInPath = errors.New("executable file not found in $PATH")

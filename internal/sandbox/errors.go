@@ -1,0 +1,102 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+)
+
+var (
+	ErrNotFound      = errors.New("sandbox not found")
+	ErrNotRunning    = errors.New("sandbox is not running")
+	ErrExists        = errors.New("sandbox already exists")
+	ErrNoGPU         = errors.New("a GPU was requested but this host has none (no /dev/nvidia* device); use --gpu=optional to run without one")
+	ErrInvalidName   = errors.New("invalid sandbox name: want 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit")
+	ErrInvalidMount  = errors.New("invalid mount")
+	ErrInvalidVolume = errors.New("invalid volume name: want 1-63 characters of a-z, A-Z, 0-9, '.', '_' and '-', not starting with '.'")
+)
+
+// ValidName checks a sandbox name: a DNS label, so that the same name works
+// as a Kubernetes pod name.
+func ValidName(name string) error {
+	if name == "" || len(name) > maxNameLen || name[0] == '-' || name[len(name)-1] == '-' {
+		return fmt.Errorf("%w: %q", ErrInvalidName, name)
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return fmt.Errorf("%w: %q", ErrInvalidName, name)
+		}
+	}
+	return nil
+}
+
+// ValidVolumeName checks a volume name; it becomes a directory name on the
+// host, so it can hold no separator and cannot be "." or "..".
+func ValidVolumeName(name string) error {
+	if name == "" || len(name) > maxNameLen || name[0] == '.' || name[0] == '-' {
+		return fmt.Errorf("%w: %q", ErrInvalidVolume, name)
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return fmt.Errorf("%w: %q", ErrInvalidVolume, name)
+		}
+	}
+	return nil
+}
+
+// reservedMountRoots are paths a volume may not cover: the sandbox's own
+// system directories.
+var reservedMountRoots = []string{"/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc", "/proc", "/dev", "/sys", "/run", "/opt/mlagent", "/tmp"}
+
+// ValidMount checks that m names a valid volume and an absolute, clean path
+// that neither is nor lies under a system directory of the sandbox.
+func ValidMount(m Mount) error {
+	if err := ValidVolumeName(m.Volume); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidMount, err)
+	}
+	p := m.Path
+	if !strings.HasPrefix(p, "/") || path.Clean(p) != p || p == "/" || strings.ContainsAny(p, "\x00\n") {
+		return fmt.Errorf("%w: path %q must be absolute and clean, not /", ErrInvalidMount, p)
+	}
+	for _, r := range reservedMountRoots {
+		if p == r || strings.HasPrefix(p, r+"/") {
+			return fmt.Errorf("%w: path %q is inside the sandbox's system directory %s", ErrInvalidMount, p, r)
+		}
+	}
+	if p == Home || p == Workspace {
+		return fmt.Errorf("%w: path %q would hide the sandbox's %s", ErrInvalidMount, p, p)
+	}
+	return nil
+}
+
+// Validate checks a spec before any work is done.
+func (s *Spec) Validate() error {
+	if s.Name != "" {
+		if err := ValidName(s.Name); err != nil {
+			return err
+		}
+	}
+	seen := map[string]bool{}
+	for _, m := range s.Volumes {
+		if err := ValidMount(m); err != nil {
+			return err
+		}
+		if seen[m.Path] {
+			return fmt.Errorf("%w: two volumes at %s", ErrInvalidMount, m.Path)
+		}
+		seen[m.Path] = true
+	}
+	for k := range s.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return fmt.Errorf("invalid environment variable name %q", k)
+		}
+	}
+	if s.Gateway != nil && (s.Gateway.Socket == "" || s.Gateway.Token == "") {
+		return errors.New("gateway access needs both a socket and a token")
+	}
+	if s.CPUs < 0 || s.MemoryBytes < 0 || s.Timeout < 0 || s.IdleTimeout < 0 {
+		return errors.New("limits and timeouts cannot be negative")
+	}
+	return nil
+}

@@ -1,0 +1,258 @@
+// Package sandbox defines what every sandbox backend provides (local
+// bubblewrap today, Kubernetes pods later): create an isolated machine-like
+// environment, run commands in it, move files in and out, and end it so
+// that nothing it started survives.
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/mlagent/mlagent/internal/config"
+)
+
+// Backend creates sandboxes and finds existing ones. Implementations are
+// safe for concurrent use, and Get and List work from a process other than
+// the one that called Create.
+type Backend interface {
+	Create(ctx context.Context, spec Spec) (Sandbox, error)
+	// Get attaches to a running sandbox by name; ErrNotFound if there is
+	// none, ErrNotRunning if it is recorded but dead.
+	Get(ctx context.Context, name string) (Sandbox, error)
+	// List returns every recorded sandbox, dead ones included (State
+	// says which), sorted by name.
+	List(ctx context.Context) ([]Info, error)
+}
+
+// Sandbox is one running sandbox. Methods are safe for concurrent use;
+// several Execs may run at once.
+type Sandbox interface {
+	Name() string
+	// Exec runs argv inside and returns its exit code (128+signal when
+	// killed by a signal). Cancelling ctx kills the command's whole
+	// process group and returns ctx.Err(). A non-nil error means the
+	// command could not be run or its end could not be observed.
+	Exec(ctx context.Context, req ExecRequest) (exitCode int, err error)
+	// ReadFile and WriteFile act as the sandbox's user would, with its
+	// permissions; a missing file is fs.ErrNotExist.
+	ReadFile(ctx context.Context, path string) ([]byte, error)
+	WriteFile(ctx context.Context, path string, data []byte, mode fs.FileMode) error
+	// Terminate kills every process of the sandbox and returns once none
+	// is left. Terminating a sandbox that already ended is not an error.
+	Terminate(ctx context.Context) error
+}
+
+// Remover is an optional Backend capability: delete what a terminated
+// sandbox kept (its persisted workspace).
+type Remover interface {
+	Remove(ctx context.Context, name string) error
+}
+
+// Spec describes a sandbox to create.
+type Spec struct {
+	// Name is a DNS label ([a-z0-9-], at most 63); "" picks a random one.
+	Name string
+	// Volumes are named volumes mounted read-write at absolute paths.
+	Volumes []Mount
+	// Env is added to the sandbox's base environment (HOME, PATH, …).
+	Env map[string]string
+	GPU GPUMode
+	// CPUs and MemoryBytes are limits where the backend can enforce them;
+	// 0 means none. A backend that cannot enforce a limit says so in its
+	// log and in Info.Notes rather than failing.
+	CPUs        float64
+	MemoryBytes int64
+	// Gateway, when set, is the only way out of the sandbox.
+	Gateway *GatewayAccess
+	Labels  map[string]string
+	// Timeout is a wall-clock limit; IdleTimeout ends the sandbox after
+	// that long with no command running. 0 means none.
+	Timeout, IdleTimeout time.Duration
+}
+
+// Mount puts the named volume at Path inside the sandbox.
+type Mount struct {
+	Volume string
+	Path   string
+}
+
+// GatewayAccess is how the sandbox reaches the gateway's data plane.
+type GatewayAccess struct {
+	// Socket is the host Unix socket serving the data plane.
+	Socket string
+	// Token is the sandbox's own token; it is the only credential inside.
+	Token string
+}
+
+// GPUMode says whether the sandbox needs the host's GPUs.
+type GPUMode int
+
+const (
+	GPUNone     GPUMode = iota
+	GPURequired         // fail with ErrNoGPU when the host has none
+	GPUOptional         // use them if present, warn otherwise
+)
+
+// ParseGPUMode reads the --gpu flag forms: "", "none", "required"/"true",
+// "optional".
+func ParseGPUMode(s string) (GPUMode, error) {
+	switch strings.ToLower(s) {
+	case "", "none", "no", "false", "off":
+		return GPUNone, nil
+	case "required", "true", "yes", "on":
+		return GPURequired, nil
+	case "optional", "auto":
+		return GPUOptional, nil
+	}
+	return GPUNone, fmt.Errorf("gpu mode %q: want none, required or optional", s)
+}
+
+func (m GPUMode) String() string {
+	switch m {
+	case GPURequired:
+		return "required"
+	case GPUOptional:
+		return "optional"
+	}
+	return "none"
+}
+
+// ExecRequest is one command to run inside a sandbox.
+type ExecRequest struct {
+	Argv []string
+	// Env is added to (and overrides) the sandbox environment.
+	Env map[string]string
+	// Dir is the working directory; "" is the workspace.
+	Dir    string
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+// State of a recorded sandbox.
+type State string
+
+const (
+	StateRunning State = "running"
+	StateDead    State = "dead" // its processes are gone but it was never terminated
+)
+
+// Info describes a recorded sandbox.
+type Info struct {
+	Name    string
+	Backend string
+	State   State
+	Created time.Time
+	Labels  map[string]string
+	// Workspace is where the backend keeps /workspace ("" when not on the
+	// local filesystem).
+	Workspace string
+	GPU       bool
+	Notes     []string // e.g. limits that could not be enforced
+}
+
+// In-sandbox layout shared by every backend.
+const (
+	Home         = config.SandboxHome
+	Workspace    = "/workspace"
+	BinaryPath   = "/opt/mlagent/bin/mlagent"
+	BinDir       = "/opt/mlagent/bin"
+	HFHome       = config.DataMount + "/hf-cache"
+	GitConfig    = "/etc/mlagent/gitconfig"
+	GatewayAddr  = "127.0.0.1:8790"
+	GatewayURL   = "http://" + GatewayAddr
+	SandboxUser  = "agent"
+	SandboxUID   = 1000
+	SandboxGID   = 1000
+	DefaultPATH  = BinDir + ":/usr/local/bin:/usr/bin:/bin"
+	maxNameLen   = 63
+	randomPrefix = "sb-"
+)
+
+// DefaultMounts are the original system's volumes: data at /data, Trackio
+// at ~/.cache/huggingface/trackio.
+func DefaultMounts() []Mount {
+	return []Mount{
+		{Volume: config.DataVolume, Path: config.DataMount},
+		{Volume: config.TrackioVolume, Path: config.TrackioMount},
+	}
+}
+
+// BaseEnv is the environment every sandbox starts with, before Spec.Env
+// and the gateway variables.
+func BaseEnv(spec Spec) map[string]string {
+	env := map[string]string{
+		"HOME":    Home,
+		"USER":    SandboxUser,
+		"LOGNAME": SandboxUser,
+		"PATH":    DefaultPATH,
+		"LANG":    "C.UTF-8",
+		"TMPDIR":  "/tmp",
+		"HF_HOME": HFHome,
+		"SHELL":   "/bin/sh",
+	}
+	for _, m := range spec.Volumes {
+		if m.Volume == config.TrackioVolume {
+			env["TRACKIO_DIR"] = m.Path
+		}
+		if m.Volume == config.DataVolume {
+			env["HF_HOME"] = path.Join(m.Path, "hf-cache")
+		}
+	}
+	return env
+}
+
+// GatewayEnv is the environment that points every client (Anthropic SDK,
+// huggingface_hub, pip, git) at the gateway with the sandbox's token. It
+// never holds anything but that token.
+func GatewayEnv(token string) map[string]string {
+	proxy := "http://mlagent:" + token + "@" + GatewayAddr
+	return map[string]string{
+		"ANTHROPIC_BASE_URL": GatewayURL,
+		"ANTHROPIC_API_KEY":  token,
+		"HF_ENDPOINT":        GatewayURL + "/hf",
+		"HF_TOKEN":           token,
+		"HTTPS_PROXY":        proxy,
+		"HTTP_PROXY":         proxy,
+		"https_proxy":        proxy,
+		"http_proxy":         proxy,
+		"NO_PROXY":           "127.0.0.1,localhost",
+		"no_proxy":           "127.0.0.1,localhost",
+		"GIT_CONFIG_GLOBAL":  GitConfig,
+	}
+}
+
+// GitConfigFile is the git configuration (GIT_CONFIG_GLOBAL) that sends
+// github.com through the gateway's git route with the sandbox's token.
+func GitConfigFile(token string) []byte {
+	return []byte(`[url "` + GatewayURL + `/git/github.com/"]
+	insteadOf = https://github.com/
+[http]
+	extraHeader = Authorization: Bearer ` + token + `
+[user]
+	name = mlagent
+	email = agent@mlagent.invalid
+`)
+}
+
+// Environ flattens env maps (later ones win) into sorted KEY=VALUE form.
+func Environ(maps ...map[string]string) []string {
+	merged := map[string]string{}
+	for _, m := range maps {
+		for k, v := range m {
+			merged[k] = v
+		}
+	}
+	out := make([]string, 0, len(merged))
+	for k, v := range merged {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}
