@@ -1,0 +1,231 @@
+package dashboard
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mlagent/mlagent/internal/trackio"
+)
+
+// sseClient reads events from the dashboard's stream.
+type sseClient struct {
+	resp *http.Response
+	sc   *bufio.Scanner
+}
+
+type sseEvent struct {
+	Name string
+	Data []byte
+}
+
+func openEvents(t testing.TB, base, project string) *sseClient {
+	t.Helper()
+	req, _ := http.NewRequest("GET", base+"/api/events?project="+project, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("content-type = %q; want text/event-stream", ct)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	c := &sseClient{resp: resp, sc: sc}
+	t.Cleanup(func() { resp.Body.Close() })
+	return c
+}
+
+// next returns the next named event (skipping comments and retry lines).
+func (c *sseClient) next() (sseEvent, error) {
+	var ev sseEvent
+	for c.sc.Scan() {
+		line := c.sc.Text()
+		switch {
+		case line == "":
+			if ev.Name != "" {
+				return ev, nil
+			}
+		case strings.HasPrefix(line, "event: "):
+			ev.Name = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "data: "):
+			ev.Data = append(ev.Data, strings.TrimPrefix(line, "data: ")...)
+		}
+	}
+	if err := c.sc.Err(); err != nil {
+		return ev, err
+	}
+	return ev, io.EOF
+}
+
+// until reads events until one named name satisfies ok.
+func (c *sseClient) until(t testing.TB, name string, ok func([]byte) bool) []byte {
+	t.Helper()
+	for {
+		ev, err := c.next()
+		if err != nil {
+			t.Fatalf("waiting for %s event: %v", name, err)
+		}
+		if ev.Name == name && ok(ev.Data) {
+			return ev.Data
+		}
+	}
+}
+
+func newTestServer(t testing.TB, dir string) (*Server, *httptest.Server) {
+	t.Helper()
+	s, err := NewWithOptions(dir, nil, Options{Fallback: 50 * time.Millisecond, Debounce: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(s.Handler())
+	t.Cleanup(func() { hs.Close(); s.Close() })
+	return s, hs
+}
+
+func TestPageIsEmbeddedAndSelfContained(t *testing.T) {
+	_, hs := newTestServer(t, t.TempDir())
+	for _, path := range []string{"/", "/app.js", "/style.css"} {
+		resp, err := http.Get(hs.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET %s = %d; want 200", path, resp.StatusCode)
+		}
+		if strings.Contains(string(body), "http://") && path != "/app.js" || strings.Contains(string(body), "https://") {
+			t.Errorf("GET %s references a remote URL; the page must work offline", path)
+		}
+		if resp.Header.Get("Content-Security-Policy") == "" {
+			t.Errorf("GET %s has no Content-Security-Policy", path)
+		}
+	}
+}
+
+func TestSnapshotThenLiveDelta(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	w, err := trackio.OpenWriter(ctx, dir, "proj", trackio.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	now := time.Now()
+	for i := 0; i < 3; i++ {
+		w.Log(ctx, "rid", "run", int64(i), map[string]any{"loss": float64(10 - i)}, now)
+	}
+	w.SetConfig(ctx, "rid", "run", map[string]any{"lr": 0.01}, now)
+	w.LogSystem(ctx, "rid", "run", map[string]any{"cpu": 12.5}, now)
+
+	_, hs := newTestServer(t, dir)
+	// Wait until the follower has read the three rows, then subscribe.
+	var snap struct {
+		Project *struct {
+			Name string `json:"name"`
+			Runs []struct {
+				ID      string                  `json:"id"`
+				Config  map[string]any          `json:"config"`
+				Metrics map[string][][2]float64 `json:"metrics"`
+				System  map[string][][2]float64 `json:"system"`
+			} `json:"runs"`
+		} `json:"project"`
+	}
+	for {
+		c := openEvents(t, hs.URL, "proj")
+		data := c.until(t, "snapshot", func([]byte) bool { return true })
+		json.Unmarshal(data, &snap)
+		if snap.Project != nil && len(snap.Project.Runs) == 1 && len(snap.Project.Runs[0].Metrics["loss"]) == 3 {
+			if snap.Project.Runs[0].Config["lr"] != 0.01 || len(snap.Project.Runs[0].System["cpu"]) != 1 {
+				t.Fatalf("snapshot run = %+v; want config lr=0.01 and one cpu point", snap.Project.Runs[0])
+			}
+			// Live: a new row arrives as a delta on this stream.
+			w.Log(ctx, "rid", "run", 3, map[string]any{"loss": 6.5}, now)
+			data := c.until(t, "delta", func(b []byte) bool { return strings.Contains(string(b), `"x":3`) })
+			var d delta
+			if err := json.Unmarshal(data, &d); err != nil {
+				t.Fatal(err)
+			}
+			if d.Project != "proj" || len(d.Rows) != 1 || d.Rows[0].V["loss"] != 6.5 {
+				t.Fatalf("delta = %s; want one row loss=6.5", data)
+			}
+			return
+		}
+		c.resp.Body.Close()
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestBrokenProjectDoesNotStopOthers: a corrupt database is reported on
+// its own project while another project keeps streaming.
+func TestBrokenProjectDoesNotStopOthers(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "broken.db"), []byte(strings.Repeat("garbage!", 512)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w, err := trackio.OpenWriter(ctx, dir, "good", trackio.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	_, hs := newTestServer(t, dir)
+	c := openEvents(t, hs.URL, "good")
+	w.Log(ctx, "r", "r", 0, map[string]any{"loss": 1.0}, time.Now())
+	c.until(t, "delta", func(b []byte) bool { return strings.Contains(string(b), `"loss":1`) })
+	for {
+		resp, err := http.Get(hs.URL + "/api/projects")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var list []projectSummary
+		json.NewDecoder(resp.Body).Decode(&list)
+		resp.Body.Close()
+		var broken *projectSummary
+		for i := range list {
+			if list[i].Name == "broken" {
+				broken = &list[i]
+			}
+		}
+		if broken != nil && broken.Error != "" {
+			if !strings.Contains(broken.Error, "unreadable") {
+				t.Errorf("broken error = %q; want it to say unreadable", broken.Error)
+			}
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	w.Log(ctx, "r", "r", 1, map[string]any{"loss": 0.5}, time.Now())
+	c.until(t, "delta", func(b []byte) bool { return strings.Contains(string(b), `"loss":0.5`) })
+}
+
+func TestPointJSONNonFinite(t *testing.T) {
+	tests := []struct {
+		p    point
+		want string
+	}{
+		{point{1, 2.5}, `[1,2.5]`},
+		{point{2, nan()}, `[2,null]`},
+	}
+	for _, tt := range tests {
+		b, _ := json.Marshal(tt.p)
+		if string(b) != tt.want {
+			t.Errorf("marshal %v = %s; want %s", tt.p, b, tt.want)
+		}
+	}
+}
+
+func nan() float64 {
+	var v map[string]float64
+	v, _ = trackio.Values([]byte(`{"x":"NaN"}`))
+	return v["x"]
+}
