@@ -64,11 +64,11 @@ func (p *projectState) run(id, name string) *runState {
 
 // deltaRow is one row as sent to browsers.
 type deltaRow struct {
-	Kind    string           `json:"kind"` // "metric" or "system"
-	RunID   string           `json:"run_id"`
-	RunName string           `json:"run_name"`
-	X       float64          `json:"x"`
-	V       map[string]any   `json:"values"`
+	Kind    string         `json:"kind"` // "metric" or "system"
+	RunID   string         `json:"run_id"`
+	RunName string         `json:"run_name"`
+	X       float64        `json:"x"`
+	V       map[string]any `json:"values"`
 }
 
 type deltaConfig struct {
