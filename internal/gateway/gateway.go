@@ -1,0 +1,217 @@
+// Package gateway is the only way out of a sandbox: it swaps a sandbox's
+// worthless per-sandbox token for the real model key (and Hugging Face and
+// GitHub tokens), enforces per-token budgets, keeps the usage ledger and
+// audit log, and lets other egress through a CONNECT proxy with a host
+// allowlist. The admin plane, on its own listener, issues and revokes
+// tokens.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mlagent/mlagent/internal/store"
+)
+
+// Config configures a Gateway.
+type Config struct {
+	Upstream    string // Anthropic-compatible API, default https://api.anthropic.com
+	HFUpstream  string // default https://huggingface.co
+	GitUpstream string // default https://github.com
+	// Real secrets. APIKey may be "" for keyless local servers; an empty
+	// HF or GitHub token forwards those routes anonymously.
+	APIKey, HFToken, GitHubToken string
+	// Allow is the CONNECT allowlist: "host" or "*.domain" (port 443), or
+	// either with an explicit ":port".
+	Allow     []string
+	Prices    PriceTable // nil = DefaultPrices
+	DB        *store.DB
+	Audit     io.Writer // JSON lines; nil = no audit log
+	Log       *slog.Logger
+	Transport http.RoundTripper // nil = a tuned clone of http.DefaultTransport
+	// Dial opens CONNECT tunnels; nil = net.Dialer with a 10 s timeout.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// MaxRequestBody is the largest request body forwarded (the API's limit).
+const MaxRequestBody = 32 << 20
+
+// Gateway serves the data plane and the admin plane. It is safe for
+// concurrent use.
+type Gateway struct {
+	cfg    Config
+	db     *store.DB
+	log    *slog.Logger
+	audit  io.Writer
+	prices PriceTable
+
+	upstream, hfUpstream, gitUpstream *url.URL
+	model, hf, git                    *httputil.ReverseProxy
+
+	mu     sync.RWMutex
+	tokens map[[32]byte]*token
+	byID   map[string]*token
+
+	records    chan record
+	flushes    chan chan struct{}
+	writerDone chan struct{}
+	closeMu    sync.RWMutex
+	closed     bool
+
+	tunnelsMu sync.Mutex
+	tunnels   map[net.Conn]struct{}
+}
+
+// New opens the gateway's tables and loads its tokens.
+func New(ctx context.Context, cfg Config) (*Gateway, error) {
+	if cfg.DB == nil {
+		return nil, errors.New("gateway: Config.DB is required")
+	}
+	if cfg.Upstream == "" {
+		cfg.Upstream = "https://api.anthropic.com"
+	}
+	if cfg.HFUpstream == "" {
+		cfg.HFUpstream = "https://huggingface.co"
+	}
+	if cfg.GitUpstream == "" {
+		cfg.GitUpstream = "https://github.com"
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Prices == nil {
+		cfg.Prices = DefaultPrices()
+	}
+	if cfg.Transport == nil {
+		cfg.Transport = NewTransport()
+	}
+	if cfg.Dial == nil {
+		d := &net.Dialer{Timeout: 10 * time.Second}
+		cfg.Dial = d.DialContext
+	}
+	g := &Gateway{
+		cfg: cfg, db: cfg.DB, log: cfg.Log, audit: cfg.Audit, prices: cfg.Prices,
+		tokens: map[[32]byte]*token{}, byID: map[string]*token{},
+		records: make(chan record, 4096), flushes: make(chan chan struct{}),
+		writerDone: make(chan struct{}), tunnels: map[net.Conn]struct{}{},
+	}
+	var err error
+	for _, u := range []struct {
+		name string
+		raw  string
+		dst  **url.URL
+	}{{"upstream", cfg.Upstream, &g.upstream}, {"hf upstream", cfg.HFUpstream, &g.hfUpstream}, {"git upstream", cfg.GitUpstream, &g.gitUpstream}} {
+		if *u.dst, err = url.Parse(u.raw); err != nil || (*u.dst).Host == "" ||
+			((*u.dst).Scheme != "http" && (*u.dst).Scheme != "https") {
+			return nil, fmt.Errorf("gateway: %s %q: want an http(s) URL", u.name, u.raw)
+		}
+	}
+	if err := Migrate(ctx, g.db); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	g.model = g.newModelProxy()
+	g.hf = g.newPrefixProxy("/hf", g.hfUpstream, g.hfAuth)
+	g.git = g.newPrefixProxy("/git/github.com", g.gitUpstream, g.gitAuth)
+	go g.writer()
+	return g, nil
+}
+
+// NewTransport is the upstream transport: HTTP/2 where offered, many idle
+// connections per host (64 concurrent clients must not redial), and no
+// response-header timeout, since a long non-streamed generation sends its
+// headers only when done.
+func NewTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 1024
+	t.MaxIdleConnsPerHost = 256
+	t.IdleConnTimeout = 90 * time.Second
+	t.ResponseHeaderTimeout = 0
+	t.ForceAttemptHTTP2 = true
+	return t
+}
+
+// Close stops the ledger writer after persisting every queued record and
+// closes open CONNECT tunnels. Shut the HTTP servers down first so that
+// streams drain.
+func (g *Gateway) Close() error {
+	g.closeMu.Lock()
+	if g.closed {
+		g.closeMu.Unlock()
+		return nil
+	}
+	g.closed = true
+	close(g.records)
+	g.closeMu.Unlock()
+	<-g.writerDone
+	g.tunnelsMu.Lock()
+	for c := range g.tunnels {
+		c.Close()
+	}
+	g.tunnelsMu.Unlock()
+	return nil
+}
+
+// writeAPIError answers with the Anthropic error shape. msg must never
+// contain a secret.
+func writeAPIError(w http.ResponseWriter, status int, typ, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("x-should-retry", "false")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, `{"type":"error","error":{"type":%q,"message":%q}}`, typ, msg)
+}
+
+// credentialHeaders are deleted from every request before a real
+// credential is set, so that a sandbox can neither spoof nor smuggle one.
+var credentialHeaders = []string{"X-Api-Key", "Authorization", "Proxy-Authorization", "Cookie"}
+
+func stripCredentials(h http.Header) {
+	for _, k := range credentialHeaders {
+		delete(h, k)
+	}
+}
+
+// callerToken is the token a client sent: x-api-key, else Authorization:
+// Bearer.
+func callerToken(h http.Header) string {
+	if v := h.Get("X-Api-Key"); v != "" {
+		return v
+	}
+	if a := h.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
+		return strings.TrimSpace(a[7:])
+	}
+	return ""
+}
+
+// DataHandler serves what sandboxes call: the model API, /hf/…,
+// /git/github.com/… and CONNECT.
+func (g *Gateway) DataHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.Method == http.MethodConnect:
+			g.serveConnect(w, r)
+		case r.URL.Host != "" || strings.HasPrefix(r.RequestURI, "http://"):
+			g.refusePlainProxy(w, r)
+		case r.URL.Path == "/v1/messages" && r.Method == http.MethodPost,
+			r.URL.Path == "/v1/messages/count_tokens" && r.Method == http.MethodPost,
+			(r.URL.Path == "/v1/models" || strings.HasPrefix(r.URL.Path, "/v1/models/")) && r.Method == http.MethodGet:
+			g.serveModel(w, r)
+		case r.URL.Path == "/hf" || strings.HasPrefix(r.URL.Path, "/hf/"):
+			g.serveProxied(w, r, "hf", g.hf)
+		case strings.HasPrefix(r.URL.Path, "/git/github.com/"):
+			g.serveProxied(w, r, "git", g.git)
+		default:
+			writeAPIError(w, http.StatusNotFound, "not_found_error", "mlagent gateway: no route for "+r.Method+" "+r.URL.Path)
+		}
+	})
+}

@@ -1,0 +1,136 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+)
+
+// scanTop reads "model" and "max_tokens" from a request body's top-level
+// object without decoding the (possibly megabytes of) messages: strings
+// are skipped with IndexByte. Keys match exactly, the last duplicate wins,
+// and escaped keys are unescaped, as the API's own parser does, so a
+// caller cannot hide max_tokens from the budget reservation.
+func scanTop(b []byte) (model string, maxTokens int64) {
+	i := skipWS(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return "", 0
+	}
+	i++
+	for {
+		i = skipWS(b, i)
+		if i >= len(b) || b[i] != '"' {
+			return
+		}
+		ks := i
+		if i = skipString(b, i); i < 0 {
+			return
+		}
+		key := b[ks+1 : i-1]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			var k string
+			if json.Unmarshal(b[ks:i], &k) != nil {
+				return
+			}
+			key = []byte(k)
+		}
+		i = skipWS(b, i)
+		if i >= len(b) || b[i] != ':' {
+			return
+		}
+		i = skipWS(b, i+1)
+		vs := i
+		if i = skipValue(b, i); i < 0 {
+			return
+		}
+		val := b[vs:i]
+		switch string(key) {
+		case "model":
+			var m string
+			if json.Unmarshal(val, &m) == nil {
+				model = m
+			}
+		case "max_tokens":
+			var f float64
+			if json.Unmarshal(val, &f) == nil && f > 0 {
+				if f > 1<<40 {
+					f = 1 << 40
+				}
+				maxTokens = int64(f)
+			}
+		}
+		i = skipWS(b, i)
+		if i < len(b) && b[i] == ',' {
+			i++
+			continue
+		}
+		return
+	}
+}
+
+func skipWS(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index after the string starting at b[i] == '"',
+// or -1.
+func skipString(b []byte, i int) int {
+	i++
+	for {
+		j := bytes.IndexByte(b[i:], '"')
+		if j < 0 {
+			return -1
+		}
+		q := i + j
+		n := 0
+		for k := q - 1; k >= i && b[k] == '\\'; k-- {
+			n++
+		}
+		if n%2 == 0 {
+			return q + 1
+		}
+		i = q + 1
+	}
+}
+
+// skipValue returns the index after the JSON value starting at b[i], or -1.
+func skipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return -1
+	}
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for i < len(b) {
+			switch b[i] {
+			case '"':
+				if i = skipString(b, i); i < 0 {
+					return -1
+				}
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+		return -1
+	default:
+		s := i
+		for i < len(b) && !bytes.ContainsRune([]byte(",}] \t\r\n"), rune(b[i])) {
+			i++
+		}
+		if i == s {
+			return -1
+		}
+		return i
+	}
+}
