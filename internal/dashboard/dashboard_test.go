@@ -91,6 +91,12 @@ func newTestServer(t testing.TB, dir string) (*Server, *httptest.Server) {
 	return s, hs
 }
 
+func newTestServerFrom(t testing.TB, s *Server) (*Server, string) {
+	hs := httptest.NewServer(s.Handler())
+	t.Cleanup(func() { hs.Close(); s.Close() })
+	return s, hs.URL
+}
+
 func TestPageIsEmbeddedAndSelfContained(t *testing.T) {
 	_, hs := newTestServer(t, t.TempDir())
 	for _, path := range []string{"/", "/app.js", "/style.css"} {

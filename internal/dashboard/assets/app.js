@@ -35,7 +35,7 @@
     es.addEventListener("delta", (ev) => {
       const d = JSON.parse(ev.data);
       state.deltas++;
-      state.lastMaxID = d.max_id;
+      if (d.max_id) state.lastMaxID = d.max_id;
       if (!state.project || state.project.name !== d.project) return;
       const p = state.project;
       for (const row of d.rows || []) {
@@ -175,6 +175,9 @@
 
   function render() {
     state.renders++;
+    // For the latency benchmark: which metrics row is on screen, and when.
+    state.renderedMaxID = state.lastMaxID;
+    state.renderedAt = Date.now();
     const p = state.project;
     const err = $("error");
     if (!p) {
