@@ -185,6 +185,10 @@ const MaxLine = 8 << 20
 // ErrVersion is returned for a line from a newer protocol version.
 var ErrVersion = errors.New("unsupported protocol version")
 
+// ErrRead wraps a failure of the input stream itself (as opposed to one bad
+// line): the Reader cannot go on.
+var ErrRead = errors.New("read input")
+
 // Reader reads input lines.
 type Reader struct{ s *bufio.Scanner }
 
@@ -206,7 +210,7 @@ func (r *Reader) Next() (Input, error) {
 		return ParseInput(line)
 	}
 	if err := r.s.Err(); err != nil {
-		return Input{}, fmt.Errorf("read input: %w", err)
+		return Input{}, fmt.Errorf("%w: %w", ErrRead, err)
 	}
 	return Input{}, io.EOF
 }

@@ -1,0 +1,194 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	"github.com/mlagent/mlagent/internal/protocol"
+)
+
+// Session connects an Agent to the protocol: it reads inputs, runs one
+// turn at a time (queuing user messages that arrive meanwhile), routes
+// answers to pending ask_user calls, and handles interrupt and shutdown.
+// It implements tools.Asker.
+type Session struct {
+	Agent   *Agent
+	ID      string
+	Model   string
+	Resumed int // messages loaded from the transcript
+	Out     *protocol.Writer
+	Log     *slog.Logger
+
+	mu     sync.Mutex
+	asks   map[string]chan string
+	closed bool // input ended: nobody can answer any more
+}
+
+// ErrNoUser is returned by Ask when the input stream has ended.
+var ErrNoUser = errors.New("the user's input stream is closed")
+
+// Emit writes an event (the Agent's Emit hook).
+func (s *Session) Emit(ev protocol.Event) {
+	if err := s.Out.Emit(ev); err != nil && s.Log != nil {
+		s.Log.Debug("emit failed", "err", err)
+	}
+}
+
+// Ask sends an ask_user event and waits for the answer with the same id.
+func (s *Session) Ask(ctx context.Context, id, question string, choices []string) (string, error) {
+	if id == "" {
+		return "", errors.New("ask_user without a call id")
+	}
+	ch := make(chan string, 1)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return "", ErrNoUser
+	}
+	if s.asks == nil {
+		s.asks = map[string]chan string{}
+	}
+	s.asks[id] = ch
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.asks, id)
+		s.mu.Unlock()
+	}()
+	s.Emit(protocol.Event{Type: protocol.EventAskUser, ID: id, Question: question, Choices: choices})
+	select {
+	case ans, ok := <-ch:
+		if !ok {
+			return "", ErrNoUser
+		}
+		return ans, nil
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+func (s *Session) answer(id, text string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch, ok := s.asks[id]
+	if ok {
+		ch <- text
+		delete(s.asks, id)
+	}
+	return ok
+}
+
+func (s *Session) closeInput() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for id, ch := range s.asks {
+		close(ch)
+		delete(s.asks, id)
+	}
+}
+
+// Serve emits ready, then processes inputs from in until shutdown, ctx
+// ends, or in ends and no work is left.
+func (s *Session) Serve(ctx context.Context, in io.Reader) error {
+	s.Emit(protocol.Event{Type: protocol.EventReady, Session: s.ID, Model: s.Model, ResumedMessages: s.Resumed})
+	inputs := make(chan protocol.Input)
+	eof := make(chan error, 1)
+	readCtx, stopRead := context.WithCancel(ctx)
+	defer stopRead()
+	go func() {
+		r := protocol.NewReader(in)
+		for {
+			inp, err := r.Next()
+			if errors.Is(err, io.EOF) {
+				eof <- nil
+				return
+			}
+			if err != nil {
+				s.Emit(protocol.Event{Type: protocol.EventError, Kind: protocol.ErrProtocol, Message: err.Error()})
+				if errors.Is(err, protocol.ErrRead) {
+					eof <- err
+					return
+				}
+				continue // one bad line; the next may be fine
+			}
+			select {
+			case inputs <- inp:
+			case <-readCtx.Done():
+				return
+			}
+		}
+	}()
+
+	var (
+		queue      []string
+		turnCancel context.CancelFunc
+		turnDone   chan struct{}
+		inputOver  bool
+	)
+	start := func(text string) {
+		tctx, cancel := context.WithCancel(ctx)
+		turnCancel, turnDone = cancel, make(chan struct{})
+		done := turnDone
+		go func() {
+			defer close(done)
+			s.Agent.Turn(tctx, text)
+		}()
+	}
+	wait := func() {
+		if turnDone != nil {
+			turnCancel()
+			<-turnDone
+			turnDone = nil
+		}
+	}
+	for {
+		select {
+		case inp := <-inputs:
+			switch inp.Type {
+			case protocol.InputUserMessage:
+				if turnDone == nil {
+					start(inp.Text)
+				} else {
+					queue = append(queue, inp.Text)
+				}
+			case protocol.InputAnswer:
+				if !s.answer(inp.ID, inp.Text) {
+					s.Emit(protocol.Event{Type: protocol.EventError, Kind: protocol.ErrProtocol, Message: fmt.Sprintf("no pending question with id %q", inp.ID)})
+				}
+			case protocol.InputInterrupt:
+				queue = nil
+				if turnDone != nil {
+					turnCancel()
+				}
+			case protocol.InputShutdown:
+				wait()
+				return nil
+			}
+		case <-turnDone:
+			turnCancel()
+			turnDone = nil
+			if len(queue) > 0 {
+				start(queue[0])
+				queue = queue[1:]
+			} else if inputOver {
+				return nil
+			}
+		case <-eof:
+			// Finish what was asked, but nobody can answer questions now.
+			inputOver = true
+			s.closeInput()
+			eof = nil
+			if turnDone == nil && len(queue) == 0 {
+				return nil
+			}
+		case <-ctx.Done():
+			wait()
+			return ctx.Err()
+		}
+	}
+}
