@@ -1,0 +1,30 @@
+package launch
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/mlagent/mlagent/internal/config"
+	"github.com/mlagent/mlagent/internal/sandbox"
+	"github.com/mlagent/mlagent/internal/sandbox/bwrap"
+	"github.com/mlagent/mlagent/internal/store"
+	"github.com/mlagent/mlagent/internal/volume"
+)
+
+// NewBackend returns the sandbox backend the config names. It is the one
+// switch over backends; a new backend (Kubernetes, Docker) adds a case.
+func NewBackend(ctx context.Context, cfg *config.Config, db *store.DB, binary string, log *slog.Logger) (sandbox.Backend, error) {
+	switch cfg.Sandbox.Backend {
+	case "", "local", "bwrap", "bubblewrap":
+		return bwrap.New(ctx, bwrap.Options{
+			Bwrap:    cfg.Sandbox.Bwrap,
+			Binary:   binary,
+			StateDir: cfg.SandboxesDir(),
+			Volumes:  volume.New(cfg.VolumesDir()),
+			DB:       db,
+			Log:      log.With("part", "sandbox"),
+		})
+	}
+	return nil, fmt.Errorf("sandbox backend %q: unknown (want local)", cfg.Sandbox.Backend)
+}

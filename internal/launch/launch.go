@@ -1,0 +1,295 @@
+// Package launch wires the parts a chat needs into one host: the gateway
+// (in-process, or a shared one reached through its admin plane), a
+// sandbox backend, and a per-sandbox token that is issued when a sandbox is
+// created and revoked when it ends. It is the only place where the real
+// keys and the sandboxes meet, and the keys stay on this side.
+package launch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/mlagent/mlagent/internal/config"
+	"github.com/mlagent/mlagent/internal/gateway"
+	"github.com/mlagent/mlagent/internal/sandbox"
+	"github.com/mlagent/mlagent/internal/secrets"
+	"github.com/mlagent/mlagent/internal/store"
+)
+
+// Options configures a Host.
+type Options struct {
+	Config *config.Config
+	Log    *slog.Logger
+	// Upstream is the model API base URL; "" means Config.Gateway.Upstream.
+	Upstream string
+	// ModelKey is the real model key; "" is allowed for keyless local
+	// servers (Ollama, llama.cpp).
+	ModelKey             string
+	HFToken, GitHubToken string
+	// HFUpstream overrides Config.Gateway.HFUpstream.
+	HFUpstream string
+	// Transport carries the gateway's upstream requests (nil: the default);
+	// the demo uses it to reach in-process fakes.
+	Transport http.RoundTripper
+	// RemoteGateway is a shared gateway's data-plane URL; AdminURL and
+	// AdminToken reach its admin plane. Empty: run the gateway in-process.
+	RemoteGateway, AdminURL, AdminToken string
+	// Backend overrides the sandbox backend chosen by Config.Sandbox.Backend.
+	Backend sandbox.Backend
+	// Binary is the mlagent binary bound into sandboxes; "" = os.Executable().
+	Binary string
+}
+
+// tokenIssuer is what a Host needs of a gateway: the in-process one and
+// the admin client of a shared one both provide it.
+type tokenIssuer interface {
+	Issue(ctx context.Context, r gateway.TokenRequest) (gateway.IssuedToken, error)
+	Revoke(ctx context.Context, id string) error
+}
+
+// Host owns a gateway connection, the Unix socket sandboxes reach it by,
+// and a sandbox backend. Safe for concurrent use.
+type Host struct {
+	opts    Options
+	log     *slog.Logger
+	db      *store.DB
+	gw      *gateway.Gateway // nil with a remote gateway
+	tokens  tokenIssuer
+	socket  string
+	ln      net.Listener
+	srv     *http.Server
+	backend sandbox.Backend
+
+	mu     sync.Mutex
+	closed bool
+}
+
+// Keys are the real secrets a host passes to its gateway.
+type Keys struct{ Model, HF, GitHub string }
+
+// ResolveKeys reads the model key, HF token and GitHub token from the
+// secret store, falling back to the environment.
+func ResolveKeys(cfg *config.Config, getenv func(string) string) (Keys, error) {
+	st := secrets.Open(cfg.SecretsPath())
+	var k Keys
+	var err error
+	if k.Model, err = st.Resolve(secrets.AnthropicKey, getenv); err != nil {
+		return Keys{}, err
+	}
+	if k.HF, err = st.Resolve(secrets.HFToken, getenv); err != nil {
+		return Keys{}, err
+	}
+	if k.GitHub, err = st.Resolve(secrets.GitHubToken, getenv); err != nil {
+		return Keys{}, err
+	}
+	return k, nil
+}
+
+// Start opens the store, starts (or connects to) the gateway and serves
+// its data plane on a private Unix socket for sandboxes.
+func Start(ctx context.Context, o Options) (_ *Host, err error) {
+	if o.Config == nil {
+		return nil, errors.New("launch: no config")
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	h := &Host{opts: o, log: o.Log}
+	defer func() {
+		if err != nil {
+			h.Close()
+		}
+	}()
+	runDir := filepath.Join(o.Config.Home, "run")
+	if err := os.MkdirAll(runDir, 0o700); err != nil {
+		return nil, fmt.Errorf("launch: %w", err)
+	}
+	h.socket = filepath.Join(runDir, "gw-"+strconv.Itoa(os.Getpid())+".sock")
+	os.Remove(h.socket)
+	if h.db, err = store.Open(ctx, o.Config.StorePath()); err != nil {
+		return nil, err
+	}
+	var handler http.Handler
+	if o.RemoteGateway != "" {
+		admin := o.AdminURL
+		if admin == "" {
+			return nil, errors.New("launch: --gateway needs the admin plane URL too (--gateway-admin)")
+		}
+		h.tokens = gateway.NewAdminClient(admin, o.AdminToken)
+	} else {
+		gc := gateway.Config{
+			Upstream:    firstNonEmpty(o.Upstream, o.Config.Gateway.Upstream),
+			HFUpstream:  firstNonEmpty(o.HFUpstream, o.Config.Gateway.HFUpstream),
+			GitUpstream: o.Config.Gateway.GitUpstream,
+			APIKey:      o.ModelKey,
+			HFToken:     o.HFToken,
+			GitHubToken: o.GitHubToken,
+			Allow:       o.Config.Gateway.Allow,
+			DB:          h.db,
+			Log:         o.Log.With("part", "gateway"),
+			Transport:   o.Transport,
+		}
+		audit, err := os.OpenFile(o.Config.AuditLogPath(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("launch: audit log: %w", err)
+		}
+		gc.Audit = audit
+		if h.gw, err = gateway.New(ctx, gc); err != nil {
+			audit.Close()
+			return nil, fmt.Errorf("launch: start gateway: %w", err)
+		}
+		h.tokens = h.gw
+		handler = h.gw.DataHandler()
+	}
+	if h.ln, err = net.Listen("unix", h.socket); err != nil {
+		return nil, fmt.Errorf("launch: gateway socket: %w", err)
+	}
+	if o.RemoteGateway != "" {
+		addr, err := hostPort(o.RemoteGateway)
+		if err != nil {
+			return nil, err
+		}
+		go forward(h.ln, addr, h.log)
+	} else {
+		h.srv = &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second}
+		go h.srv.Serve(h.ln)
+	}
+
+	if h.backend = o.Backend; h.backend == nil {
+		if h.backend, err = NewBackend(ctx, o.Config, h.db, o.Binary, o.Log); err != nil {
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+// Gateway is the in-process gateway, or nil with a shared one.
+func (h *Host) Gateway() *gateway.Gateway { return h.gw }
+
+// DB is the store the host opened.
+func (h *Host) DB() *store.DB { return h.db }
+
+// Backend is the sandbox backend in use.
+func (h *Host) Backend() sandbox.Backend { return h.backend }
+
+// SandboxRequest describes a sandbox for a chat.
+type SandboxRequest struct {
+	Name         string
+	Volumes      []sandbox.Mount // nil: sandbox.DefaultMounts()
+	GPU          sandbox.GPUMode
+	BudgetUSD    float64
+	BudgetTokens int64
+	TTL          time.Duration // token lifetime; 0: 24h
+	Labels       map[string]string
+	Env          map[string]string
+}
+
+// Sandbox is a sandbox whose token dies with it.
+type Sandbox struct {
+	sandbox.Sandbox
+	TokenID string
+	host    *Host
+	once    sync.Once
+	termErr error
+}
+
+// NewSandbox issues a token, creates the sandbox with the gateway as its
+// only way out, and revokes the token again if creation fails.
+func (h *Host) NewSandbox(ctx context.Context, r SandboxRequest) (*Sandbox, error) {
+	name := r.Name
+	if name == "" {
+		name = "mlagent-" + strconv.FormatInt(time.Now().UnixNano()%1e10, 36)
+	}
+	ttl := r.TTL
+	if ttl == 0 {
+		ttl = 24 * time.Hour
+	}
+	tok, err := h.tokens.Issue(ctx, gateway.TokenRequest{
+		Sandbox: name, BudgetUSD: r.BudgetUSD, BudgetTokens: r.BudgetTokens, TTL: ttl,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("issue sandbox token: %w", err)
+	}
+	vols := r.Volumes
+	if vols == nil {
+		vols = sandbox.DefaultMounts()
+	}
+	sb, err := h.backend.Create(ctx, sandbox.Spec{
+		Name:    name,
+		Volumes: vols,
+		Env:     r.Env,
+		GPU:     r.GPU,
+		Gateway: &sandbox.GatewayAccess{Socket: h.socket, Token: tok.Token},
+		Labels:  r.Labels,
+	})
+	if err != nil {
+		if rerr := h.tokens.Revoke(context.WithoutCancel(ctx), tok.ID); rerr != nil {
+			h.log.Warn("revoke token after failed create", "token", tok.ID, "err", rerr)
+		}
+		return nil, err
+	}
+	h.log.Debug("sandbox ready", "sandbox", sb.Name(), "token", tok.ID)
+	return &Sandbox{Sandbox: sb, TokenID: tok.ID, host: h}, nil
+}
+
+// Terminate ends the sandbox and revokes its token, even when the
+// sandbox had already died. Later calls return the first result.
+func (s *Sandbox) Terminate(ctx context.Context) error {
+	s.once.Do(func() {
+		err := s.Sandbox.Terminate(ctx)
+		rerr := s.host.tokens.Revoke(context.WithoutCancel(ctx), s.TokenID)
+		if rerr != nil {
+			rerr = fmt.Errorf("revoke token %s: %w", s.TokenID, rerr)
+		}
+		s.termErr = errors.Join(err, rerr)
+	})
+	return s.termErr
+}
+
+// Close stops serving the gateway socket and closes the gateway and store.
+// Sandboxes should be terminated first.
+func (h *Host) Close() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil
+	}
+	h.closed = true
+	var errs []error
+	if h.srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		errs = append(errs, h.srv.Shutdown(ctx))
+		cancel()
+	} else if h.ln != nil {
+		h.ln.Close()
+	}
+	if h.socket != "" {
+		os.Remove(h.socket)
+	}
+	if h.gw != nil {
+		errs = append(errs, h.gw.Close())
+	}
+	if h.db != nil {
+		errs = append(errs, h.db.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}

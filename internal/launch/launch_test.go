@@ -1,0 +1,159 @@
+package launch
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mlagent/mlagent/internal/config"
+	"github.com/mlagent/mlagent/internal/fakeapi"
+	"github.com/mlagent/mlagent/internal/sandbox"
+	"github.com/mlagent/mlagent/internal/sandbox/sandboxtest"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "mlagent-launch-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "mlagent")
+	if out, err := exec.Command("go", "build", "-o", binary, "github.com/mlagent/mlagent/cmd/mlagent").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build mlagent: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const realKey = "sk-ant-REAL-KEY-must-never-enter-the-sandbox"
+
+// pyCall posts one Messages request from inside the sandbox with the
+// sandbox's environment, and prints the HTTP status.
+const pyCall = `
+import os, urllib.request, urllib.error, json
+req = urllib.request.Request(os.environ["ANTHROPIC_BASE_URL"] + "/v1/messages",
+    data=json.dumps({"model": "claude-sonnet-4-5", "max_tokens": 16,
+        "messages": [{"role": "user", "content": "hi"}]}).encode(),
+    headers={"x-api-key": os.environ["ANTHROPIC_API_KEY"], "anthropic-version": "2023-06-01",
+        "content-type": "application/json"})
+try:
+    with urllib.request.urlopen(req, timeout=10) as r:
+        print(r.status, json.load(r)["content"][0]["text"])
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode())
+`
+
+func TestSandboxReachesModelOnlyThroughGateway(t *testing.T) {
+	sandboxtest.RequireBwrap(t)
+	if _, err := os.Stat("/usr/bin/python3"); err != nil {
+		t.Skip("/usr/bin/python3 is not installed")
+	}
+	ctx := context.Background()
+	up := fakeapi.Start(fakeapi.Options{APIKey: realKey, Responder: fakeapi.ResponderFunc(func(*fakeapi.Request) *fakeapi.Reply {
+		return fakeapi.Text("hello from upstream")
+	})})
+	defer up.Close()
+
+	home, err := os.MkdirTemp("", "mlh") // short: Unix socket paths are limited
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(home)
+	cfg := config.Defaults()
+	cfg.Home = home
+	h, err := Start(ctx, Options{Config: cfg, Upstream: up.URL(), ModelKey: realKey, Binary: binary})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	sb, err := h.NewSandbox(ctx, SandboxRequest{BudgetUSD: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Terminate(ctx)
+
+	var out, errb bytes.Buffer
+	code, err := sb.Exec(ctx, sandbox.ExecRequest{Argv: []string{"/usr/bin/python3", "-c", pyCall}, Stdout: &out, Stderr: &errb})
+	if err != nil || code != 0 {
+		t.Fatalf("python in sandbox: code %d err %v\n%s%s", code, err, out.String(), errb.String())
+	}
+	if got := strings.TrimSpace(out.String()); got != "200 hello from upstream" {
+		t.Fatalf("got %q; want the upstream's reply through the gateway", got)
+	}
+
+	// The real key is nowhere the sandbox can look.
+	out.Reset()
+	sb.Exec(ctx, sandbox.ExecRequest{Argv: []string{"/bin/sh", "-c",
+		"env; cat /proc/self/environ /proc/1/environ /proc/1/cmdline 2>/dev/null; grep -rs . /etc/mlagent /workspace /data 2>/dev/null | head -c 100000"},
+		Stdout: &out, Stderr: io.Discard})
+	if strings.Contains(out.String(), realKey) {
+		t.Fatal("the real model key is visible inside the sandbox")
+	}
+
+	// After Terminate the sandbox's token is worthless.
+	tok := tokenFromEnv(t, out.String())
+	if err := sb.Terminate(ctx); err != nil {
+		t.Fatalf("Terminate: %v", err)
+	}
+	req := httptest.NewRequest("POST", "/v1/messages", strings.NewReader(`{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}`))
+	req.Header.Set("x-api-key", tok)
+	req.Header.Set("anthropic-version", "2023-06-01")
+	rec := httptest.NewRecorder()
+	h.Gateway().DataHandler().ServeHTTP(rec, req)
+	if rec.Code != http.StatusUnauthorized {
+		t.Fatalf("revoked token: status %d; want 401: %s", rec.Code, rec.Body.String())
+	}
+}
+
+func tokenFromEnv(t *testing.T, env string) string {
+	for _, l := range strings.Split(env, "\n") {
+		if v, ok := strings.CutPrefix(l, "ANTHROPIC_API_KEY="); ok {
+			return v
+		}
+	}
+	t.Fatalf("no ANTHROPIC_API_KEY inside the sandbox:\n%s", env)
+	return ""
+}
+
+func TestCreateFailureRevokesToken(t *testing.T) {
+	ctx := context.Background()
+	home, _ := os.MkdirTemp("", "mlh")
+	defer os.RemoveAll(home)
+	cfg := config.Defaults()
+	cfg.Home = home
+	h, err := Start(ctx, Options{Config: cfg, Upstream: "http://127.0.0.1:1", ModelKey: realKey, Backend: failingBackend{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if _, err := h.NewSandbox(ctx, SandboxRequest{}); err == nil {
+		t.Fatal("NewSandbox succeeded with a failing backend")
+	}
+	usage, err := h.Gateway().Usage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range usage {
+		if u.RevokedAt == nil {
+			t.Errorf("token %s still valid after a failed create", u.ID)
+		}
+	}
+}
+
+type failingBackend struct{ sandbox.Backend }
+
+func (failingBackend) Create(context.Context, sandbox.Spec) (sandbox.Sandbox, error) {
+	return nil, fmt.Errorf("no sandbox today")
+}
