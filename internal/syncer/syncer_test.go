@@ -328,3 +328,39 @@ func TestSpaceAppImportsChunks(t *testing.T) {
 		t.Errorf("config = %q; want lr", cfg)
 	}
 }
+
+// TestRunFollowsDirectory: the long-running loop picks up rows written
+// after it started (file notifications, polling fallback).
+func TestRunFollowsDirectory(t *testing.T) {
+	e := newEnv(t)
+	s, err := New(Config{Dir: e.dir, SpaceID: testSpace, StatePath: e.state, HubURL: e.url, Token: testToken, Interval: 60 * time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	e.write(t, 25)
+	for {
+		e.hub.mu.Lock()
+		ds := e.hub.repos["dataset/"+DatasetID(testSpace)]
+		n := 0
+		if ds != nil {
+			n = len(ds.files)
+		}
+		e.hub.mu.Unlock()
+		if n > 0 {
+			// Rows may be split over passes; wait until all are there.
+			if int64(len(e.hub.rowsIn(t, "dataset/"+DatasetID(testSpace), "proj", trackio.TableMetrics))) == e.step {
+				break
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	e.checkExactlyOnce(t)
+}
