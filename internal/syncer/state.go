@@ -18,7 +18,7 @@ type state struct {
 }
 
 type spaceState struct {
-	Ready    bool                      `json:"ready"`
+	Ready    bool                     `json:"ready"`
 	Projects map[string]*projectState `json:"projects"`
 }
 
