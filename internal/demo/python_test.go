@@ -236,9 +236,9 @@ func TestPipeline(t *testing.T) {
 		Classes []string
 		Splits  map[string]int
 	}
-	runPy(t, py, dir, env, &meta, ScriptSynth, "--out", data, "--n-per-class", "60", "--seed", "3")
-	if len(meta.Classes) != 10 || meta.Splits["test"] != 90 || meta.Splits["train"] != 420 {
-		t.Fatalf("meta = %+v; want 10 classes, 420 train, 90 test", meta)
+	runPy(t, py, dir, env, &meta, ScriptSynth, "--out", data, "--n-per-class", "50", "--seed", "3")
+	if len(meta.Classes) != 10 || meta.Splits["test"] != 80 || meta.Splits["train"] != 340 {
+		t.Fatalf("meta = %+v; want 10 classes, 340 train, 80 test", meta)
 	}
 
 	var swin struct {
@@ -278,8 +278,8 @@ func TestPipeline(t *testing.T) {
 	}
 	runPy(t, py, dir, env, &m, ScriptTrain, "--data", data, "--out", run, "--epochs", "4",
 		"--lr", "3e-3", "--batch-size", "32", "--project", "demo-test", "--run-name", "eurosat-1700000000")
-	if m.Epochs != 4 || m.NTest != 90 || m.RunName != "eurosat-1700000000" {
-		t.Errorf("metrics = %+v; want 4 epochs, 90 test samples, the given run name", m)
+	if m.Epochs != 4 || m.NTest != 80 || m.RunName != "eurosat-1700000000" {
+		t.Errorf("metrics = %+v; want 4 epochs, 80 test samples, the given run name", m)
 	}
 	for _, f := range []string{"checkpoint/model.pt", "checkpoint/config.json", "metrics.json"} {
 		if _, err := os.Stat(filepath.Join(run, f)); err != nil {

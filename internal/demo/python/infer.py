@@ -41,6 +41,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see train.py
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

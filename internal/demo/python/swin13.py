@@ -39,11 +39,15 @@ Only torch is required.
 
 import argparse
 import json
+import os
 import sys
 
-import torch
-from torch import nn
-import torch.nn.functional as F
+# See train.py: passive OpenMP waiting keeps shared CPUs usable.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 
 def expand_patch_embedding(conv: nn.Conv2d, in_chans: int = 13) -> nn.Conv2d:
