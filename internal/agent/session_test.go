@@ -1,0 +1,289 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mlagent/mlagent/internal/fakeapi"
+	"github.com/mlagent/mlagent/internal/protocol"
+	"github.com/mlagent/mlagent/internal/tools"
+)
+
+func TestCompaction(t *testing.T) {
+	big := strings.Repeat("0123456789", 300) // ~750 tokens per result in the fake's count
+	var summaryReq *fakeapi.Request
+	var afterCompaction *fakeapi.Request
+	n := 0
+	h := newHarness(t, fakeapi.ResponderFunc(func(r *fakeapi.Request) *fakeapi.Reply {
+		if strings.Contains(r.LastUserText(), "about to be compacted") {
+			if summaryReq == nil {
+				summaryReq = r
+			}
+			return fakeapi.Text("SUMMARY: user wants big outputs; ran echo 5 times.")
+		}
+		if summaryReq != nil && afterCompaction == nil {
+			afterCompaction = r
+		}
+		n++
+		if n <= 6 {
+			return fakeapi.ToolCalls("", fakeapi.ToolUse("b"+string(rune('0'+n)), "bash", map[string]any{"command": "printf " + big}))
+		}
+		return fakeapi.Text("done")
+	}), func(c *Config) {
+		c.ContextWindow = 4000
+		c.CompactAt = 0.5
+		c.KeepMessages = 4
+	})
+	if stop := h.agent.Turn(context.Background(), "fill the context"); stop != StopEndTurn {
+		t.Fatalf("stop = %q", stop)
+	}
+	cs := h.rec.ofType(protocol.EventCompaction)
+	if len(cs) == 0 || summaryReq == nil || afterCompaction == nil {
+		t.Fatalf("compaction events %+v; summary request %v", cs, summaryReq != nil)
+	}
+	c := cs[0].Compaction
+	if c.MessagesAfter >= c.MessagesBefore || c.TokensBefore <= 2000 || c.SummaryChars == 0 {
+		t.Errorf("compaction = %+v", c)
+	}
+	first := afterCompaction.Messages[0]
+	if first.Role != "user" || !strings.Contains(first.Content[0].Text, "SUMMARY: user wants big outputs") {
+		t.Errorf("first message after compaction = %+v; want the summary", first)
+	}
+	reqs := h.srv.Requests()
+	for i, r := range reqs {
+		if strings.Contains(r.LastUserText(), "about to be compacted") {
+			if i == 0 || i == len(reqs)-1 {
+				t.Fatalf("summary request at %d of %d", i, len(reqs))
+			}
+			// The next request sends exactly the compacted history, shorter
+			// than the one that was summarised.
+			if got := len(reqs[i+1].Messages); got != c.MessagesAfter || got >= c.MessagesBefore {
+				t.Errorf("after compaction %d messages; want %d (< %d)", got, c.MessagesAfter, c.MessagesBefore)
+			}
+			break
+		}
+	}
+	// The summary request reuses the cached prefix: same tools and system.
+	if string(mustJSON(summaryReq.Tools)) != string(mustJSON(h.srv.Requests()[0].Tools)) {
+		t.Error("summary request changed the tools (cache miss)")
+	}
+	// The transcript replays to the compacted history.
+	hist, err := LoadTranscript(h.tpath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := mustJSON(hist), mustJSON(h.agent.History()); string(got) != string(want) {
+		t.Errorf("transcript replay differs from the live history:\n%s\n%s", got, want)
+	}
+}
+
+func TestResumeCutOffTurn(t *testing.T) {
+	dir := t.TempDir()
+	tr, err := OpenTranscript(dir + "/s.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The previous process died while running a tool: the assistant's
+	// tool_use has no result. A torn last line is left too.
+	for _, m := range []Message{
+		{Role: "user", Content: []Block{TextBlock("train it")}},
+		{Role: "assistant", Content: []Block{TextBlock("Starting."), {Type: "tool_use", ID: "t9", Name: "bash", Input: json.RawMessage(`{"command":"python train.py"}`)}}},
+	} {
+		if err := tr.AppendMessage(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tr.Close()
+	f, _ := os.OpenFile(dir+"/s.jsonl", os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString(`{"kind":"message","message":{"role":"user","con`)
+	f.Close()
+
+	hist, err := LoadTranscript(dir + "/s.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fix := Repair(hist)
+	if len(hist) != 2 || len(fix) != 1 || !fix[0].Content[0].IsError || fix[0].Content[0].ToolUseID != "t9" {
+		t.Fatalf("history %d messages, repair %+v", len(hist), fix)
+	}
+	var got *fakeapi.Request
+	h := newHarness(t, steps(func(r *fakeapi.Request) *fakeapi.Reply {
+		got = r
+		return fakeapi.Text("resumed")
+	}), func(c *Config) { c.History = append(hist, fix...) })
+	if stop := h.agent.Turn(context.Background(), "go on"); stop != StopEndTurn {
+		t.Fatalf("stop = %q (errors %+v)", stop, h.rec.ofType(protocol.EventError))
+	}
+	if len(got.Messages) != 3 {
+		t.Fatalf("messages = %d; want 3 (user, assistant, user with result + text)", len(got.Messages))
+	}
+	last := got.Messages[2]
+	if last.Content[0].Type != "tool_result" || !last.Content[0].IsError || !strings.Contains(got.ToolResultText(last.Content[0]), "interrupted") || got.LastUserText() != "go on" {
+		t.Errorf("last message = %+v", last)
+	}
+	// A corrupt line in the middle is an error, not silently dropped data.
+	os.WriteFile(dir+"/bad.jsonl", []byte("{bad\n{\"kind\":\"message\",\"message\":{\"role\":\"user\",\"content\":[]}}\n"), 0o600)
+	if _, err := LoadTranscript(dir + "/bad.jsonl"); err == nil {
+		t.Error("corrupt transcript loaded without error")
+	}
+	if _, err := TranscriptPath(dir, "../escape"); err == nil {
+		t.Error("session id with .. accepted")
+	}
+}
+
+// sessionHarness runs Serve over pipes.
+type sessionHarness struct {
+	in     *io.PipeWriter
+	events chan protocol.Event
+	done   chan error
+}
+
+func startSession(t *testing.T, responder fakeapi.Responder) (*sessionHarness, *harness) {
+	t.Helper()
+	var sess *Session
+	h := newHarness(t, responder, func(c *Config) {
+		c.Emit = func(ev protocol.Event) { sess.Emit(ev) }
+		files := &tools.Files{Dir: t.TempDir()}
+		_ = files
+	})
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	sess = &Session{Agent: h.agent, ID: "s1", Model: "m", Out: protocol.NewWriter(outW)}
+	h.agent.cfg.Tools.Add(&tools.AskUserTool{Asker: sess})
+	sh := &sessionHarness{in: inW, events: make(chan protocol.Event, 100), done: make(chan error, 1)}
+	go func() {
+		s := bufio.NewScanner(outR)
+		for s.Scan() {
+			var ev protocol.Event
+			if err := json.Unmarshal(s.Bytes(), &ev); err != nil {
+				t.Errorf("bad event line %q", s.Text())
+				continue
+			}
+			sh.events <- ev
+		}
+		close(sh.events)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	go func() {
+		sh.done <- sess.Serve(ctx, inR)
+		outW.Close()
+	}()
+	return sh, h
+}
+
+func (s *sessionHarness) send(t *testing.T, in protocol.Input) {
+	t.Helper()
+	b, _ := json.Marshal(in)
+	if _, err := s.in.Write(append(b, '\n')); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// until reads events until one of type typ arrives and returns it.
+func (s *sessionHarness) until(t *testing.T, typ string) protocol.Event {
+	t.Helper()
+	for ev := range s.events {
+		if ev.Type == typ {
+			return ev
+		}
+	}
+	t.Fatalf("event stream ended before %s", typ)
+	return protocol.Event{}
+}
+
+func TestSessionAskUser(t *testing.T) {
+	var answer []string
+	sh, _ := startSession(t, steps(
+		reply(fakeapi.ToolCalls("", fakeapi.ToolUse("q1", "ask_user", map[string]any{"question": "Which dataset?", "choices": []string{"imdb", "sst2"}}))),
+		func(r *fakeapi.Request) *fakeapi.Reply {
+			answer = resultsOf(r)
+			return fakeapi.Text("Using imdb.")
+		},
+	))
+	if ev := sh.until(t, protocol.EventReady); ev.Session != "s1" || ev.V != protocol.Version {
+		t.Errorf("ready = %+v", ev)
+	}
+	sh.send(t, protocol.Input{Type: protocol.InputUserMessage, Text: "train something"})
+	ask := sh.until(t, protocol.EventAskUser)
+	if ask.ID != "q1" || ask.Question != "Which dataset?" || len(ask.Choices) != 2 {
+		t.Errorf("ask_user = %+v", ask)
+	}
+	sh.send(t, protocol.Input{Type: protocol.InputAnswer, ID: "nope", Text: "x"})
+	if ev := sh.until(t, protocol.EventError); ev.Kind != protocol.ErrProtocol {
+		t.Errorf("answer to unknown id: %+v", ev)
+	}
+	sh.send(t, protocol.Input{Type: protocol.InputAnswer, ID: "q1", Text: "imdb"})
+	if ev := sh.until(t, protocol.EventTurnEnd); ev.StopReason != StopEndTurn {
+		t.Errorf("turn_end = %+v", ev)
+	}
+	if strings.Join(answer, "") != "q1:ok:The user answered: imdb" {
+		t.Errorf("tool result = %q", answer)
+	}
+	sh.send(t, protocol.Input{Type: protocol.InputShutdown})
+	if err := <-sh.done; err != nil {
+		t.Errorf("Serve = %v", err)
+	}
+}
+
+func TestSessionInterrupt(t *testing.T) {
+	var afterInterrupt *fakeapi.Request
+	sh, h := startSession(t, steps(
+		reply(fakeapi.ToolCalls("", fakeapi.ToolUse("s1", "bash", map[string]any{"command": "echo started; sleep 300"}))),
+		func(r *fakeapi.Request) *fakeapi.Reply {
+			afterInterrupt = r
+			return fakeapi.Text("ok, stopped")
+		},
+	))
+	sh.until(t, protocol.EventReady)
+	sh.send(t, protocol.Input{Type: protocol.InputUserMessage, Text: "sleep"})
+	sh.until(t, protocol.EventToolStart)
+	sh.send(t, protocol.Input{Type: protocol.InputInterrupt})
+	end := sh.until(t, protocol.EventToolEnd)
+	if *end.OK || !strings.Contains(end.Output, "interrupted") {
+		t.Errorf("tool_end = %+v; want interrupted error", end)
+	}
+	if ev := sh.until(t, protocol.EventTurnEnd); ev.StopReason != StopInterrupted {
+		t.Errorf("turn_end = %+v; want interrupted", ev)
+	}
+	sh.send(t, protocol.Input{Type: protocol.InputUserMessage, Text: "never mind"})
+	sh.until(t, protocol.EventTurnEnd)
+	res := resultsOf(afterInterrupt)
+	if len(res) != 1 || !strings.HasPrefix(res[0], "s1:error:") || afterInterrupt.LastUserText() != "never mind" {
+		t.Errorf("request after interrupt: results %q, text %q", res, afterInterrupt.LastUserText())
+	}
+	// Input closing ends the session once idle.
+	sh.in.Close()
+	if err := <-sh.done; err != nil {
+		t.Errorf("Serve = %v", err)
+	}
+	_ = h
+}
+
+func TestSessionEOFAnswersQuestions(t *testing.T) {
+	var res []string
+	sh, _ := startSession(t, steps(
+		reply(fakeapi.ToolCalls("", fakeapi.ToolUse("q1", "ask_user", map[string]any{"question": "Which model?"}))),
+		func(r *fakeapi.Request) *fakeapi.Reply {
+			res = resultsOf(r)
+			return fakeapi.Text("assuming resnet")
+		},
+	))
+	sh.until(t, protocol.EventReady)
+	sh.send(t, protocol.Input{Type: protocol.InputUserMessage, Text: "go"})
+	sh.until(t, protocol.EventAskUser)
+	sh.in.Close()
+	sh.until(t, protocol.EventTurnEnd)
+	if err := <-sh.done; err != nil {
+		t.Errorf("Serve = %v", err)
+	}
+	if len(res) != 1 || !strings.HasPrefix(res[0], "q1:error:no answer") {
+		t.Errorf("results = %q; want an error result", res)
+	}
+}
