@@ -235,3 +235,51 @@ func nan() float64 {
 	v, _ = trackio.Values([]byte(`{"x":"NaN"}`))
 	return v["x"]
 }
+
+// TestReplacedDatabaseStartsOver: deleting a project's database and
+// writing a new one (ids restart at 1) resets the project instead of
+// ignoring the new rows.
+func TestReplacedDatabaseStartsOver(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	w, err := trackio.OpenWriter(ctx, dir, "p", trackio.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		w.Log(ctx, "old", "old", int64(i), map[string]any{"loss": 1.0}, time.Now())
+	}
+	_, hs := newTestServer(t, dir)
+	c := openEvents(t, hs.URL, "p")
+	for {
+		data := c.until(t, "snapshot", func([]byte) bool { return true })
+		if strings.Contains(string(data), `"old"`) {
+			break
+		}
+		c.resp.Body.Close()
+		c = openEvents(t, hs.URL, "p")
+	}
+	w.Close()
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		os.Remove(filepath.Join(dir, "p.db"+suffix))
+	}
+	w2, err := trackio.OpenWriter(ctx, dir, "p", trackio.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+	w2.Log(ctx, "new", "new", 0, map[string]any{"loss": 3.0}, time.Now())
+	c.until(t, "reset", func([]byte) bool { return true })
+	for {
+		c2 := openEvents(t, hs.URL, "p")
+		data := c2.until(t, "snapshot", func([]byte) bool { return true })
+		if strings.Contains(string(data), `"new"`) {
+			if strings.Contains(string(data), `"old"`) {
+				t.Fatalf("snapshot after replacement still has the old run: %s", data)
+			}
+			return
+		}
+		c2.resp.Body.Close()
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"os"
 	"sort"
 	"sync"
 	"time"
@@ -140,6 +141,26 @@ func (s *Server) pollOnce(ctx context.Context) {
 		}
 		s.mu.Unlock()
 
+		// A database deleted and created again restarts its row ids: start
+		// the project over, and tell its pages to fetch a new snapshot.
+		if fi, err := os.Stat(path); err == nil {
+			replaced := p.file != nil && !os.SameFile(p.file, fi)
+			if !replaced && p.reader != nil && trackio.Sig(path) != p.sig {
+				replaced, _ = p.reader.Replaced(ctx)
+			}
+			if replaced {
+				if p.reader != nil {
+					p.reader.Close()
+				}
+				s.mu.Lock()
+				p = newProject(name, path)
+				s.projects[name] = p
+				s.broadcastLocked(name, "reset", map[string]string{"project": name})
+				s.mu.Unlock()
+				listChanged = true
+			}
+			p.file = fi
+		}
 		sig := trackio.Sig(path)
 		if sig == p.sig && p.Error == "" {
 			continue

@@ -3,6 +3,7 @@ package dashboard
 import (
 	"encoding/json"
 	"math"
+	"os"
 	"strconv"
 	"time"
 
@@ -43,6 +44,7 @@ type projectState struct {
 	Runs     []*runState       `json:"runs"`
 
 	path   string
+	file   os.FileInfo // identity of the database file, to notice it being replaced
 	reader *trackio.Reader
 	sig    trackio.FileSig
 	byID   map[string]*runState

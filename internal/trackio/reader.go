@@ -264,6 +264,25 @@ func (r *Reader) ReadConfigs(ctx context.Context, after int64) ([]Config, error)
 	return out, nil
 }
 
+// Replaced reports whether the database no longer holds the rows the
+// cursor has passed (it was deleted and created again, restarting ids),
+// which a file-identity check misses when the inode number is reused.
+func (r *Reader) Replaced(ctx context.Context) (bool, error) {
+	if r.cur.Metrics == 0 {
+		return false, nil
+	}
+	r.layout = LayoutUnknown
+	r.tables = map[string]bool{}
+	if l, err := r.Layout(ctx); err != nil || l == LayoutUnknown {
+		return err == nil, err
+	}
+	var max sql.NullInt64
+	if err := r.db.QueryRowContext(ctx, `SELECT max(id) FROM metrics`).Scan(&max); err != nil {
+		return false, r.wrap(err)
+	}
+	return !max.Valid || max.Int64 < r.cur.Metrics, nil
+}
+
 // Metadata returns the project_metadata table (empty when absent).
 func (r *Reader) Metadata(ctx context.Context) (map[string]string, error) {
 	out := map[string]string{}

@@ -356,3 +356,25 @@ func FuzzValues(f *testing.F) {
 		}
 	})
 }
+
+func TestReplacedDetectsRestartedIDs(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	w, _ := OpenWriter(ctx, dir, "p", WriterOptions{})
+	for i := 0; i < 3; i++ {
+		w.Log(ctx, "a", "a", int64(i), map[string]any{"loss": 1.0}, time.Now())
+	}
+	r, _ := OpenReader(w.Path)
+	defer r.Close()
+	r.Poll(ctx, 0)
+	if rep, err := r.Replaced(ctx); err != nil || rep {
+		t.Fatalf("Replaced on the same db = %v, %v; want false", rep, err)
+	}
+	// Same file, rows gone and ids restarted (what a new database looks like).
+	w.DB().Exec(`DELETE FROM metrics; DELETE FROM sqlite_sequence`)
+	w.Log(ctx, "b", "b", 0, map[string]any{"loss": 1.0}, time.Now())
+	w.Close()
+	if rep, err := r.Replaced(ctx); err != nil || !rep {
+		t.Fatalf("Replaced after ids restarted = %v, %v; want true", rep, err)
+	}
+}

@@ -32,6 +32,10 @@
       if (cur) { state.project.error = cur.error || ""; schedule(); }
       if (!state.project && state.projects.length) connect(state.projects[0].name);
     });
+    es.addEventListener("reset", () => {
+      // The database was replaced: start over from a fresh snapshot.
+      connect(state.project ? state.project.name : project);
+    });
     es.addEventListener("delta", (ev) => {
       const d = JSON.parse(ev.data);
       state.deltas++;
