@@ -325,6 +325,14 @@ func (s *Syncer) syncProject(ctx context.Context, spaceID, project, path string)
 		return stats, err
 	}
 	ps := s.state.space(spaceID).project(project)
+	// A database deleted and created again restarts its ids below the
+	// cursor; uploading would silently skip rows, so stop and say so.
+	r.SetCursor(ps.Cursor)
+	if replaced, err := r.Replaced(ctx); err != nil {
+		return stats, err
+	} else if replaced {
+		return stats, fmt.Errorf("%s: database was replaced (row ids restarted below the synced cursor %d); remove the project from %s to sync it as new", project, ps.Cursor.Metrics, s.cfg.StatePath)
+	}
 	var files []File
 	if ps.Pending != nil {
 		files, err = s.rebuild(ctx, r, project, ps.Pending)

@@ -364,3 +364,19 @@ func TestRunFollowsDirectory(t *testing.T) {
 	}
 	e.checkExactlyOnce(t)
 }
+
+func TestReplacedDatabaseIsReportedNotSkipped(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.write(t, 10)
+	s := e.syncer(t)
+	if _, err := s.SyncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.w.DB().Exec(`DELETE FROM metrics; DELETE FROM sqlite_sequence`)
+	e.w.Log(ctx, "rid-2", "run-2", 0, map[string]any{"loss": 1.0}, time.Now())
+	st, _ := s.SyncOnce(ctx)
+	if st.Failed != 1 || !strings.Contains(e.log.String(), "database was replaced") {
+		t.Fatalf("pass = %+v, log:\n%s\nwant the replaced database reported", st, e.log)
+	}
+}
