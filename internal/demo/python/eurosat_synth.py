@@ -19,7 +19,9 @@ Usage:
                    [--val-frac 0.15] [--test-frac 0.15]
 
 Output, in DIR:
-  train.npz, val.npz, test.npz   arrays x: uint16 (N, 13, 64, 64),
+  train.npz, val.npz, test.npz   arrays x: uint16 (N, 13, 64, 64), bands in
+                                 EuroSAT's stored order B01-B08, B09, B10,
+                                 B11, B12, B8A (meta.json "bands"),
                                  y: int64 (N,) class index
   meta.json                      {"classes": [...10 names...], "bands": [...],
                                   "size": 64, "seed": S, "n_per_class": N,
@@ -51,13 +53,22 @@ CLASSES = [
     "SeaLake",
 ]
 
+# Spectral order, used to write the material curves below readably.
+SPECTRAL_BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07",
+                  "B08", "B8A", "B09", "B10", "B11", "B12"]
+# Stored order: the one of the original EuroSAT MSI GeoTIFFs and of
+# blanchon/EuroSAT_MSI's arrays, where B8A comes last (index 9 is the
+# cirrus band B10, whose values are ~10-20), so code written against this
+# data runs unchanged on the real set.
 BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07",
-         "B08", "B8A", "B09", "B10", "B11", "B12"]
+         "B08", "B09", "B10", "B11", "B12", "B8A"]
+_ORDER = [SPECTRAL_BANDS.index(b) for b in BANDS]
 
 SIZE = 64
 
-# Top-of-atmosphere-like reflectance x 10000 for each material, per band
-# (B01 coastal, B02 blue, B03 green, B04 red, B05-B07 red edge, B08/B8A NIR,
+# Top-of-atmosphere-like reflectance x 10000 for each material, per band in
+# SPECTRAL_BANDS order (B01 coastal, B02 blue, B03 green, B04 red, B05-B07
+# red edge, B08/B8A NIR,
 # B09 water vapour, B10 cirrus, B11/B12 SWIR). Vegetation: green bump, red
 # absorption, red-edge rise, high NIR, SWIR falling with water content.
 # Water: dark beyond green. Built surfaces: flat and bright in SWIR.
@@ -73,7 +84,7 @@ MATERIALS = {
 }
 MAT_NAMES = list(MATERIALS)
 MAT = {name: i for i, name in enumerate(MAT_NAMES)}
-SPECTRA = np.array([MATERIALS[m] for m in MAT_NAMES], dtype=np.float32)  # (M, 13)
+SPECTRA = np.array([MATERIALS[m] for m in MAT_NAMES], dtype=np.float32)[:, _ORDER]  # (M, 13)
 
 _YY, _XX = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
 
@@ -269,8 +280,9 @@ def render(rng, cls):
     spectra = SPECTRA * rng.normal(1.0, 0.07, size=SPECTRA.shape).astype(np.float32)
     img = np.einsum("mb,mhw->bhw", spectra, ab)
     gain = rng.uniform(0.85, 1.15)
+    # Haze (path radiance) in spectral order, strongest in the blue.
     haze = rng.uniform(0, 350) * np.array(
-        [1.0, 0.9, 0.7, 0.5, 0.4, 0.3, 0.25, 0.2, 0.2, 0.3, 0.0, 0.05, 0.03], dtype=np.float32)
+        [1.0, 0.9, 0.7, 0.5, 0.4, 0.3, 0.25, 0.2, 0.2, 0.3, 0.0, 0.05, 0.03], dtype=np.float32)[_ORDER]
     img = img * gain + haze[:, None, None]
     img = img * rng.normal(1.0, 0.03, size=img.shape).astype(np.float32)
     img = img + rng.normal(0, 35, size=img.shape).astype(np.float32)
