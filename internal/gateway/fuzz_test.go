@@ -1,0 +1,99 @@
+package gateway
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+const sampleStream = "event: message_start\r\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-opus-4-1\",\"usage\":{\"input_tokens\":12,\"cache_creation_input_tokens\":3,\"cache_read_input_tokens\":4,\"output_tokens\":1}}}\r\n\r\n" +
+	"event: ping\ndata: {\"type\": \"ping\"}\n\n" +
+	"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi \\\"usage\\\"\"}}\n\n" +
+	"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":42}}\n\n" +
+	"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+
+func TestUsageScanner(t *testing.T) {
+	want := Usage{InputTokens: 12, OutputTokens: 42, CacheCreationTokens: 3, CacheReadTokens: 4}
+	for split := 0; split <= len(sampleStream); split++ {
+		s := usageScanner{stream: true}
+		s.Write([]byte(sampleStream[:split]))
+		s.Write([]byte(sampleStream[split:]))
+		s.finish()
+		if s.usage != want || s.model != "claude-opus-4-1" {
+			t.Fatalf("split at %d: got %+v %q; want %+v", split, s.usage, s.model, want)
+		}
+	}
+	s := usageScanner{}
+	s.Write([]byte(`{"model":"claude-haiku-4-5","content":[{"type":"text","text":"x"}],"usage":{"input_tokens":5,"output_tokens":6}}`))
+	s.finish()
+	if s.usage != (Usage{InputTokens: 5, OutputTokens: 6}) || s.model != "claude-haiku-4-5" {
+		t.Errorf("json body: got %+v %q", s.usage, s.model)
+	}
+}
+
+// FuzzUsageScanner: any bytes, split anywhere, give the same result as in
+// one piece and never panic.
+func FuzzUsageScanner(f *testing.F) {
+	f.Add([]byte(sampleStream), uint16(10))
+	f.Add([]byte("data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":1}}\n\n"), uint16(3))
+	f.Add([]byte("event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}\n\n"), uint16(7))
+	f.Add([]byte("event:message_start\ndata:{\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":-5}}}"), uint16(0))
+	f.Fuzz(func(t *testing.T, data []byte, split uint16) {
+		k := int(split) % (len(data) + 1)
+		whole := usageScanner{stream: true}
+		whole.Write(data)
+		whole.finish()
+		parts := usageScanner{stream: true}
+		parts.Write(data[:k])
+		parts.Write(data[k:])
+		parts.finish()
+		if whole.usage != parts.usage || whole.model != parts.model || whole.errType != parts.errType {
+			t.Fatalf("split at %d changed the result: %+v vs %+v", k, whole.usage, parts.usage)
+		}
+		if whole.usage.InputTokens < 0 || whole.usage.OutputTokens < 0 {
+			t.Fatalf("negative usage %+v", whole.usage)
+		}
+	})
+}
+
+// FuzzScanTop: on any JSON object scanTop agrees with a real decoder.
+func FuzzScanTop(f *testing.F) {
+	f.Add([]byte(`{"max_tokens":1000,"messages":[{"role":"user","content":"a \" } ] { model"}],"model":"claude-sonnet-4-5"}`))
+	f.Add([]byte(`{"model":"a","model":"b","max_tokens":5,"max_tokens":7}`))
+	f.Add([]byte(`{"m\u006fdel":"x","max_\u0074okens":9}`))
+	f.Add([]byte(`{"max_tokens":1e3, "nested":{"model":"no"}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		model, maxTok := scanTop(b)
+		var ref map[string]json.RawMessage
+		if json.Unmarshal(b, &ref) != nil {
+			return
+		}
+		var wantModel string
+		json.Unmarshal(ref["model"], &wantModel)
+		var f float64
+		var wantMax int64
+		if json.Unmarshal(ref["max_tokens"], &f) == nil && f > 0 {
+			wantMax = int64(min(f, 1<<40))
+		}
+		if model != wantModel || maxTok != wantMax {
+			t.Fatalf("scanTop(%s) = %q, %d; want %q, %d", b, model, maxTok, wantModel, wantMax)
+		}
+	})
+}
+
+// FuzzTokenRequest: the admin API's JSON either fails cleanly or yields a
+// request that passes validation.
+func FuzzTokenRequest(f *testing.F) {
+	f.Add([]byte(`{"sandbox":"name","budget_usd":2.5,"budget_tokens":0,"ttl":"24h"}`))
+	f.Add([]byte(`{"sandbox":"a","budget_usd":-1}`))
+	f.Add([]byte(`{"sandbox":"a","ttl":"-5m"}`))
+	f.Add([]byte(`{"sandbox":"a"} {}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := parseTokenRequest(b)
+		if err != nil {
+			return
+		}
+		if r.validate() != nil || r.TTL <= 0 || r.BudgetUSD < 0 || r.BudgetTokens < 0 || r.Sandbox == "" {
+			t.Fatalf("accepted an invalid request %+v", r)
+		}
+	})
+}
