@@ -1,0 +1,215 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/mlagent/mlagent/internal/gateway"
+	"github.com/mlagent/mlagent/internal/secrets"
+	"github.com/mlagent/mlagent/internal/store"
+)
+
+func init() {
+	register(&Command{
+		Name:    "gateway",
+		Summary: "run the credential-swapping gateway (data and admin planes)",
+		Run:     runGateway,
+	})
+}
+
+const gatewayHelp = `Runs the gateway as a service. Sandboxes call the data plane (--listen) with
+their per-sandbox token; the gateway swaps it for the real key (model API),
+the Hugging Face token (/hf/...) or the GitHub token (/git/github.com/...), and
+lets other HTTPS egress through a CONNECT proxy with a host allowlist
+(config [gateway] allow). The admin plane (--admin-listen) issues and revokes
+tokens and reports usage; it needs Authorization: Bearer <admin token>.
+
+Secrets come from the secret store (mlagent secret set ...), then the
+environment: ANTHROPIC_API_KEY (may be empty for keyless local servers),
+HF_TOKEN, GITHUB_TOKEN, MLAGENT_ADMIN_TOKEN. Without an admin token one is
+generated and saved as secret "gateway-admin".
+
+SIGINT/SIGTERM stop accepting requests and wait for open streams to finish
+(a second signal stops at once). See docs/gateway.md.`
+
+func runGateway(ctx context.Context, env *Env, args []string) int {
+	gc := env.Config.Gateway
+	fs := newFlagSet(env, "gateway", "gateway [flags]", gatewayHelp)
+	listen := fs.String("listen", gc.Listen, "data plane address (env MLAGENT_GATEWAY_LISTEN)")
+	adminListen := fs.String("admin-listen", gc.AdminListen, "admin plane address (env MLAGENT_ADMIN_LISTEN)")
+	upstream := fs.String("upstream", gc.Upstream, "Anthropic-compatible API base URL (env MLAGENT_UPSTREAM)")
+	hfUpstream := fs.String("hf-upstream", gc.HFUpstream, "Hugging Face Hub base URL (env MLAGENT_HF_UPSTREAM)")
+	gitUpstream := fs.String("git-upstream", gc.GitUpstream, "base URL behind /git/github.com/")
+	auditPath := fs.String("audit-log", env.Config.AuditLogPath(), "JSON-lines audit log file")
+	unixSock := fs.String("unix", "", "also serve the data plane on this Unix socket")
+	drain := fs.Duration("drain", 10*time.Minute, "how long shutdown waits for open streams")
+	if code := parseFlags(fs, args, env); code >= 0 {
+		return code
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return ExitUsage
+	}
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(env.Stderr, "mlagent gateway: "+format+"\n", a...)
+		return ExitFailure
+	}
+
+	st := secrets.Open(env.Config.SecretsPath())
+	var keys [4]string
+	for i, k := range []string{secrets.AnthropicKey, secrets.HFToken, secrets.GitHubToken, secrets.AdminToken} {
+		v, err := st.Resolve(k, env.Getenv)
+		if err != nil {
+			return fail("%v", err)
+		}
+		keys[i] = v
+	}
+	apiKey, hfToken, ghToken, adminToken := keys[0], keys[1], keys[2], keys[3]
+	if adminToken == "" {
+		var b [32]byte
+		rand.Read(b[:])
+		adminToken = hex.EncodeToString(b[:])
+		if err := st.Set("gateway-admin", map[string]string{secrets.AdminToken: adminToken}); err != nil {
+			return fail("save admin token: %v", err)
+		}
+		fmt.Fprintf(env.Stdout, "generated an admin token, saved as secret gateway-admin (%s) key %s\n", st.Path(), secrets.AdminToken)
+		if f, ok := env.Stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			fmt.Fprintf(env.Stdout, "admin token (shown once): %s\n", adminToken)
+		}
+	}
+	if apiKey == "" && strings.Contains(*upstream, "api.anthropic.com") {
+		env.Log.Warn("no ANTHROPIC_API_KEY in the secret store or environment; upstream calls will fail", "upstream", *upstream)
+	}
+
+	db, err := store.Open(ctx, env.Config.StorePath())
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer db.Close()
+	if err := os.MkdirAll(filepath.Dir(*auditPath), 0o700); err != nil {
+		return fail("audit log: %v", err)
+	}
+	audit, err := os.OpenFile(*auditPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fail("audit log: %v", err)
+	}
+	defer audit.Close()
+
+	g, err := gateway.New(ctx, gateway.Config{
+		Upstream: *upstream, HFUpstream: *hfUpstream, GitUpstream: *gitUpstream,
+		APIKey: apiKey, HFToken: hfToken, GitHubToken: ghToken,
+		Allow: gc.Allow, DB: db, Audit: audit, Log: env.Log,
+	})
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer g.Close()
+
+	type served struct {
+		name string
+		ln   net.Listener
+		srv  *http.Server
+	}
+	newServer := func(h http.Handler) *http.Server {
+		// No read/write timeouts: bodies and streams may be slow and long.
+		// Idle keep-alive connections are closed after 15 minutes.
+		return &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 15 * time.Minute}
+	}
+	var servers []served
+	closeAll := func() {
+		for _, s := range servers {
+			s.ln.Close()
+		}
+	}
+	dataLn, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fail("data plane: %v", err)
+	}
+	servers = append(servers, served{"data", dataLn, newServer(g.DataHandler())})
+	adminLn, err := net.Listen("tcp", *adminListen)
+	if err != nil {
+		closeAll()
+		return fail("admin plane: %v", err)
+	}
+	servers = append(servers, served{"admin", adminLn, newServer(g.AdminHandler(adminToken))})
+	if *unixSock != "" {
+		os.Remove(*unixSock)
+		uln, err := net.Listen("unix", *unixSock)
+		if err != nil {
+			closeAll()
+			return fail("unix socket: %v", err)
+		}
+		os.Chmod(*unixSock, 0o600)
+		servers = append(servers, served{"data (unix)", uln, newServer(g.DataHandler())})
+	}
+	for _, s := range servers {
+		fmt.Fprintf(env.Stdout, "%s plane listening on %s\n", s.name, s.ln.Addr())
+	}
+	fmt.Fprintf(env.Stdout, "upstream %s; audit log %s\n", *upstream, *auditPath)
+
+	sigCtx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, len(servers))
+	for _, s := range servers {
+		go func() {
+			if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("%s plane: %w", s.name, err)
+			}
+		}()
+	}
+	code := ExitOK
+	select {
+	case <-sigCtx.Done():
+	case err := <-errc:
+		env.Log.Error("server failed", "err", err)
+		code = ExitFailure
+	}
+	stop()
+	env.Log.Info("shutting down; draining open streams", "max_wait", *drain)
+	// A second signal cuts the drain short.
+	hard := make(chan os.Signal, 1)
+	signal.Notify(hard, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(hard)
+	dctx, cancel := context.WithTimeout(context.Background(), *drain)
+	defer cancel()
+	go func() {
+		select {
+		case <-hard:
+			cancel()
+		case <-dctx.Done():
+		}
+	}()
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.srv.Shutdown(dctx); err != nil {
+				s.srv.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	if err := g.Close(); err != nil {
+		env.Log.Error("close gateway", "err", err)
+	}
+	if *unixSock != "" {
+		os.Remove(*unixSock)
+	}
+	env.Log.Info("gateway stopped")
+	return code
+}
