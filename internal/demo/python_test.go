@@ -243,9 +243,10 @@ func TestPipeline(t *testing.T) {
 
 	var swin struct {
 		OK        bool
-		InChans   int       `json:"in_chans"`
-		Scale     []float64 `json:"scale"`
-		MaxAbsErr float64   `json:"max_abs_err"`
+		InChans   int               `json:"in_chans"`
+		Scale     []float64         `json:"scale"`
+		MaxAbsErr float64           `json:"max_abs_err"`
+		RelPos    struct{ OK bool } `json:"rel_pos_bias"`
 		Swin      struct {
 			Available bool
 			OK        bool
@@ -253,8 +254,8 @@ func TestPipeline(t *testing.T) {
 		}
 	}
 	runPy(t, py, dir, env, &swin, ScriptSwin13)
-	if !swin.OK || swin.InChans != 13 || swin.MaxAbsErr > 1e-9 {
-		t.Errorf("swin13 check = %+v; want ok, 13 bands, error <= 1e-9", swin)
+	if !swin.OK || swin.InChans != 13 || swin.MaxAbsErr > 1e-9 || !swin.RelPos.OK {
+		t.Errorf("swin13 check = %+v; want ok, 13 bands, error <= 1e-9, bias tables ok", swin)
 	}
 	if want := []float64{15.0 / 13, 12.0 / 13, 12.0 / 13}; len(swin.Scale) != 3 || math.Abs(swin.Scale[0]-want[0]) > 1e-12 || math.Abs(swin.Scale[1]-want[1]) > 1e-12 {
 		t.Errorf("scale = %v; want %v", swin.Scale, want)

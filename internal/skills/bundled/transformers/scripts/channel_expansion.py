@@ -32,6 +32,7 @@ Usage:
 Prints one JSON object (last stdout line):
   {"ok": bool, "in_chans": 13, "relation": "...", "scale": [..3..],
    "max_abs_err": float, "max_abs_err_multiple_of_3": float,
+   "rel_pos_bias": {"ok": true, "shapes": {...}},
    "swin": {"available": bool, "ok": bool, ...details or "reason"}}
 Exit status 0 when every check that could run passed, 1 otherwise.
 Only torch is required.
@@ -39,6 +40,7 @@ Only torch is required.
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -141,12 +143,41 @@ def resize_rel_pos_bias(table: torch.Tensor, old_window: int, new_window: int) -
     return out.reshape(heads, n * n).T.contiguous()
 
 
+def _window_of(table: torch.Tensor) -> int:
+    """The window size w of a ((2w-1)**2, heads) relative position bias table."""
+    side = int(round(math.sqrt(table.shape[0])))
+    if side * side != table.shape[0] or side % 2 == 0:
+        raise ValueError(f"not a relative position bias table: {tuple(table.shape)}")
+    return (side + 1) // 2
+
+
+def check_rel_pos_bias() -> dict:
+    """Self-check of resize_rel_pos_bias: identity at the same window, right
+    shapes for the windows a 128 px Swin-tiny uses (8, and 4 in the last
+    stage), and a constant table stays constant."""
+    gen = torch.Generator().manual_seed(1)
+    t = torch.randn(169, 3, generator=gen, dtype=torch.float64)
+    if not torch.equal(resize_rel_pos_bias(t, 7, 7), t):
+        raise AssertionError("resize to the same window changed the table")
+    shapes = {}
+    for w in (4, 8):
+        r = resize_rel_pos_bias(t, 7, w)
+        if tuple(r.shape) != ((2 * w - 1) ** 2, 3) or _window_of(r) != w:
+            raise AssertionError(f"window {w}: shape {tuple(r.shape)}")
+        shapes[str(w)] = list(r.shape)
+    c = torch.full((169, 3), 0.25, dtype=torch.float64)
+    if not torch.allclose(resize_rel_pos_bias(c, 7, 8), torch.full((225, 3), 0.25, dtype=torch.float64)):
+        raise AssertionError("a constant bias table did not stay constant")
+    return {"ok": True, "shapes": shapes}
+
+
 def adapt_swin(model, in_chans=13, num_labels=10, image_size=128, window_size=8, id2label=None):
     """Return a new SwinForImageClassification for in_chans-band input.
 
     model is a (pretrained) 3-channel SwinForImageClassification. The patch
     embedding is expanded with expand_patch_embedding, relative position bias
-    tables are resized to the new window, the classifier is new.
+    tables are resized to each stage's window (the configured one clamped
+    to the stage's token grid), the classifier is new.
     """
     from transformers import SwinForImageClassification
 
@@ -171,8 +202,11 @@ def adapt_swin(model, in_chans=13, num_labels=10, image_size=128, window_size=8,
     for k, v in src.items():
         if k in loaded or k.startswith("classifier.") or k.endswith("relative_position_index"):
             continue
-        if k.endswith("relative_position_bias_table"):
-            loaded[k] = resize_rel_pos_bias(v, old_cfg.window_size, window_size)
+        if k.endswith("relative_position_bias_table") and k in dst:
+            # Each stage's window is clamped to its token grid (the last
+            # stage of a 128 px input has 4x4 tokens, so window 4 there), so
+            # take both window sizes from the table shapes, not the config.
+            loaded[k] = resize_rel_pos_bias(v, _window_of(v), _window_of(dst[k]))
             continue
         if k in dst and dst[k].shape == v.shape:
             loaded[k] = v
@@ -235,6 +269,7 @@ def main(argv=None):
     out = {"ok": False}
     try:
         out.update(check_expansion(a.in_chans))
+        out["rel_pos_bias"] = check_rel_pos_bias()
         out["ok"] = True
     except AssertionError as e:
         out["error"] = str(e)
