@@ -3,6 +3,7 @@ package tools
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -147,5 +148,32 @@ func TestHeadTail(t *testing.T) {
 		if got := HeadTail(tt.in, tt.max); got != tt.want {
 			t.Errorf("HeadTail(%q, %d) = %q; want %q", tt.in, tt.max, got, tt.want)
 		}
+	}
+}
+
+// The shell state file lives on the persistent volume: the sandbox token
+// and proxy URLs (which embed it) must not be written there, yet commands
+// still see them.
+func TestShellStateKeepsNoToken(t *testing.T) {
+	sh := newTestShell(t)
+	sh.Env = []string{"PATH=/usr/bin:/bin", "ANTHROPIC_API_KEY=sbx-secret-1", "HF_TOKEN=sbx-secret-2", "HTTPS_PROXY=http://mlagent:sbx-secret-3@127.0.0.1:8790"}
+	bash := &BashTool{Shell: sh}
+	r := runJSON(t, bash, map[string]any{"command": "export MY_VAR=kept; echo $HF_TOKEN"})
+	if r.Output != "sbx-secret-2\n" {
+		t.Fatalf("got %q; want the token visible to commands", r.Output)
+	}
+	state, err := os.ReadFile(sh.statePath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(state), "sbx-secret") {
+		t.Errorf("state file holds a token:\n%s", state)
+	}
+	if !strings.Contains(string(state), "MY_VAR") {
+		t.Errorf("state file lost MY_VAR:\n%s", state)
+	}
+	r = runJSON(t, bash, map[string]any{"command": "echo $MY_VAR $ANTHROPIC_API_KEY"})
+	if r.Output != "kept sbx-secret-1\n" {
+		t.Errorf("got %q", r.Output)
 	}
 }
