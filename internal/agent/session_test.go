@@ -146,16 +146,14 @@ type sessionHarness struct {
 
 func startSession(t *testing.T, responder fakeapi.Responder) (*sessionHarness, *harness) {
 	t.Helper()
-	var sess *Session
-	h := newHarness(t, responder, func(c *Config) {
-		c.Emit = func(ev protocol.Event) { sess.Emit(ev) }
-		files := &tools.Files{Dir: t.TempDir()}
-		_ = files
-	})
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
-	sess = &Session{Agent: h.agent, ID: "s1", Model: "m", Out: protocol.NewWriter(outW)}
-	h.agent.cfg.Tools.Add(&tools.AskUserTool{Asker: sess})
+	sess := &Session{ID: "s1", Model: "m", Out: protocol.NewWriter(outW)}
+	h := newHarness(t, responder, func(c *Config) {
+		c.Emit = sess.Emit
+		c.Tools.Add(&tools.AskUserTool{Asker: sess})
+	})
+	sess.Agent = h.agent
 	sh := &sessionHarness{in: inW, events: make(chan protocol.Event, 100), done: make(chan error, 1)}
 	go func() {
 		s := bufio.NewScanner(outR)
@@ -234,7 +232,7 @@ func TestSessionAskUser(t *testing.T) {
 
 func TestSessionInterrupt(t *testing.T) {
 	var afterInterrupt *fakeapi.Request
-	sh, h := startSession(t, steps(
+	sh, _ := startSession(t, steps(
 		reply(fakeapi.ToolCalls("", fakeapi.ToolUse("s1", "bash", map[string]any{"command": "echo started; sleep 300"}))),
 		func(r *fakeapi.Request) *fakeapi.Reply {
 			afterInterrupt = r
@@ -263,7 +261,6 @@ func TestSessionInterrupt(t *testing.T) {
 	if err := <-sh.done; err != nil {
 		t.Errorf("Serve = %v", err)
 	}
-	_ = h
 }
 
 func TestSessionEOFAnswersQuestions(t *testing.T) {
