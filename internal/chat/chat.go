@@ -1,0 +1,587 @@
+// Package chat drives `mlagent agent` over the JSON-lines protocol and
+// shows the conversation to a person: streamed (Markdown-rendered) text,
+// one line per tool call with a spinner, the plan, questions with
+// choices, usage and cost; or, for scripts, the final answer or every
+// event as stream-json. `mlagent run`, `mlagent resume` and `mlagent demo`
+// share it.
+package chat
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mlagent/mlagent/internal/protocol"
+)
+
+// Output formats.
+const (
+	FormatChat       = "chat"        // the conversation as a person reads it (interactive default)
+	FormatText       = "text"        // only the final answer (-p default)
+	FormatStreamJSON = "stream-json" // every agent event, one JSON line each
+)
+
+// Errors Run returns.
+var (
+	// ErrUnanswered: in print mode the agent asked a question that no
+	// answer source answers.
+	ErrUnanswered = errors.New("the agent asked a question and no answer was given")
+	// ErrInterrupted: the user pressed Ctrl-C twice.
+	ErrInterrupted = errors.New("interrupted")
+	// ErrAgentExited: the agent's event stream ended while it was needed.
+	ErrAgentExited = errors.New("the agent exited")
+	// ErrTurnFailed: in print mode the turn ended other than normally.
+	ErrTurnFailed = errors.New("the turn failed")
+)
+
+// Options configures Run.
+type Options struct {
+	// AgentIn and AgentOut are the agent's stdin and stdout. AgentIn is
+	// closed (when it is an io.Closer) once Run is done with it.
+	AgentIn  io.Writer
+	AgentOut io.Reader
+
+	// In is what the person types (ignored in print mode); Out gets the
+	// conversation (or the final answer / events); Err gets errors.
+	In       io.Reader
+	Out, Err io.Writer
+	// TTY styles the output and animates the spinner.
+	TTY bool
+	// Print runs FirstPrompt to the end of its turn and returns.
+	Print bool
+	// OutputFormat is FormatChat, FormatText or FormatStreamJSON; ""
+	// means FormatText with Print, else FormatChat.
+	OutputFormat string
+	// Answers answers ask_user questions before the person is asked; in
+	// print mode it is the only source of answers.
+	Answers AnswerSource
+	// FirstPrompt is sent as the first user message ("" waits for the
+	// person to type one).
+	FirstPrompt  string
+	DashboardURL string
+
+	// Interrupt delivers Ctrl-C presses.
+	Interrupt <-chan struct{}
+	// Tick animates the spinner; nil makes a 100ms ticker on a TTY.
+	Tick <-chan time.Time
+	// Now is the clock for elapsed times; nil is time.Now.
+	Now func() time.Time
+	// ShutdownWait bounds the wait for the agent to exit after shutdown
+	// (default 10s).
+	ShutdownWait time.Duration
+
+	// OnEvent sees every event before it is rendered.
+	OnEvent func(protocol.Event)
+	// OnUserMessage is called with each message sent to the agent.
+	OnUserMessage func(text string)
+	// OnTurn is called at the end of each turn.
+	OnTurn func(Turn)
+}
+
+// Turn summarises one finished turn.
+type Turn struct {
+	StopReason string
+	Usage      *protocol.Usage // nil when the agent sent none
+}
+
+// Result is what a chat came to.
+type Result struct {
+	Session, Model string
+	Turns          int
+	CostUSD        float64 // reported by the agent for this chat
+	StopReason     string  // of the last turn
+	Final          string  // the last assistant text of the last turn
+}
+
+type agentLine struct {
+	ev  protocol.Event
+	raw []byte
+}
+
+// Run holds the conversation until the person exits (/exit, Ctrl-D, a
+// second Ctrl-C), or, in print mode, until the first turn ends. It asks
+// the agent to shut down before it returns.
+func Run(ctx context.Context, o Options) (Result, error) {
+	d := newDriver(o)
+	return d.run(ctx)
+}
+
+type driver struct {
+	o      Options
+	r      *renderer
+	format string
+	res    Result
+
+	events <-chan agentLine
+	readErr chan error
+	lines  <-chan string
+
+	busy        bool
+	interrupted bool // a Ctrl-C is pending: the next one exits
+	asks        []protocol.Event
+	queued      []string
+	turnText    strings.Builder
+	turnUsage   *protocol.Usage
+	failed      string // print mode: why the turn failed
+}
+
+func newDriver(o Options) *driver {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.ShutdownWait == 0 {
+		o.ShutdownWait = 10 * time.Second
+	}
+	if o.Err == nil {
+		o.Err = io.Discard
+	}
+	f := o.OutputFormat
+	if f == "" {
+		f = FormatChat
+		if o.Print {
+			f = FormatText
+		}
+	}
+	var w io.Writer = o.Out
+	if f != FormatChat {
+		w = io.Discard
+	}
+	return &driver{o: o, format: f, r: newRenderer(w, o.TTY && f == FormatChat, o.Now)}
+}
+
+func (d *driver) run(ctx context.Context) (Result, error) {
+	o := d.o
+	switch d.format {
+	case FormatChat, FormatText, FormatStreamJSON:
+	default:
+		return d.res, fmt.Errorf("output format %q: want %s, %s or %s", d.format, FormatChat, FormatText, FormatStreamJSON)
+	}
+	if o.Print && strings.TrimSpace(o.FirstPrompt) == "" {
+		return d.res, errors.New("print mode needs a prompt")
+	}
+	defer d.closeAgentIn()
+	d.readErr = make(chan error, 1)
+	d.events = readEvents(o.AgentOut, d.readErr)
+	if !o.Print && o.In != nil {
+		d.lines = readLines(o.In)
+	}
+	tick := o.Tick
+	if tick == nil && d.r.tty {
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		tick = t.C
+	}
+
+	if p := strings.TrimSpace(o.FirstPrompt); p != "" {
+		if err := d.send(ctx, p); err != nil {
+			return d.res, err
+		}
+	}
+	// Without a first prompt, the prompt appears once the agent is ready.
+
+	for {
+		select {
+		case <-ctx.Done():
+			d.shutdown(context.WithoutCancel(ctx))
+			return d.res, ctx.Err()
+		case al, ok := <-d.events:
+			if !ok {
+				err := <-d.readErr
+				if err == nil {
+					err = ErrAgentExited
+				} else {
+					err = fmt.Errorf("%w: %w", ErrAgentExited, err)
+				}
+				d.r.endText()
+				return d.res, err
+			}
+			done, err := d.handle(ctx, al)
+			if done || err != nil {
+				if err == nil && d.o.Print {
+					err = d.finishPrint()
+				}
+				d.shutdown(context.WithoutCancel(ctx))
+				return d.res, err
+			}
+		case line, ok := <-d.lines:
+			if !ok {
+				d.lines = nil
+				if !d.busy || len(d.asks) == 0 {
+					d.r.endText()
+					d.shutdown(context.WithoutCancel(ctx))
+					return d.res, nil
+				}
+				// Ctrl-D at a question: stop the turn, then leave.
+				d.sendInput(protocol.Input{Type: protocol.InputInterrupt})
+				d.shutdown(context.WithoutCancel(ctx))
+				return d.res, nil
+			}
+			exit, err := d.typed(ctx, line)
+			if exit || err != nil {
+				d.shutdown(context.WithoutCancel(ctx))
+				return d.res, err
+			}
+		case <-o.Interrupt:
+			if d.interrupted || !d.busy {
+				if d.interrupted {
+					d.r.notice("exiting")
+					d.shutdown(context.WithoutCancel(ctx))
+					return d.res, ErrInterrupted
+				}
+				d.interrupted = true
+				d.r.notice("(Ctrl-C again, /exit or Ctrl-D to quit)")
+				d.r.prompt("> ")
+				continue
+			}
+			d.interrupted = true
+			d.r.notice("^C interrupting the turn… (Ctrl-C again to exit)")
+			if err := d.sendInput(protocol.Input{Type: protocol.InputInterrupt}); err != nil {
+				return d.res, err
+			}
+		case <-tick:
+			d.r.tick()
+		}
+	}
+}
+
+// handle renders one event and reacts to it; done means print mode is
+// finished.
+func (d *driver) handle(ctx context.Context, al agentLine) (done bool, err error) {
+	ev := al.ev
+	if d.o.OnEvent != nil {
+		d.o.OnEvent(ev)
+	}
+	if d.format == FormatStreamJSON {
+		d.o.Out.Write(al.raw)
+	}
+	r := d.r
+	switch ev.Type {
+	case protocol.EventReady:
+		d.res.Session, d.res.Model = ev.Session, ev.Model
+		s := "session " + oneLine(ev.Session, 80) + " · " + oneLine(ev.Model, 60)
+		if ev.ResumedMessages > 0 {
+			s += fmt.Sprintf(" · resumed %d messages", ev.ResumedMessages)
+		}
+		r.clearSpinner()
+		r.line(r.style(sgrDim, s))
+		if !d.busy && !d.o.Print {
+			r.prompt("> ")
+		}
+	case protocol.EventTextDelta:
+		d.turnText.WriteString(ev.Text)
+		r.text(ev.Text)
+	case protocol.EventThinking:
+		// Not shown: the chat shows what the agent says and does.
+	case protocol.EventToolStart:
+		d.turnText.Reset()
+		r.toolStart(ev)
+	case protocol.EventToolEnd:
+		r.toolEnd(ev)
+	case protocol.EventTodo:
+		r.setTodo(ev.Items)
+	case protocol.EventAskUser:
+		return false, d.ask(ctx, ev)
+	case protocol.EventUsage:
+		d.turnUsage = ev.Usage
+		if ev.Usage != nil {
+			d.res.CostUSD += ev.Usage.CostUSD
+		}
+		r.usage(ev.Usage)
+	case protocol.EventCompaction:
+		if c := ev.Compaction; c != nil {
+			r.notice(fmt.Sprintf("(conversation summarised: %d messages → %d)", c.MessagesBefore, c.MessagesAfter))
+		}
+	case protocol.EventRetry:
+		d.turnText.Reset()
+		r.write(r.md.Reset())
+		r.warn(fmt.Sprintf("retrying (attempt %d, in %s): %s", ev.Attempt, fmtElapsed(time.Duration(ev.WaitMS)*time.Millisecond), oneLine(ev.Message, 200)))
+	case protocol.EventError:
+		msg := fmt.Sprintf("error (%s): %s", oneLine(ev.Kind, 20), oneLine(ev.Message, 500))
+		r.fail(msg)
+		if d.format != FormatChat {
+			fmt.Fprintln(d.o.Err, "mlagent: agent "+msg)
+		}
+		if d.failed == "" {
+			d.failed = msg
+		}
+	case protocol.EventTurnEnd:
+		return d.turnEnd(ev)
+	default:
+		// A newer agent's event type: ignore it rather than fail.
+	}
+	return false, nil
+}
+
+func (d *driver) turnEnd(ev protocol.Event) (bool, error) {
+	d.busy = false
+	d.interrupted = false
+	d.asks = nil
+	d.res.Turns++
+	d.res.StopReason = ev.StopReason
+	d.res.Final = strings.TrimSpace(d.turnText.String())
+	d.turnText.Reset()
+	d.r.endText()
+	d.r.running = nil
+	d.r.clearSpinner()
+	if ev.StopReason != "" && ev.StopReason != "end_turn" {
+		d.r.notice("(turn ended: " + oneLine(ev.StopReason, 40) + ")")
+	}
+	if d.o.OnTurn != nil {
+		d.o.OnTurn(Turn{StopReason: ev.StopReason, Usage: d.turnUsage})
+	}
+	d.turnUsage = nil
+	if d.o.Print {
+		return true, nil
+	}
+	if len(d.queued) > 0 {
+		next := d.queued[0]
+		d.queued = d.queued[1:]
+		d.r.line(d.r.style(sgrBold, "> ") + oneLine(next, 200))
+		return false, d.send(context.Background(), next)
+	}
+	d.r.prompt("> ")
+	return false, nil
+}
+
+// finishPrint writes print mode's result and says whether it failed.
+func (d *driver) finishPrint() error {
+	if d.format == FormatText && d.res.Final != "" {
+		fmt.Fprintln(d.o.Out, sanitize(d.res.Final))
+	}
+	if d.res.StopReason != "end_turn" {
+		if d.failed != "" {
+			return fmt.Errorf("%w: %s", ErrTurnFailed, d.failed)
+		}
+		return fmt.Errorf("%w: stop reason %q", ErrTurnFailed, d.res.StopReason)
+	}
+	return nil
+}
+
+func (d *driver) ask(ctx context.Context, ev protocol.Event) error {
+	if d.o.Answers != nil {
+		if a, ok := d.o.Answers.Answer(ev.Question, ev.Choices); ok {
+			d.r.ask(ev, a)
+			return d.sendInput(protocol.Input{Type: protocol.InputAnswer, ID: ev.ID, Text: a})
+		}
+	}
+	if d.o.Print {
+		d.r.ask(ev, "")
+		fmt.Fprintf(d.o.Err, "mlagent: the agent asked %q; give its answer with --answers FILE\n", oneLine(ev.Question, 200))
+		d.sendInput(protocol.Input{Type: protocol.InputInterrupt})
+		return fmt.Errorf("%w: %q", ErrUnanswered, oneLine(ev.Question, 200))
+	}
+	d.asks = append(d.asks, ev)
+	if len(d.asks) == 1 {
+		d.showAsk()
+	}
+	return nil
+}
+
+func (d *driver) showAsk() {
+	d.r.ask(d.asks[0], "")
+	d.r.prompt("answer> ")
+}
+
+// typed handles a line the person typed.
+func (d *driver) typed(ctx context.Context, line string) (exit bool, err error) {
+	line = strings.TrimRight(line, "\r\n")
+	text := strings.TrimSpace(line)
+	d.interrupted = false
+	if d.r.tty {
+		d.r.col0 = true // the terminal echoed the newline
+	}
+	if strings.HasPrefix(text, "/") && !strings.Contains(text, "\n") {
+		if exit, handled := d.slash(text); handled {
+			if !exit {
+				d.reprompt()
+			}
+			return exit, nil
+		}
+	}
+	if !d.r.tty {
+		d.r.col0 = true
+	}
+	switch {
+	case len(d.asks) > 0:
+		q := d.asks[0]
+		if text == "" {
+			d.showAsk()
+			return false, nil
+		}
+		ans := text
+		if n, err := strconv.Atoi(text); err == nil && n >= 1 && n <= len(q.Choices) {
+			ans = q.Choices[n-1]
+			d.r.notice("  → " + oneLine(ans, 200))
+		}
+		d.asks = d.asks[1:]
+		if err := d.sendInput(protocol.Input{Type: protocol.InputAnswer, ID: q.ID, Text: ans}); err != nil {
+			return false, err
+		}
+		if len(d.asks) > 0 {
+			d.showAsk()
+		}
+	case text == "":
+		if !d.busy {
+			d.r.prompt("> ")
+		}
+	case d.busy:
+		d.queued = append(d.queued, text)
+		d.r.notice("(queued until this turn ends)")
+	default:
+		return false, d.send(ctx, text)
+	}
+	return false, nil
+}
+
+func (d *driver) reprompt() {
+	switch {
+	case len(d.asks) > 0:
+		d.r.prompt("answer> ")
+	case !d.busy:
+		d.r.prompt("> ")
+	}
+}
+
+// slash runs a slash command; handled is false for text that merely
+// starts with a slash (a path, say).
+func (d *driver) slash(cmd string) (exit, handled bool) {
+	name, _, _ := strings.Cut(cmd, " ")
+	r := d.r
+	switch name {
+	case "/exit", "/quit":
+		return true, true
+	case "/cost":
+		r.line(fmt.Sprintf("%d turn(s) · %s in this chat", d.res.Turns, fmtUSD(d.res.CostUSD)))
+	case "/todo":
+		r.showTodo()
+	case "/dashboard":
+		if d.o.DashboardURL == "" {
+			r.line("no dashboard is running")
+		} else {
+			r.line("dashboard: " + d.o.DashboardURL)
+		}
+	case "/help":
+		r.line("/cost  cost so far · /todo  the plan · /dashboard  its URL · /exit  leave (also Ctrl-D)\nCtrl-C interrupts the turn; a second Ctrl-C exits.")
+	default:
+		if strings.Count(name, "/") > 1 {
+			return false, false
+		}
+		r.line("unknown command " + oneLine(name, 40) + "; /help lists them")
+	}
+	return false, true
+}
+
+// send starts a turn with a user message.
+func (d *driver) send(ctx context.Context, text string) error {
+	if d.o.OnUserMessage != nil {
+		d.o.OnUserMessage(text)
+	}
+	d.busy = true
+	d.turnText.Reset()
+	return d.sendInput(protocol.Input{Type: protocol.InputUserMessage, Text: text})
+}
+
+func (d *driver) sendInput(in protocol.Input) error {
+	in.V = protocol.Version
+	b, err := json.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("encode input: %w", err)
+	}
+	if _, err := d.o.AgentIn.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("%w: send %s: %w", ErrAgentExited, in.Type, err)
+	}
+	return nil
+}
+
+// shutdown asks the agent to finish and waits (bounded) for it to close
+// its output, rendering what it still says.
+func (d *driver) shutdown(ctx context.Context) {
+	d.sendInput(protocol.Input{Type: protocol.InputShutdown})
+	d.closeAgentIn()
+	timer := time.NewTimer(d.o.ShutdownWait)
+	defer timer.Stop()
+	for {
+		select {
+		case al, ok := <-d.events:
+			if !ok {
+				d.r.endText()
+				d.r.clearSpinner()
+				return
+			}
+			if d.format == FormatStreamJSON {
+				d.o.Out.Write(al.raw)
+			}
+		case <-timer.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (d *driver) closeAgentIn() {
+	if c, ok := d.o.AgentIn.(io.Closer); ok {
+		c.Close()
+	}
+}
+
+// readEvents parses the agent's stdout. A line that is not a valid event
+// is skipped (the agent logs to stderr, but a sandboxed program could
+// write anything); a line over protocol.MaxLine ends the stream.
+func readEvents(r io.Reader, errc chan<- error) <-chan agentLine {
+	ch := make(chan agentLine, 64)
+	go func() {
+		defer close(ch)
+		s := bufio.NewScanner(r)
+		s.Buffer(make([]byte, 64<<10), protocol.MaxLine)
+		for s.Scan() {
+			ev, err := ParseEvent(s.Bytes())
+			if err != nil {
+				continue
+			}
+			raw := append(append([]byte(nil), s.Bytes()...), '\n')
+			ch <- agentLine{ev: ev, raw: raw}
+		}
+		errc <- s.Err()
+	}()
+	return ch
+}
+
+// ParseEvent decodes one line of the agent's output.
+func ParseEvent(line []byte) (protocol.Event, error) {
+	var ev protocol.Event
+	if err := json.Unmarshal(line, &ev); err != nil {
+		return ev, fmt.Errorf("bad event line: %w", err)
+	}
+	if ev.V > protocol.Version {
+		return ev, fmt.Errorf("event v=%d: %w", ev.V, protocol.ErrVersion)
+	}
+	if ev.Type == "" {
+		return ev, errors.New("bad event line: no type")
+	}
+	return ev, nil
+}
+
+func readLines(r io.Reader) <-chan string {
+	ch := make(chan string)
+	go func() {
+		defer close(ch)
+		br := bufio.NewReader(r)
+		for {
+			line, err := br.ReadString('\n')
+			if line != "" {
+				ch <- line
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return ch
+}

@@ -1,0 +1,314 @@
+package chat
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/mlagent/mlagent/internal/protocol"
+)
+
+var spinnerFrames = []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"}
+
+// renderer turns agent events into what a person reads: styled with a
+// spinner on a terminal, plain lines when piped. It is used by the
+// driver's one goroutine only.
+type renderer struct {
+	w   io.Writer
+	tty bool
+	now func() time.Time
+	md  *markdown
+
+	col0    bool // the cursor is at the start of a line
+	spinner bool // the last line on screen is the spinner line
+	frame   int
+	running []*runningTool
+	todo    []protocol.TodoItem
+}
+
+type runningTool struct {
+	id, name, summary string
+	start             time.Time
+}
+
+func newRenderer(w io.Writer, tty bool, now func() time.Time) *renderer {
+	return &renderer{w: w, tty: tty, now: now, md: newMarkdown(tty), col0: true}
+}
+
+func (r *renderer) style(sgr, s string) string {
+	if !r.tty {
+		return s
+	}
+	return sgr + s + sgrReset
+}
+
+// write prints s, first taking the spinner line off the screen.
+func (r *renderer) write(s string) {
+	if s == "" {
+		return
+	}
+	if r.spinner {
+		io.WriteString(r.w, clearLine)
+		r.spinner = false
+	}
+	io.WriteString(r.w, s)
+	if v := stripTrailingSGR(s); v != "" {
+		r.col0 = v[len(v)-1] == '\n'
+	}
+}
+
+// stripTrailingSGR removes the SGR sequences at the end of s, so that the
+// last byte left is the last visible one.
+func stripTrailingSGR(s string) string {
+	for strings.HasSuffix(s, "m") {
+		i := strings.LastIndex(s, "\x1b[")
+		if i < 0 || strings.ContainsFunc(s[i+2:len(s)-1], func(r rune) bool { return (r < '0' || r > '9') && r != ';' }) {
+			break
+		}
+		s = s[:i]
+	}
+	return s
+}
+
+// line prints s on a line of its own.
+func (r *renderer) line(s string) {
+	r.endText()
+	r.write(s + "\n")
+}
+
+// endText closes a block of streamed assistant text.
+func (r *renderer) endText() {
+	r.write(r.md.Flush())
+	if !r.col0 && !r.spinner {
+		r.write("\n")
+	}
+}
+
+func (r *renderer) text(s string) {
+	r.write(r.md.Write(sanitize(s)))
+}
+
+func (r *renderer) toolStart(ev protocol.Event) {
+	if hiddenTool(ev.Name) {
+		return
+	}
+	r.endText()
+	r.running = append(r.running, &runningTool{id: ev.ID, name: sanitize(ev.Name), summary: oneLine(ev.Summary, 100), start: r.now()})
+	r.drawSpinner()
+}
+
+func (r *renderer) toolEnd(ev protocol.Event) {
+	var t *runningTool
+	for i, rt := range r.running {
+		if rt.id == ev.ID {
+			t = rt
+			r.running = append(r.running[:i], r.running[i+1:]...)
+			break
+		}
+	}
+	if hiddenTool(ev.Name) {
+		return
+	}
+	if t == nil { // an end without a start (resumed, or out of order)
+		t = &runningTool{id: ev.ID, name: sanitize(ev.Name), start: r.now()}
+	}
+	ok := ev.OK == nil || *ev.OK
+	mark := r.style(sgrGreen, "✓")
+	if !ok {
+		mark = r.style(sgrRed, "✗")
+	}
+	s := mark + " " + r.style(sgrBold, t.name)
+	if t.summary != "" {
+		s += "  " + t.summary
+	}
+	if res := oneLine(ev.Summary, 60); res != "" {
+		s += r.style(sgrDim, "  → "+res)
+	}
+	s += r.style(sgrDim, "  "+fmtElapsed(r.now().Sub(t.start)))
+	r.endText()
+	r.write(s + "\n")
+	if !ok && ev.Output != "" {
+		for _, l := range lastLines(sanitize(ev.Output), 5) {
+			r.write(r.style(sgrDim, "    "+truncate(l, 160)) + "\n")
+		}
+	}
+	r.drawSpinner()
+}
+
+// tick advances the spinner; it draws only on a terminal.
+func (r *renderer) tick() {
+	r.frame++
+	r.drawSpinner()
+}
+
+func (r *renderer) drawSpinner() {
+	if !r.tty || len(r.running) == 0 {
+		return
+	}
+	if !r.col0 && !r.spinner {
+		return // text is mid-line; the next tool line redraws it
+	}
+	t := r.running[len(r.running)-1]
+	s := r.style(sgrYellow, spinnerFrames[r.frame%len(spinnerFrames)]) + " " + r.style(sgrBold, t.name)
+	if t.summary != "" {
+		s += "  " + t.summary
+	}
+	s += r.style(sgrDim, "  "+fmtElapsed(r.now().Sub(t.start)))
+	if n := len(r.running) - 1; n > 0 {
+		s += r.style(sgrDim, fmt.Sprintf("  (+%d running)", n))
+	}
+	if r.spinner {
+		io.WriteString(r.w, clearLine)
+	}
+	io.WriteString(r.w, s)
+	r.spinner = true
+	r.col0 = false
+}
+
+// clearSpinner takes the spinner off the screen before a prompt.
+func (r *renderer) clearSpinner() {
+	if r.spinner {
+		io.WriteString(r.w, clearLine)
+		r.spinner = false
+		r.col0 = true
+	}
+}
+
+func (r *renderer) setTodo(items []protocol.TodoItem) {
+	r.todo = append([]protocol.TodoItem(nil), items...)
+	r.showTodo()
+}
+
+func (r *renderer) showTodo() {
+	r.endText()
+	if len(r.todo) == 0 {
+		r.write(r.style(sgrDim, "no plan yet") + "\n")
+		return
+	}
+	var b strings.Builder
+	b.WriteString(r.style(sgrBold, "Plan") + "\n")
+	for _, it := range r.todo {
+		switch it.Status {
+		case "completed":
+			b.WriteString("  " + r.style(sgrGreen, "✓") + " " + r.style(sgrDim, oneLine(it.Content, 100)) + "\n")
+		case "in_progress":
+			b.WriteString("  " + r.style(sgrYellow, "▸") + " " + r.style(sgrBold, oneLine(it.Content, 100)) + "\n")
+		default:
+			b.WriteString("  ○ " + oneLine(it.Content, 100) + "\n")
+		}
+	}
+	r.write(b.String())
+	r.drawSpinner()
+}
+
+func (r *renderer) usage(u *protocol.Usage) {
+	if u == nil {
+		return
+	}
+	s := fmt.Sprintf("%s in · %s out", fmtTokens(u.InputTokens+u.CacheCreationInputTokens+u.CacheReadInputTokens), fmtTokens(u.OutputTokens))
+	if u.SessionCacheReadRatio > 0 {
+		s += fmt.Sprintf(" · %.0f%% cached", 100*u.SessionCacheReadRatio)
+	}
+	s += fmt.Sprintf(" · %s this turn · %s session", fmtUSD(u.CostUSD), fmtUSD(u.SessionCostUSD))
+	r.line(r.style(sgrDim, "  "+s))
+}
+
+func (r *renderer) ask(ev protocol.Event, auto string) {
+	r.endText()
+	r.clearSpinner()
+	var b strings.Builder
+	b.WriteString(r.style(sgrBold, "? "+oneLineKeepBreaks(ev.Question)) + "\n")
+	for i, c := range ev.Choices {
+		fmt.Fprintf(&b, "  %d) %s\n", i+1, oneLine(c, 200))
+	}
+	if auto != "" {
+		fmt.Fprintf(&b, "answer> %s\n", oneLine(auto, 200))
+	} else if len(ev.Choices) > 0 {
+		b.WriteString(r.style(sgrDim, "  (a number, or your own answer)") + "\n")
+	}
+	r.write(b.String())
+}
+
+func (r *renderer) notice(s string) { r.line(r.style(sgrDim, s)) }
+func (r *renderer) warn(s string)   { r.line(r.style(sgrYellow, s)) }
+func (r *renderer) fail(s string)   { r.line(r.style(sgrRed, s)) }
+
+// prompt shows the input prompt on a terminal; the cursor stays after
+// it. Piped output gets no prompts: they would only be noise in a log.
+func (r *renderer) prompt(p string) {
+	if !r.tty {
+		return
+	}
+	r.endText()
+	r.clearSpinner()
+	r.write(r.style(sgrBold, p))
+}
+
+// hiddenTool reports tools whose call line would repeat what the chat
+// shows anyway: ask_user (the question) and todo (the plan).
+func hiddenTool(name string) bool { return name == "ask_user" || name == "todo" }
+
+func fmtElapsed(d time.Duration) string {
+	switch {
+	case d < 0:
+		d = 0
+	case d >= time.Minute:
+		return fmt.Sprintf("%dm%02ds", int(d/time.Minute), int(d%time.Minute/time.Second))
+	case d >= 10*time.Second:
+		return fmt.Sprintf("%ds", int(d/time.Second))
+	}
+	return fmt.Sprintf("%.1fs", d.Seconds())
+}
+
+func fmtTokens(n int64) string {
+	switch {
+	case n >= 1_000_000:
+		return fmt.Sprintf("%.1fM", float64(n)/1e6)
+	case n >= 10_000:
+		return fmt.Sprintf("%.0fk", float64(n)/1e3)
+	case n >= 1_000:
+		return fmt.Sprintf("%.1fk", float64(n)/1e3)
+	}
+	return fmt.Sprint(n)
+}
+
+func fmtUSD(v float64) string {
+	if v < 1 {
+		return fmt.Sprintf("$%.4f", v)
+	}
+	return fmt.Sprintf("$%.2f", v)
+}
+
+// oneLine sanitizes s, joins its lines and cuts it to n runes.
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(sanitize(s)), " ")
+	return truncate(s, n)
+}
+
+func oneLineKeepBreaks(s string) string {
+	lines := strings.Split(strings.TrimSpace(sanitize(s)), "\n")
+	return strings.Join(lines, "\n  ")
+}
+
+func truncate(s string, n int) string {
+	if n <= 0 {
+		return s
+	}
+	i := 0
+	for j := range s {
+		if i == n {
+			return s[:j] + "…"
+		}
+		i++
+	}
+	return s
+}
+
+func lastLines(s string, n int) []string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return lines
+}
