@@ -118,9 +118,9 @@ type driver struct {
 	format string
 	res    Result
 
-	events <-chan agentLine
+	events  <-chan agentLine
 	readErr chan error
-	lines  <-chan string
+	lines   <-chan string
 
 	busy        bool
 	interrupted bool // a Ctrl-C is pending: the next one exits
