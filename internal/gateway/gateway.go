@@ -63,6 +63,7 @@ type Gateway struct {
 	byID   map[string]*token
 
 	records    chan record
+	auditBuf   []byte // owned by the writer goroutine
 	flushes    chan chan struct{}
 	writerDone chan struct{}
 	closeMu    sync.RWMutex

@@ -226,7 +226,7 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 	c := &call{g: g, t: t, route: route, method: r.Method, start: start, ledger: true}
 	if t.hasBudget() {
 		if route == "/v1/messages" {
-			body, err := io.ReadAll(r.Body)
+			body, err := readBody(r.Body, r.ContentLength)
 			if err != nil {
 				var tooBig *http.MaxBytesError
 				if errors.As(err, &tooBig) {
@@ -339,4 +339,20 @@ func (g *Gateway) serveProxied(w http.ResponseWriter, r *http.Request, route str
 	r.Body = http.MaxBytesReader(w, r.Body, MaxRequestBody)
 	c := &call{g: g, t: t, route: route, method: r.Method, start: time.Now()}
 	rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
+}
+
+// readBody reads a request body, sized up front when the length is known.
+func readBody(r io.Reader, n int64) ([]byte, error) {
+	if n <= 0 || n > MaxRequestBody {
+		return io.ReadAll(r)
+	}
+	b := make([]byte, n, n+1)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, err
+	}
+	// Drain to EOF so a body longer than announced is caught as an error.
+	if k, _ := r.Read(b[n : n+1]); k > 0 {
+		return nil, errors.New("request body longer than its Content-Length")
+	}
+	return b, nil
 }

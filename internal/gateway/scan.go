@@ -11,9 +11,32 @@ import (
 // and escaped keys are unescaped, as the API's own parser does, so a
 // caller cannot hide max_tokens from the budget reservation.
 func scanTop(b []byte) (model string, maxTokens int64) {
+	topFields(b, func(key, val []byte) {
+		switch string(key) {
+		case "model":
+			var m string
+			if json.Unmarshal(val, &m) == nil {
+				model = m
+			}
+		case "max_tokens":
+			var f float64
+			if json.Unmarshal(val, &f) == nil && f > 0 {
+				if f > 1<<40 {
+					f = 1 << 40
+				}
+				maxTokens = int64(f)
+			}
+		}
+	})
+	return model, maxTokens
+}
+
+// topFields calls fn with each key and raw value of the top-level object
+// in b, in order, stopping at the first syntax error.
+func topFields(b []byte, fn func(key, val []byte)) {
 	i := skipWS(b, 0)
 	if i >= len(b) || b[i] != '{' {
-		return "", 0
+		return
 	}
 	i++
 	for {
@@ -42,22 +65,7 @@ func scanTop(b []byte) (model string, maxTokens int64) {
 		if i = skipValue(b, i); i < 0 {
 			return
 		}
-		val := b[vs:i]
-		switch string(key) {
-		case "model":
-			var m string
-			if json.Unmarshal(val, &m) == nil {
-				model = m
-			}
-		case "max_tokens":
-			var f float64
-			if json.Unmarshal(val, &f) == nil && f > 0 {
-				if f > 1<<40 {
-					f = 1 << 40
-				}
-				maxTokens = int64(f)
-			}
-		}
+		fn(key, b[vs:i])
 		i = skipWS(b, i)
 		if i < len(b) && b[i] == ',' {
 			i++

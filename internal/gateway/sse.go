@@ -191,12 +191,19 @@ func (s *usageScanner) finish() {
 	if s.skip {
 		return
 	}
-	var m struct {
-		Model string     `json:"model"`
-		Usage *wireUsage `json:"usage"`
-	}
-	if json.Unmarshal(s.line, &m) == nil {
-		s.model = m.Model
-		s.merge(m.Usage)
-	}
+	// Skip the content without decoding it; decode only the usage object.
+	topFields(s.line, func(key, val []byte) {
+		switch string(key) {
+		case "model":
+			var m string
+			if json.Unmarshal(val, &m) == nil {
+				s.model = m
+			}
+		case "usage":
+			var w wireUsage
+			if json.Unmarshal(val, &w) == nil {
+				s.merge(&w)
+			}
+		}
+	})
 }
