@@ -97,6 +97,9 @@ func runAgent(ctx context.Context, env *Env, args []string) int {
 	}
 
 	log := env.Log.With("session", *session)
+	if env.Getenv("ANTHROPIC_API_KEY") == "" {
+		log.Warn("ANTHROPIC_API_KEY is empty; the gateway will refuse requests")
+	}
 	set, errs := skills.Load(*skillsDir)
 	for _, e := range errs {
 		log.Warn("skill not loaded", "err", e)
