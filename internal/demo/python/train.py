@@ -189,7 +189,10 @@ def parse_args(argv):
     p.add_argument("--warmup-frac", type=float, default=0.05)
     p.add_argument("--log-every", type=int, default=5)
     p.add_argument("--width", type=int, default=32)
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    if a.epochs < 1 or a.batch_size < 1 or a.log_every < 1 or not a.lr > 0:
+        p.error("--epochs, --batch-size, --log-every and --lr must be positive")
+    return a
 
 
 def augment(x, gen):
