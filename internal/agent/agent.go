@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -198,6 +199,7 @@ func (a *Agent) turn(ctx context.Context, text string, turn *usage, requests *in
 		a.emit(protocol.Event{Type: protocol.EventError, Kind: protocol.ErrTranscript, Message: err.Error()})
 		return StopError
 	}
+	forced := false
 	for i := 0; ; i++ {
 		if i >= a.cfg.MaxTurns {
 			a.emit(protocol.Event{Type: protocol.EventError, Kind: protocol.ErrMaxTurns,
@@ -214,6 +216,14 @@ func (a *Agent) turn(ctx context.Context, text string, turn *usage, requests *in
 			}
 		}
 		msg, err := a.request(ctx, a.history, true, turn, requests)
+		if err != nil && !forced && promptTooLong(err) {
+			// Our estimate missed (a huge tool result): compact now and
+			// try once more.
+			forced = true
+			if cerr := a.compact(ctx, turn, requests); cerr == nil {
+				continue
+			}
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return StopInterrupted
@@ -457,6 +467,13 @@ func (a *Agent) needsCompaction() bool {
 }
 
 const compactInstruction = `The conversation is about to be compacted to fit the context window. Write a summary that lets you continue the work without the earlier messages: the user's goal and every decision they made (dataset, model, Hugging Face username, constraints), what has been done (files written, commands run, background jobs and their ids, runs under /data/runs and their results), what failed and why, and the next steps. Be specific: paths, ids, numbers. Answer with the summary only, no tool calls.`
+
+// promptTooLong reports the API's 400 for a prompt over the context window.
+func promptTooLong(err error) bool {
+	var apiErr *anthropic.Error
+	return errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusBadRequest &&
+		strings.Contains(strings.ToLower(apiErr.RawJSON()), "prompt is too long")
+}
 
 // compact replaces the older part of the history with a summary written by
 // the model, keeping the last KeepMessages (or a few more, to start at an

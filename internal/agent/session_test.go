@@ -284,3 +284,31 @@ func TestSessionEOFAnswersQuestions(t *testing.T) {
 		t.Errorf("results = %q; want an error result", res)
 	}
 }
+
+func TestPromptTooLongCompacts(t *testing.T) {
+	n := 0
+	refused := false
+	h := newHarness(t, fakeapi.ResponderFunc(func(r *fakeapi.Request) *fakeapi.Reply {
+		if strings.Contains(r.LastUserText(), "about to be compacted") {
+			return fakeapi.Text("SUMMARY")
+		}
+		n++
+		switch {
+		case n <= 4:
+			return fakeapi.ToolCalls("", fakeapi.ToolUse("x"+string(rune('0'+n)), "bash", map[string]any{"command": "echo hi"}))
+		case !refused:
+			refused = true
+			return &fakeapi.Reply{Status: 400, ErrorType: "invalid_request_error", ErrorMessage: "prompt is too long: 210000 tokens > 200000 maximum"}
+		}
+		if !strings.Contains(r.Messages[0].Content[0].Text, "SUMMARY") {
+			t.Errorf("request after the refusal was not compacted: first message %+v", r.Messages[0])
+		}
+		return fakeapi.Text("done")
+	}), func(c *Config) { c.KeepMessages = 2 })
+	if stop := h.agent.Turn(context.Background(), "go"); stop != StopEndTurn {
+		t.Fatalf("stop = %q; errors %+v", stop, h.rec.ofType(protocol.EventError))
+	}
+	if len(h.rec.ofType(protocol.EventCompaction)) != 1 || len(h.rec.ofType(protocol.EventError)) != 0 {
+		t.Errorf("compactions %d, errors %+v; want 1 and none", len(h.rec.ofType(protocol.EventCompaction)), h.rec.ofType(protocol.EventError))
+	}
+}
