@@ -89,7 +89,17 @@ func (c *Client) Exec(ctx context.Context, argv, env []string, dir string, stdin
 			w.Close()
 		}()
 	}
-	for _, out := range []io.Writer{stdout, stderr} {
+	for i, out := range []io.Writer{stdout, stderr} {
+		if i == 1 && stderr != nil && sameWriter(stdout, stderr) {
+			// One writer for both: one pipe, so writes are not interleaved
+			// by two copiers (as os/exec does).
+			dup, err := dupFile(remote[1])
+			if err != nil {
+				return -1, err
+			}
+			remote = append(remote, dup)
+			continue
+		}
 		switch o := out.(type) {
 		case nil:
 			f, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
@@ -280,4 +290,10 @@ func (c *Client) WriteFile(ctx context.Context, path string, data []byte, mode f
 		return &fs.PathError{Op: "write", Path: path, Err: replyError(&rep)}
 	}
 	return nil
+}
+
+// sameWriter reports whether a and b are the same comparable writer.
+func sameWriter(a, b io.Writer) (same bool) {
+	defer func() { recover() }() // an incomparable dynamic type panics
+	return a == b
 }

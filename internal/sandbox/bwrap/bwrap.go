@@ -393,8 +393,14 @@ func (l *limitedWriter) Write(p []byte) (int, error) {
 // kill ends every process of the sandbox: killing its PID 1 makes the
 // kernel kill the rest of the PID namespace.
 func (s *Sandbox) kill() {
-	if s.rec.Pid > 0 && alive(s.rec.Pid, s.rec.StartTime) {
-		syscall.Kill(s.rec.Pid, syscall.SIGKILL)
+	if s.rec.Pid > 0 {
+		if alive(s.rec.Pid, s.rec.StartTime) {
+			syscall.Kill(s.rec.Pid, syscall.SIGKILL)
+		}
+		// bwrap itself exits once its child is gone; killing it first
+		// would orphan PID 1 while the kernel is still emptying the
+		// namespace.
+		return
 	}
 	if s.cmd != nil && s.cmd.Process != nil {
 		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
@@ -460,7 +466,10 @@ func (s *Sandbox) terminate(ctx context.Context) error {
 		case <-ctx.Done():
 			return fmt.Errorf("terminate %s: %w", s.rec.Name, ctx.Err())
 		}
-	} else if err := waitGone(ctx, s.rec.Pid, s.rec.StartTime); err != nil {
+	}
+	// PID 1 turns zombie only after the kernel has killed and reaped every
+	// other process of its namespace.
+	if err := waitGone(ctx, s.rec.Pid, s.rec.StartTime); err != nil {
 		return fmt.Errorf("terminate %s: %w", s.rec.Name, err)
 	}
 	os.RemoveAll(runDir(s.rec.StateDir))

@@ -1,0 +1,340 @@
+package bwrap
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mlagent/mlagent/internal/sandbox"
+	"github.com/mlagent/mlagent/internal/sandbox/sandboxtest"
+	"github.com/mlagent/mlagent/internal/secrets"
+)
+
+const python = "/usr/bin/python3"
+
+func requirePython(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat(python); err != nil {
+		t.Skip("/usr/bin/python3 is not installed; `apt-get install python3` to run this test")
+	}
+}
+
+// run runs a shell script inside and returns stdout+stderr and the code.
+func run(t *testing.T, sb sandbox.Sandbox, argv ...string) (string, int) {
+	t.Helper()
+	var out bytes.Buffer
+	code, err := sb.Exec(context.Background(), sandbox.ExecRequest{Argv: argv, Stdout: &out, Stderr: &out})
+	if err != nil {
+		t.Fatalf("Exec %q: %v", argv, err)
+	}
+	return out.String(), code
+}
+
+func newSandbox(t *testing.T, b *Backend, spec sandbox.Spec) sandbox.Sandbox {
+	t.Helper()
+	sb, err := b.Create(context.Background(), spec)
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	t.Cleanup(func() { sb.Terminate(context.Background()) })
+	return sb
+}
+
+// TestEscape tries, from inside, each way out the issue lists, and checks
+// that each fails for the right reason.
+func TestEscape(t *testing.T) {
+	sandboxtest.RequireBwrap(t)
+	requirePython(t)
+	env := newTestEnv(t)
+	b := env.backend(t)
+
+	hostHome := t.TempDir()
+	if err := os.WriteFile(filepath.Join(hostHome, "id_rsa"), []byte("host-private-key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st := secrets.Open(filepath.Join(env.home, "secrets.json"))
+	if err := st.Set("anthropic", map[string]string{"ANTHROPIC_API_KEY": "sk-ant-escape"}); err != nil {
+		t.Fatal(err)
+	}
+	// A listener on the host's loopback that must stay unreached.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	reached := make(chan struct{}, 1)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+			reached <- struct{}{}
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+
+	sb := newSandbox(t, b, sandbox.Spec{Volumes: sandbox.DefaultMounts()})
+	cases := []struct {
+		name string
+		argv []string
+		want string // in the combined output; the command must also fail
+	}{
+		{"read host home", []string{"cat", filepath.Join(hostHome, "id_rsa")}, "No such file or directory"},
+		{"read root home", []string{"ls", "/root"}, "No such file or directory"},
+		{"read secret store", []string{"cat", st.Path()}, "No such file or directory"},
+		{"read mlagent home", []string{"ls", env.home}, "No such file or directory"},
+		{"write /usr", []string{"touch", "/usr/bin/evil"}, "Read-only file system"},
+		{"write /etc/passwd", []string{"sh", "-c", "echo x >> /etc/passwd"}, "Read-only file system"},
+		// --disable-userns sets user.max_user_namespaces to 0 inside: ENOSPC.
+		{"new user namespace (root inside)", []string{"/usr/bin/unshare", "-r", "true"}, "No space left on device"},
+		{"mount", []string{"mount", "-t", "tmpfs", "x", "/tmp"}, "must be superuser"},
+		{"host loopback listener", []string{python, "-c", fmt.Sprintf("import socket; socket.create_connection(('127.0.0.1', %d), timeout=5)", port)}, "Connection refused"},
+		{"resolve outside name", []string{python, "-c", "import socket; socket.getaddrinfo('example.com', 443)"}, "gaierror"},
+		{"reach outside address", []string{python, "-c", "import socket; socket.create_connection(('1.1.1.1', 443), timeout=5)"}, "Network is unreachable"},
+		{"reach outside IPv6", []string{python, "-c", "import socket; socket.create_connection(('2606:4700:4700::1111', 443), timeout=5)"}, "Network is unreachable"},
+		{"host /dev", []string{"ls", "/dev/sda", "/dev/mem", "/dev/kmsg"}, "No such file or directory"},
+		{"host /sys", []string{"ls", "/sys/class"}, "No such file or directory"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			out, code := run(t, sb, c.argv...)
+			if code == 0 || !strings.Contains(out, c.want) {
+				t.Errorf("got exit %d, output %q; want a failure containing %q", code, out, c.want)
+			}
+		})
+	}
+	select {
+	case <-reached:
+		t.Errorf("the host's loopback listener was reached from inside")
+	default:
+	}
+
+	t.Run("identity", func(t *testing.T) {
+		out, _ := run(t, sb, "sh", "-c", "id -u; id -g; grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status")
+		for _, want := range []string{"1000\n1000\n", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("got %q; want %q", out, want)
+			}
+		}
+	})
+
+	t.Run("host processes invisible", func(t *testing.T) {
+		marker := "31337.25"
+		host := exec.Command("sleep", marker)
+		if err := host.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { host.Process.Kill(); host.Wait() }()
+		out, _ := run(t, sb, "sh", "-c", `for p in /proc/[0-9]*; do tr '\0' ' ' < $p/cmdline; echo; done`)
+		if strings.Contains(out, marker) {
+			t.Errorf("host process %q visible inside: %q", marker, out)
+		}
+		if !strings.Contains(out, sandbox.BinaryPath+" init") {
+			t.Errorf("got %q; want the sandbox's own init among its processes", out)
+		}
+		if n := strings.Count(out, "\n"); n > 5 {
+			t.Errorf("got %d processes inside; want only init and the command: %q", n, out)
+		}
+	})
+}
+
+// TestNoOrphansAfterTerminate starts processes that try to outlive the
+// sandbox (background, setsid, double fork) and checks that none is left
+// on the host after Terminate.
+func TestNoOrphansAfterTerminate(t *testing.T) {
+	sandboxtest.RequireBwrap(t)
+	b := newTestEnv(t).backend(t)
+	sb, err := b.Create(context.Background(), sandbox.Spec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker := "4242.125"
+	out, code := run(t, sb, "sh", "-c",
+		"nohup sleep "+marker+" >/dev/null 2>&1 & setsid sleep "+marker+" >/dev/null 2>&1 & (sh -c 'sleep "+marker+" &' &) ; trap '' TERM HUP; echo started")
+	if code != 0 {
+		t.Fatalf("got %d %q", code, out)
+	}
+	if n := hostProcesses(t, "sleep\x00"+marker); n < 3 {
+		t.Fatalf("got %d escapees running before Terminate; want 3 (test is not testing anything)", n)
+	}
+	if err := sb.Terminate(context.Background()); err != nil {
+		t.Fatalf("Terminate: %v", err)
+	}
+	if n := hostProcesses(t, "sleep\x00"+marker); n != 0 {
+		t.Errorf("got %d processes alive after Terminate; want 0", n)
+	}
+}
+
+// hostProcesses counts host processes whose command line starts with
+// prefix (zombies have an empty one).
+func hostProcesses(t *testing.T, prefix string) int {
+	t.Helper()
+	dirs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	n := 0
+	for _, d := range dirs {
+		b, err := os.ReadFile(d)
+		if err == nil && strings.HasPrefix(string(b), prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestNoSecretInside puts a sentinel secret in the parent's environment,
+// a fake host $HOME and mlagent's secret store, and searches the
+// sandbox's environment, files and /proc for it.
+func TestNoSecretInside(t *testing.T) {
+	sandboxtest.RequireBwrap(t)
+	const sentinel = "sk-ant-SENTINEL-7f3a9c"
+	const token = "mlagent-sbx-token-1234"
+	env := newTestEnv(t)
+	fakeHome := t.TempDir()
+	os.WriteFile(filepath.Join(fakeHome, ".netrc"), []byte("machine api password "+sentinel), 0o600)
+	t.Setenv("HOME", fakeHome)
+	t.Setenv("ANTHROPIC_API_KEY", sentinel)
+	t.Setenv("HF_TOKEN", sentinel)
+	t.Setenv("MLAGENT_HOME", env.home)
+	if err := secrets.Open(filepath.Join(env.home, "secrets.json")).Set("all", map[string]string{
+		"ANTHROPIC_API_KEY": sentinel, "HF_TOKEN": sentinel, "GITHUB_TOKEN": sentinel,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	sock := serveUnixHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	b := env.backend(t)
+	sb := newSandbox(t, b, sandbox.Spec{
+		Volumes: sandbox.DefaultMounts(),
+		Gateway: &sandbox.GatewayAccess{Socket: sock, Token: token},
+	})
+	out, _ := run(t, sb, "sh", "-c", `
+env; echo ---
+for p in /proc/[0-9]*; do tr '\0' '\n' < $p/environ; tr '\0' ' ' < $p/cmdline; echo; done; echo ---
+cat /proc/self/mountinfo; echo ---
+grep -rl "`+sentinel[:6]+`""`+sentinel[6:]+`" /etc /home /workspace /tmp /run /data /opt 2>/dev/null; echo grep-done`)
+	if strings.Contains(out, sentinel) {
+		t.Errorf("the sentinel secret is visible inside:\n%s", out)
+	}
+	for _, want := range []string{"ANTHROPIC_API_KEY=" + token, "HF_TOKEN=" + token, "grep-done"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("got %q; want %q (the search did not run as intended)", out, want)
+		}
+	}
+}
+
+// serveUnixHTTP serves h on a new Unix socket and returns its path.
+func serveUnixHTTP(t *testing.T, h http.Handler) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "gw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "gw.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close(); os.RemoveAll(dir) })
+	return sock
+}
+
+// TestGatewayBridge checks the contract's environment and that HTTP from
+// inside reaches a server on the host Unix socket, request body and
+// streamed reply intact.
+func TestGatewayBridge(t *testing.T) {
+	sandboxtest.RequireBwrap(t)
+	requirePython(t)
+	const token = "tok-bridge-42"
+	sock := serveUnixHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s key=%s body=%s", r.Method, r.URL.Path, r.Header.Get("X-Api-Key"), body)
+	}))
+	b := newTestEnv(t).backend(t)
+	sb := newSandbox(t, b, sandbox.Spec{Gateway: &sandbox.GatewayAccess{Socket: sock, Token: token}})
+
+	out, code := run(t, sb, python, "-c", `
+import os, urllib.request
+req = urllib.request.Request(os.environ["ANTHROPIC_BASE_URL"] + "/v1/messages", data=b"hello", headers={"x-api-key": os.environ["ANTHROPIC_API_KEY"]})
+print(urllib.request.urlopen(req, timeout=10).read().decode())`)
+	if want := "POST /v1/messages key=" + token + " body=hello"; code != 0 || !strings.Contains(out, want) {
+		t.Errorf("got %d %q; want %q", code, out, want)
+	}
+	envOut, _ := run(t, sb, "env")
+	for k, v := range map[string]string{
+		"ANTHROPIC_BASE_URL": "http://127.0.0.1:8790",
+		"ANTHROPIC_API_KEY":  token,
+		"HF_ENDPOINT":        "http://127.0.0.1:8790/hf",
+		"HF_TOKEN":           token,
+		"HTTPS_PROXY":        "http://mlagent:" + token + "@127.0.0.1:8790",
+		"HTTP_PROXY":         "http://mlagent:" + token + "@127.0.0.1:8790",
+		"NO_PROXY":           "127.0.0.1,localhost",
+		"GIT_CONFIG_GLOBAL":  sandbox.GitConfig,
+	} {
+		if !strings.Contains(envOut, "\n"+k+"="+v+"\n") && !strings.HasPrefix(envOut, k+"="+v+"\n") {
+			t.Errorf("env: want %s=%s in %q", k, v, envOut)
+		}
+	}
+	if _, err := os.Stat("/usr/bin/git"); err == nil {
+		out, _ := run(t, sb, "git", "config", "--global", "--get-regexp", ".*")
+		for _, want := range []string{
+			"url.http://127.0.0.1:8790/git/github.com/.insteadof https://github.com/",
+			"http.extraheader Authorization: Bearer " + token,
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("git config: got %q; want %q", out, want)
+			}
+		}
+	}
+}
+
+func TestPythonTorchInside(t *testing.T) {
+	sandboxtest.RequireBwrap(t)
+	requirePython(t)
+	b := newTestEnv(t).backend(t)
+	sb := newSandbox(t, b, sandbox.Spec{})
+	out, code := run(t, sb, python, "-c", "print(1)")
+	if code != 0 || out != "1\n" {
+		t.Fatalf("python3: got %d %q; want 1", code, out)
+	}
+	if out, _ := run(t, sb, python, "-c", "import torch"); strings.Contains(out, "No module named 'torch'") {
+		t.Skip("torch is not installed on the host (python3-torch)")
+	}
+	out, code = run(t, sb, python, "-c", "import torch; print(torch.ones(2).sum().item())")
+	if code != 0 || out != "2.0\n" {
+		t.Errorf("torch: got %d %q; want 2.0", code, out)
+	}
+}
+
+func TestGPU(t *testing.T) {
+	sandboxtest.RequireBwrap(t)
+	env := newTestEnv(t)
+	b := env.backend(t)
+	b.opts.DevDir = t.TempDir() // a host without NVIDIA devices
+	_, err := b.Create(context.Background(), sandbox.Spec{GPU: sandbox.GPURequired})
+	if err == nil || !strings.Contains(err.Error(), sandbox.ErrNoGPU.Error()) {
+		t.Errorf("GPU required on a host without one: got %v; want ErrNoGPU", err)
+	}
+	sb := newSandbox(t, b, sandbox.Spec{GPU: sandbox.GPUOptional})
+	info := sb.(*Sandbox).Info()
+	if info.GPU || len(info.Notes) == 0 {
+		t.Errorf("optional GPU on a host without one: got %+v; want no GPU and a note", info)
+	}
+	if _, err := os.Stat("/dev/nvidia0"); err != nil {
+		return
+	}
+	b2 := newTestEnv(t).backend(t)
+	sb2 := newSandbox(t, b2, sandbox.Spec{GPU: sandbox.GPURequired})
+	if out, code := run(t, sb2, "nvidia-smi", "-L"); code != 0 || !strings.Contains(out, "GPU 0") {
+		t.Errorf("nvidia-smi inside: got %d %q", code, out)
+	}
+}
