@@ -1,0 +1,397 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mlagent/mlagent/internal/chat"
+	"github.com/mlagent/mlagent/internal/config"
+	"github.com/mlagent/mlagent/internal/launch"
+	"github.com/mlagent/mlagent/internal/sandbox"
+	"github.com/mlagent/mlagent/internal/secrets"
+	"github.com/mlagent/mlagent/internal/sessions"
+	"github.com/mlagent/mlagent/internal/store"
+)
+
+func init() {
+	register(&Command{
+		Name:    "run",
+		Summary: "chat with the agent in a new sandbox (or -p: one prompt, for scripts)",
+		Run:     runRun,
+	})
+}
+
+// ExitInterrupted is the exit code after a second Ctrl-C (128+SIGINT).
+const ExitInterrupted = 130
+
+const runHelp = `Starts the gateway in-process, creates a sandbox (bubblewrap by default) with
+the data and Trackio volumes, runs the agent inside and holds the conversation:
+streamed text, one line per tool call, the plan, questions (type a choice's
+number or your own answer), usage and cost after each turn.
+
+In the chat: /cost, /todo, /dashboard, /exit (or Ctrl-D). Ctrl-C interrupts the
+turn; a second Ctrl-C exits. On exit the sandbox ends and its token is revoked;
+volumes and the transcript stay ("mlagent sessions", "mlagent resume").
+
+The model key comes from the secret store, then $ANTHROPIC_API_KEY; with
+--base-url an Anthropic-compatible server (Ollama ≥ 0.14, llama.cpp's server)
+needs none.
+
+-p runs PROMPT to the end of its turn and prints the final answer (or every
+event with --output-format stream-json); a question fails the run unless
+--answers FILE answers it (a JSON object question-fragment → answer, a JSON
+array, or one answer a line). The exit code is non-zero on failure.
+
+Examples:
+  mlagent run "Train a model for categorizing multispectral satellite imagery"
+  mlagent run -p --answers answers.json "Fine-tune a small model on imdb"
+  mlagent run --base-url http://localhost:11434 --model qwen3-coder "hello"`
+
+// chatFlags are the flags shared by run and resume.
+type chatFlags struct {
+	print        bool
+	outputFormat string
+	answers      string
+	model        string
+	budgetUSD    float64
+	maxTurns     int
+	baseURL      string
+	gateway      string
+	gatewayAdmin string
+	backend      string
+	gpu          string
+	volumes      volumeFlags
+	dashboard    string
+}
+
+func (c *chatFlags) register(fs *flag.FlagSet, cfg *config.Config, withSandbox bool) {
+	fs.BoolVar(&c.print, "p", false, "print mode: run the prompt to completion, print the result, exit")
+	fs.BoolVar(&c.print, "print", false, "same as -p")
+	fs.StringVar(&c.outputFormat, "output-format", "", "with -p: text (the final answer, default) or stream-json (every event); chat shows the conversation")
+	fs.StringVar(&c.answers, "answers", "", "file of answers to the agent's questions (needed by -p when it asks)")
+	fs.StringVar(&c.model, "model", cfg.Run.Model, "model id (env MLAGENT_MODEL)")
+	fs.Float64Var(&c.budgetUSD, "budget-usd", cfg.Run.BudgetUSD, "most this sandbox may spend on the model API, USD; 0 = no limit (env MLAGENT_BUDGET_USD)")
+	fs.IntVar(&c.maxTurns, "max-turns", cfg.Run.MaxTurns, "most model requests per user message")
+	fs.StringVar(&c.baseURL, "base-url", cfg.Run.BaseURL, "Anthropic-compatible API base URL instead of the configured upstream (env MLAGENT_BASE_URL)")
+	fs.StringVar(&c.gateway, "gateway", "", "shared gateway data-plane URL instead of the in-process one")
+	fs.StringVar(&c.gatewayAdmin, "gateway-admin", "", "the shared gateway's admin-plane URL (admin token: secret or $MLAGENT_ADMIN_TOKEN)")
+	fs.StringVar(&c.backend, "backend", cfg.Sandbox.Backend, "sandbox backend: local (bubblewrap)")
+	fs.StringVar(&c.dashboard, "dashboard-listen", cfg.Dashboard.Listen, `live dashboard address (loopback); "off" disables it`)
+	if withSandbox {
+		fs.StringVar(&c.gpu, "gpu", "none", "GPU use: none, required or optional")
+		fs.Var(&c.volumes, "volume", "extra volume NAME:PATH (repeatable); data and trackio are always mounted")
+	}
+}
+
+// volumeFlags collects --volume NAME:PATH.
+type volumeFlags []sandbox.Mount
+
+func (v *volumeFlags) String() string {
+	var s []string
+	for _, m := range *v {
+		s = append(s, m.Volume+":"+m.Path)
+	}
+	return strings.Join(s, ",")
+}
+
+func (v *volumeFlags) Set(s string) error {
+	name, path, ok := strings.Cut(s, ":")
+	if !ok || name == "" || !strings.HasPrefix(path, "/") {
+		return fmt.Errorf("want NAME:/absolute/path, got %q", s)
+	}
+	*v = append(*v, sandbox.Mount{Volume: name, Path: filepath.Clean(path)})
+	return nil
+}
+
+// parseInterleaved parses flags that may come before or after the
+// positional arguments (mlagent run "prompt" -p).
+func parseInterleaved(fs *flag.FlagSet, args []string, env *Env) (positional []string, code int) {
+	for {
+		if code := parseFlags(fs, args, env); code >= 0 {
+			return nil, code
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return positional, -1
+		}
+		if len(rest) < len(args) && args[len(args)-len(rest)-1] == "--" {
+			return append(positional, rest...), -1
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+}
+
+func runRun(ctx context.Context, env *Env, args []string) int {
+	fs := newFlagSet(env, "run", "run [flags] [PROMPT]", runHelp)
+	var cf chatFlags
+	cf.register(fs, env.Config, true)
+	pos, code := parseInterleaved(fs, args, env)
+	if code >= 0 {
+		return code
+	}
+	gpu, err := sandbox.ParseGPUMode(cf.gpu)
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "mlagent run: %v\n", err)
+		return ExitUsage
+	}
+	mounts := sandbox.DefaultMounts()
+	for _, m := range cf.volumes {
+		for _, d := range mounts {
+			if d.Path == m.Path || d.Volume == m.Volume {
+				fmt.Fprintf(env.Stderr, "mlagent run: --volume %s:%s clashes with the default %s:%s\n", m.Volume, m.Path, d.Volume, d.Path)
+				return ExitUsage
+			}
+		}
+	}
+	mounts = append(mounts, cf.volumes...)
+	now := time.Now()
+	return runChat(ctx, env, "run", &cf, chatSession{
+		Session: sessions.Session{ID: sessions.NewID(now), Title: strings.Join(pos, " "), Model: cf.model, Volumes: mounts, GPU: gpu.String()},
+		Prompt:  strings.Join(pos, " "),
+	})
+}
+
+// chatSession is the session a chat runs: new (run) or reopened (resume).
+type chatSession struct {
+	sessions.Session
+	Prompt string
+	Resume bool
+}
+
+// noKeyHelp is the one message a person without a model key gets.
+const noKeyHelp = `mlagent %s: no model key found.
+
+Save your Anthropic API key in mlagent's secret store (it never enters a sandbox):
+  mlagent secret set anthropic ANTHROPIC_API_KEY=sk-ant-...
+or export it for this shell:
+  export ANTHROPIC_API_KEY=sk-ant-...
+
+Or point mlagent at an Anthropic-compatible local server, which needs no key:
+  mlagent %s --base-url http://localhost:11434 --model qwen3-coder ...   (Ollama ≥ 0.14)
+  mlagent %s --base-url http://localhost:8080 ...                        (llama.cpp's llama-server)
+`
+
+// runChat is run and resume after their flags: keys, gateway, sandbox,
+// agent, conversation, and the cleanup that revokes the sandbox's token.
+func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatSession) int {
+	fail := func(code int, format string, a ...any) int {
+		fmt.Fprintf(env.Stderr, "mlagent "+name+": "+format+"\n", a...)
+		return code
+	}
+	if cf.print && strings.TrimSpace(cs.Prompt) == "" {
+		return fail(ExitUsage, "-p needs a prompt")
+	}
+	format := cf.outputFormat
+	switch format {
+	case "":
+		format = chat.FormatChat
+		if cf.print {
+			format = chat.FormatText
+		}
+	case chat.FormatText, chat.FormatStreamJSON:
+		if !cf.print {
+			return fail(ExitUsage, "--output-format %s needs -p", format)
+		}
+	case chat.FormatChat:
+	default:
+		return fail(ExitUsage, "--output-format %q: want text, stream-json or chat", format)
+	}
+	var answers chat.AnswerSource
+	if cf.answers != "" {
+		a, err := chat.LoadAnswers(cf.answers)
+		if err != nil {
+			return fail(ExitUsage, "%v", err)
+		}
+		answers = a
+	}
+	if (cf.gateway == "") != (cf.gatewayAdmin == "") {
+		return fail(ExitUsage, "--gateway and --gateway-admin go together")
+	}
+
+	// 1. The model key, before anything is created.
+	keys, err := launch.ResolveKeys(env.Config, env.Getenv)
+	if err != nil {
+		return fail(ExitFailure, "%v", err)
+	}
+	var adminToken string
+	if cf.gateway != "" {
+		if adminToken, err = secrets.Open(env.Config.SecretsPath()).Resolve(secrets.AdminToken, env.Getenv); err != nil {
+			return fail(ExitFailure, "%v", err)
+		}
+		if adminToken == "" {
+			return fail(ExitUsage, "--gateway needs the shared gateway's admin token: mlagent secret set gateway-admin MLAGENT_ADMIN_TOKEN=...")
+		}
+	} else if keys.Model == "" && cf.baseURL == "" {
+		fmt.Fprintf(env.Stderr, noKeyHelp, name, name, name)
+		return ExitUsage
+	}
+	cfg := *env.Config
+	cfg.Sandbox.Backend = cf.backend
+	log := env.Log.With("cmd", name, "session", cs.ID)
+
+	// 2. The gateway (in-process, or a shared one) and the backend.
+	host, err := launch.Start(ctx, launch.Options{
+		Config: &cfg, Log: log,
+		Upstream: cf.baseURL, ModelKey: keys.Model, HFToken: keys.HF, GitHubToken: keys.GitHub,
+		RemoteGateway: cf.gateway, AdminURL: cf.gatewayAdmin, AdminToken: adminToken,
+	})
+	if err != nil {
+		return fail(ExitFailure, "%v", err)
+	}
+	defer host.Close()
+	idx, err := openIndex(ctx, host.DB())
+	if err != nil {
+		return fail(ExitFailure, "%v", err)
+	}
+
+	// 3. The sandbox, with the session's volumes and a token with its budget.
+	gpu, err := sandbox.ParseGPUMode(cs.GPU)
+	if err != nil {
+		return fail(ExitUsage, "%v", err)
+	}
+	sb, err := host.NewSandbox(ctx, launch.SandboxRequest{
+		Volumes: cs.Volumes, GPU: gpu, BudgetUSD: cf.budgetUSD,
+		Labels: map[string]string{"mlagent.session": cs.ID},
+	})
+	if err != nil {
+		return fail(ExitFailure, "create sandbox: %v", err)
+	}
+	terminate := func() {
+		if err := sb.Terminate(context.WithoutCancel(ctx)); err != nil {
+			fmt.Fprintf(env.Stderr, "mlagent %s: terminate sandbox %s: %v\n", name, sb.Name(), err)
+		}
+	}
+	defer terminate()
+	// The index row exists before the first turn, so a killed CLI leaves
+	// a session that resume finds.
+	if cs.Resume {
+		err = idx.Touch(ctx, cs.ID, sb.Name(), cf.model)
+	} else {
+		cs.Sandbox = sb.Name()
+		err = idx.Create(ctx, cs.Session)
+	}
+	if err != nil {
+		return fail(ExitFailure, "%v", err)
+	}
+
+	dashURL := ""
+	if cf.dashboard != "off" && format == chat.FormatChat {
+		url, stop, err := listenDashboard(env, cf.dashboard)
+		if err != nil {
+			log.Warn("dashboard not started", "err", err)
+		} else {
+			defer stop()
+			dashURL = url
+		}
+	}
+
+	// 4. The agent inside, its stdio piped to the chat.
+	argv := []string{"mlagent", "agent", "--session", cs.ID, "--model", cf.model, "--max-turns", strconv.Itoa(cf.maxTurns)}
+	if cs.Resume {
+		argv = append(argv, "--resume")
+	}
+	agentInR, agentInW := io.Pipe()
+	agentOutR, agentOutW := io.Pipe()
+	execDone := make(chan error, 1)
+	var stderr strings.Builder
+	go func() {
+		code, err := sb.Exec(ctx, sandbox.ExecRequest{
+			Argv: argv, Stdin: agentInR, Stdout: agentOutW,
+			Stderr: &limitedBuilder{b: &stderr, max: 64 << 10},
+		})
+		if err == nil && code != 0 {
+			err = fmt.Errorf("agent exited with code %d: %s", code, lastLines(stderr.String(), 5))
+		}
+		agentInR.Close()
+		agentOutW.CloseWithError(io.EOF)
+		execDone <- err
+	}()
+
+	interrupts := make(chan struct{}, 1)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt)
+	defer signal.Stop(sig)
+	go func() {
+		for range sig {
+			select {
+			case interrupts <- struct{}{}:
+			default:
+			}
+		}
+	}()
+
+	out := env.Stdout
+	tty := writerIsTerminal(out)
+	if format == chat.FormatChat {
+		verb := "new session"
+		if cs.Resume {
+			verb = "resuming session"
+		}
+		fmt.Fprintf(out, "mlagent · %s %s · sandbox %s · model %s\n", verb, cs.ID, sb.Name(), cf.model)
+		if dashURL != "" {
+			fmt.Fprintf(out, "live metrics: %s · /help for commands · Ctrl-D to leave\n", dashURL)
+		}
+	}
+	res, err := chat.Run(ctx, chat.Options{
+		AgentIn: agentInW, AgentOut: agentOutR,
+		In: env.Stdin, Out: out, Err: env.Stderr, TTY: tty,
+		Print: cf.print, OutputFormat: format, Answers: answers,
+		FirstPrompt: cs.Prompt, DashboardURL: dashURL, Interrupt: interrupts,
+		OnUserMessage: func(text string) {
+			if format == chat.FormatChat && !tty {
+				// Piped input is not echoed; show what was sent.
+				fmt.Fprintf(out, "> %s\n", strings.Join(strings.Fields(text), " "))
+			}
+			if err := idx.SetTitle(context.WithoutCancel(ctx), cs.ID, text); err != nil {
+				log.Warn("session title", "err", err)
+			}
+		},
+		OnTurn: func(t chat.Turn) {
+			var cost float64
+			if t.Usage != nil {
+				cost = t.Usage.CostUSD
+			}
+			if err := idx.RecordTurn(context.WithoutCancel(ctx), cs.ID, cost); err != nil {
+				log.Warn("record turn", "err", err)
+			}
+		},
+	})
+
+	// 5. Wait (bounded) for the agent to exit, then end the sandbox.
+	var xerr error
+	select {
+	case xerr = <-execDone:
+	case <-time.After(15 * time.Second):
+		xerr = errors.New("the agent did not exit after shutdown; terminating the sandbox")
+	}
+	terminate()
+	if format == chat.FormatChat {
+		fmt.Fprintf(out, "session %s saved · mlagent resume %s\n", cs.ID, cs.ID)
+	}
+	switch {
+	case errors.Is(err, chat.ErrInterrupted):
+		return ExitInterrupted
+	case err != nil:
+		if errors.Is(err, chat.ErrAgentExited) && xerr != nil {
+			return fail(ExitFailure, "%v", xerr)
+		}
+		return fail(ExitFailure, "%v", err)
+	case cf.print && res.StopReason != "end_turn":
+		return ExitFailure
+	}
+	return ExitOK
+}
+
+func openIndex(ctx context.Context, db *store.DB) (*sessions.Index, error) {
+	return sessions.Open(ctx, db)
+}
