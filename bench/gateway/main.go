@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -174,7 +175,16 @@ func main() {
 	dur := flag.Duration("dur", 3*time.Second, "duration of each throughput run")
 	clients := flag.Int("clients", 64, "concurrent clients for the throughput test")
 	streams := flag.Int("streams", 30, "streams per target for the per-event delay test")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	ctx := context.Background()
 
 	up := serve(http.HandlerFunc(upstream))
