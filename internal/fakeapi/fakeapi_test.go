@@ -304,3 +304,49 @@ func TestScriptAndErrors(t *testing.T) {
 		t.Fatalf("models = %v, %v", models, err)
 	}
 }
+
+// A breakpoint that moves on to the newest message must still read the
+// previous request's prefix: the cache is keyed on content, not on where
+// the markers were (the agent marks only the last two user messages).
+func TestPromptCacheMovingBreakpoint(t *testing.T) {
+	s := Start(Options{})
+	defer s.Close()
+	c := client(s)
+	text := func(s string, mark bool) anthropic.ContentBlockParamUnion {
+		b := anthropic.NewTextBlock(s)
+		if mark {
+			b.OfText.CacheControl = anthropic.NewCacheControlEphemeralParam()
+		}
+		return b
+	}
+	u1 := strings.Repeat("a long first message ", 200)
+	u2 := strings.Repeat("a long second message ", 200)
+	r1, err := c.Messages.New(context.Background(), anthropic.MessageNewParams{
+		Model: "claude-sonnet-4-5", MaxTokens: 100,
+		Messages: []anthropic.MessageParam{
+			anthropic.NewUserMessage(text(u1, true)),
+			anthropic.NewAssistantMessage(text("ok", false)),
+			anthropic.NewUserMessage(text(u2, true)),
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := c.Messages.New(context.Background(), anthropic.MessageNewParams{
+		Model: "claude-sonnet-4-5", MaxTokens: 100,
+		Messages: []anthropic.MessageParam{
+			anthropic.NewUserMessage(text(u1, false)), // its marker moved on
+			anthropic.NewAssistantMessage(text("ok", false)),
+			anthropic.NewUserMessage(text(u2, true)),
+			anthropic.NewAssistantMessage(text("ok", false)),
+			anthropic.NewUserMessage(text("and a follow-up", true)),
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	written := r1.Usage.CacheCreationInputTokens + r1.Usage.CacheReadInputTokens
+	if written < 500 || r2.Usage.CacheReadInputTokens != written {
+		t.Errorf("second request read %d cached tokens; want the first request's %d", r2.Usage.CacheReadInputTokens, written)
+	}
+}

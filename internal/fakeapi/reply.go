@@ -162,10 +162,14 @@ func (s *Server) promptUsage(req *Request) Usage {
 	}
 	for _, m := range req.Messages {
 		for _, b := range m.Content {
+			// The cache is keyed on content, not on where the breakpoints
+			// are: a breakpoint that moves on must not change the prefix.
+			hashed := b
+			hashed.CacheControl = nil
 			seg, _ := json.Marshal(struct {
 				Role string
 				B    Block
-			}{m.Role, b})
+			}{m.Role, hashed})
 			add(seg, len(b.CacheControl) > 0 && string(b.CacheControl) != "null")
 		}
 	}
