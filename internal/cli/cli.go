@@ -43,6 +43,9 @@ type Command struct {
 	Summary string // one line for `mlagent help`
 	// Hidden commands (such as the in-sandbox `init`) are not listed.
 	Hidden bool
+	// Quiet commands (chats) log warnings and errors only unless a log
+	// level is configured: their output is the conversation.
+	Quiet bool
 	// Run executes the command with the arguments after its name and
 	// returns the process exit code.
 	Run func(ctx context.Context, env *Env, args []string) int
@@ -93,7 +96,14 @@ func run(ctx context.Context, env *Env, args []string) int {
 		env.Config = cfg
 	}
 	if env.Log == nil {
-		env.Log = newLogger(env.Stderr, env.Config.LogLevel)
+		level := env.Config.LogLevel
+		if level == "" {
+			level = "info"
+			if cmd.Quiet {
+				level = "warn"
+			}
+		}
+		env.Log = newLogger(env.Stderr, level)
 	}
 	return cmd.Run(ctx, env, args[1:])
 }

@@ -19,7 +19,7 @@ type Config struct {
 	// Home is mlagent's state directory (store, secrets, volumes, sandboxes).
 	Home     string `toml:"-"`
 	File     string `toml:"-"` // the config file read, if any
-	LogLevel string `toml:"log_level"`
+	LogLevel string `toml:"log_level"` // debug, info, warn, error; "" = the command's default
 
 	Gateway   GatewayConfig   `toml:"gateway"`
 	Sandbox   SandboxConfig   `toml:"sandbox"`
@@ -72,7 +72,6 @@ type SyncerConfig struct {
 // Defaults returns the built-in configuration.
 func Defaults() *Config {
 	return &Config{
-		LogLevel: "info",
 		Gateway: GatewayConfig{
 			Listen:      "127.0.0.1:8790",
 			AdminListen: "127.0.0.1:8791",

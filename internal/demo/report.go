@@ -74,7 +74,13 @@ func inferReport(out string) *fakeapi.Reply {
 		for _, c := range m.Confusions {
 			fmt.Fprintf(&b, "- **%s** predicted as **%s**: %d\n", c.True, c.Predicted, c.Count)
 		}
-		b.WriteString("\nThe synthetic classes that share materials (vegetation types, built-up areas) are the ones that get mixed up, as in the real EuroSAT.\n")
+		listed := 0
+		for _, c := range m.Confusions {
+			listed += c.Count
+		}
+		if errs := m.Total - m.Correct; errs > 0 {
+			fmt.Fprintf(&b, "\nThese %d pairs account for %d of the %d errors: the classes whose tiles share materials and layouts are the ones that get mixed up.\n", len(m.Confusions), listed, errs)
+		}
 	}
 	fmt.Fprintf(&b, "\nCSV saved to `%s` with per-sample predictions, confidence scores and per-class probabilities.\n", m.CSV)
 	fmt.Fprintf(&b, "\nInference throughput: %.0f samples/second (%.3f ms per image) on %s.", m.Throughput.SamplesPerSec, m.Throughput.MSPerSample, m.Throughput.Device)

@@ -97,7 +97,7 @@ func (r *Responder) Respond(req *fakeapi.Request) *fakeapi.Reply {
 		return r.propose()
 	case "ask":
 		answer, _ := out("toolu_demo_ask_2")
-		return r.writeCode(answer)
+		return r.writeCode(strings.TrimPrefix(strings.TrimSpace(answer), "The user answered: "))
 	case "write":
 		return r.prepare()
 	case "prep":
@@ -238,20 +238,22 @@ func (r *Responder) runInfer() *fakeapi.Reply {
 		call("infer", "bash", 1, map[string]any{"command": cmd, "timeout_seconds": 600, "description": "inference on the test split"}))
 }
 
-// lastJSON finds the last line of out that is a JSON object.
+// lastJSON decodes the last JSON object in out: a one-line object on the
+// last line that starts with "{", or a pretty-printed one running to the end.
 func lastJSON(out string, v any) error {
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	for i := len(lines) - 1; i >= 0; i-- {
-		l := strings.TrimSpace(lines[i])
-		if strings.HasPrefix(l, "{") {
-			return json.Unmarshal([]byte(l), v)
+		if !strings.HasPrefix(strings.TrimSpace(lines[i]), "{") {
+			continue
+		}
+		if json.Unmarshal([]byte(lines[i]), v) == nil {
+			return nil
+		}
+		if json.Unmarshal([]byte(strings.Join(lines[i:], "\n")), v) == nil {
+			return nil
 		}
 	}
-	// metrics.json may be pretty-printed: take from the first '{'.
-	if i := strings.Index(out, "{"); i >= 0 {
-		return json.Unmarshal([]byte(out[i:]), v)
-	}
-	return fmt.Errorf("no JSON in the tool output")
+	return fmt.Errorf("no JSON object in the tool output")
 }
 
 func pct(v float64) string { return fmt.Sprintf("%.2f%%", 100*v) }
