@@ -18,7 +18,7 @@ import (
 type Config struct {
 	// Home is mlagent's state directory (store, secrets, volumes, sandboxes).
 	Home     string `toml:"-"`
-	File     string `toml:"-"` // the config file read, if any
+	File     string `toml:"-"`         // the config file read, if any
 	LogLevel string `toml:"log_level"` // debug, info, warn, error; "" = the command's default
 
 	Gateway   GatewayConfig   `toml:"gateway"`
