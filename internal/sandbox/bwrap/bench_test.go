@@ -1,0 +1,74 @@
+package bwrap
+
+import (
+	"context"
+	"os/exec"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/mlagent/mlagent/internal/sandbox"
+	"github.com/mlagent/mlagent/internal/sandbox/sandboxtest"
+)
+
+// reportLatency adds the median and p99 of the runs to the benchmark
+// output (ns/op alone is a mean).
+func reportLatency(b *testing.B, d []time.Duration) {
+	slices.Sort(d)
+	at := func(q float64) float64 {
+		return float64(d[min(len(d)-1, int(q*float64(len(d))))].Microseconds()) / 1000
+	}
+	b.ReportMetric(at(0.5), "p50-ms")
+	b.ReportMetric(at(0.99), "p99-ms")
+}
+
+// BenchmarkCreateExecTerminate is the measure: Create → the first
+// command exits → Terminate. Run with -benchtime=100x for ≥ 50 runs.
+func BenchmarkCreateExecTerminate(b *testing.B) {
+	sandboxtest.RequireBwrap(b)
+	be := newTestEnv(b).backend(b)
+	ctx := context.Background()
+	var d []time.Duration
+	var create, exec time.Duration
+	for b.Loop() {
+		start := time.Now()
+		sb, err := be.Create(ctx, sandbox.Spec{Volumes: sandbox.DefaultMounts()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		create += time.Since(start)
+		t := time.Now()
+		if code, err := sb.Exec(ctx, sandbox.ExecRequest{Argv: []string{"true"}}); err != nil || code != 0 {
+			b.Fatalf("Exec: %d %v", code, err)
+		}
+		exec += time.Since(t)
+		if err := sb.Terminate(ctx); err != nil {
+			b.Fatal(err)
+		}
+		d = append(d, time.Since(start))
+		be.Remove(ctx, sb.Name())
+	}
+	reportLatency(b, d)
+	b.ReportMetric(float64(create.Microseconds())/1000/float64(len(d)), "create-ms")
+	b.ReportMetric(float64(exec.Microseconds())/1000/float64(len(d)), "exec-ms")
+}
+
+// BenchmarkBareBwrap is the floor: bubblewrap with the same namespaces
+// running /usr/bin/true, no init, no store.
+func BenchmarkBareBwrap(b *testing.B) {
+	bw := sandboxtest.RequireBwrap(b)
+	var d []time.Duration
+	for b.Loop() {
+		start := time.Now()
+		cmd := exec.Command(bw, "--unshare-user", "--uid", "1000", "--gid", "1000", "--unshare-pid", "--unshare-ipc",
+			"--unshare-uts", "--unshare-net", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+			"--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+			"--symlink", "usr/lib64", "/lib64", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+			"--", "/usr/bin/true")
+		if err := cmd.Run(); err != nil {
+			b.Fatal(err)
+		}
+		d = append(d, time.Since(start))
+	}
+	reportLatency(b, d)
+}
