@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"github.com/mlagent/mlagent/internal/secrets"
 	"github.com/mlagent/mlagent/internal/sessions"
 	"github.com/mlagent/mlagent/internal/store"
+	"github.com/mlagent/mlagent/internal/volume"
 )
 
 func init() {
@@ -297,6 +299,11 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 
 	// 4. The agent inside, its stdio piped to the chat.
 	argv := []string{"mlagent", "agent", "--session", cs.ID, "--model", cf.model, "--max-turns", strconv.Itoa(cf.maxTurns)}
+	if cs.Resume && !transcriptExists(&cfg, cs.Volumes, cs.ID) {
+		// Killed before the first model request: nothing to reload.
+		fmt.Fprintf(env.Stderr, "mlagent %s: session %s has no transcript yet; starting it afresh\n", name, cs.ID)
+		cs.Resume = false
+	}
 	if cs.Resume {
 		argv = append(argv, "--resume")
 	}
@@ -390,6 +397,24 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 		return ExitFailure
 	}
 	return ExitOK
+}
+
+// transcriptExists reports whether the session's transcript is on the
+// data volume; true when that cannot be told from here (the agent then
+// says what is wrong).
+func transcriptExists(cfg *config.Config, mounts []sandbox.Mount, id string) bool {
+	for _, m := range mounts {
+		if m.Path != config.DataMount {
+			continue
+		}
+		dir, err := volume.New(cfg.VolumesDir()).Path(m.Volume)
+		if err != nil {
+			return true
+		}
+		_, err = os.Stat(filepath.Join(dir, "sessions", id+".jsonl"))
+		return !errors.Is(err, fs.ErrNotExist)
+	}
+	return true
 }
 
 func openIndex(ctx context.Context, db *store.DB) (*sessions.Index, error) {

@@ -415,6 +415,13 @@ func TestPrintModeKillAndResume(t *testing.T) {
 	cmd.Process.Signal(syscall.SIGKILL)
 	io.Copy(io.Discard, stdout)
 	cmd.Wait()
+	// The sandbox dies with the CLI (bwrap's parent-death signal); wait
+	// for it, generously.
+	for deadline := time.Now().Add(30 * time.Second); len(processesMentioning(e.home)) > 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("sandbox processes outlived the killed CLI: %q", processesMentioning(e.home))
+		}
+	}
 
 	// Resume: every answered turn is still there.
 	out, errs, code = e.run(true, e.chatArgs("resume", "-p", id, recallPrompt)...)
