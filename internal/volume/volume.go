@@ -114,8 +114,8 @@ func CleanRel(rel string) (string, error) {
 	if rel == "" || strings.ContainsRune(rel, 0) {
 		return "", fmt.Errorf("path %q: want a relative path inside the volume", rel)
 	}
-	c := path.Clean(strings.TrimPrefix(filepath.ToSlash(rel), "/"))
-	if c == "." || c == ".." || strings.HasPrefix(c, "../") {
+	c := path.Clean(strings.TrimLeft(filepath.ToSlash(rel), "/"))
+	if c == "." || c == ".." || strings.HasPrefix(c, "../") || !filepath.IsLocal(c) {
 		return "", fmt.Errorf("path %q leaves the volume", rel)
 	}
 	return c, nil
