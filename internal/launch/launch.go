@@ -170,7 +170,44 @@ func Start(ctx context.Context, o Options) (_ *Host, err error) {
 			return nil, err
 		}
 	}
+	if h.gw != nil {
+		h.revokeOrphans(ctx)
+	}
 	return h, nil
+}
+
+// revokeOrphans revokes the tokens of sandboxes that died without
+// Terminate (their CLI was killed): the token must not outlive its
+// sandbox by its TTL.
+func (h *Host) revokeOrphans(ctx context.Context) {
+	infos, err := h.backend.List(ctx)
+	if err != nil {
+		h.log.Warn("list sandboxes for orphaned tokens", "err", err)
+		return
+	}
+	dead := map[string]bool{}
+	for _, in := range infos {
+		if in.State == sandbox.StateDead {
+			dead[in.Name] = true
+		}
+	}
+	if len(dead) == 0 {
+		return
+	}
+	usage, err := h.gw.Usage(ctx)
+	if err != nil {
+		h.log.Warn("read tokens for orphaned tokens", "err", err)
+		return
+	}
+	for _, u := range usage {
+		if u.RevokedAt == nil && dead[u.Sandbox] {
+			if err := h.gw.Revoke(ctx, u.ID); err != nil {
+				h.log.Warn("revoke orphaned token", "token", u.ID, "err", err)
+			} else {
+				h.log.Info("revoked the token of a dead sandbox", "token", u.ID, "sandbox", u.Sandbox)
+			}
+		}
+	}
 }
 
 // Gateway is the in-process gateway, or nil with a shared one.

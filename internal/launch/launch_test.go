@@ -12,9 +12,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mlagent/mlagent/internal/config"
 	"github.com/mlagent/mlagent/internal/fakeapi"
+	"github.com/mlagent/mlagent/internal/gateway"
 	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/sandbox/sandboxtest"
 )
@@ -157,3 +159,54 @@ type failingBackend struct{ sandbox.Backend }
 func (failingBackend) Create(context.Context, sandbox.Spec) (sandbox.Sandbox, error) {
 	return nil, fmt.Errorf("no sandbox today")
 }
+
+// A sandbox whose CLI was killed (kill -9) is recorded dead; the next
+// host revokes its token rather than leave it valid for its TTL.
+func TestStartRevokesTokensOfDeadSandboxes(t *testing.T) {
+	ctx := context.Background()
+	home, _ := os.MkdirTemp("", "mlh")
+	defer os.RemoveAll(home)
+	cfg := config.Defaults()
+	cfg.Home = home
+	be := &listBackend{}
+	h, err := Start(ctx, Options{Config: cfg, Upstream: "http://127.0.0.1:1", ModelKey: realKey, Backend: be})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, name := range []string{"alive", "dead"} {
+		tok, err := h.Gateway().Issue(ctx, gateway.TokenRequest{Sandbox: name, TTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, tok.ID)
+	}
+	h.Close()
+
+	be.infos = []sandbox.Info{{Name: "alive", State: sandbox.StateRunning}, {Name: "dead", State: sandbox.StateDead}}
+	h2, err := Start(ctx, Options{Config: cfg, Upstream: "http://127.0.0.1:1", ModelKey: realKey, Backend: be})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h2.Close()
+	usage, err := h2.Gateway().Usage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked := map[string]bool{}
+	for _, u := range usage {
+		revoked[u.ID] = u.RevokedAt != nil
+	}
+	if revoked[ids[0]] || !revoked[ids[1]] {
+		t.Errorf("revoked = %v; want only the dead sandbox's token (%s) revoked", revoked, ids[1])
+	}
+}
+
+type listBackend struct {
+	sandbox.Backend
+	infos []sandbox.Info
+}
+
+func (b *listBackend) List(context.Context) ([]sandbox.Info, error) { return b.infos, nil }
+
+func (failingBackend) List(context.Context) ([]sandbox.Info, error) { return nil, nil }
