@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/mlagent/mlagent/internal/sessions"
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"time"
@@ -61,124 +61,45 @@ func runDemo(ctx context.Context, env *Env, args []string) int {
 		fmt.Fprintf(env.Stderr, "mlagent demo: %v\n", err)
 		return ExitUsage
 	}
-	log := env.Log.With("cmd", "demo")
-
 	up := demo.StartUpstreams(sizes)
 	defer up.Close()
-	host, err := launch.Start(ctx, launch.Options{
-		Config: env.Config, Log: log,
-		Upstream: up.Model.URL(), ModelKey: up.Key, HFUpstream: up.Hub.URL,
-	})
-	if err != nil {
-		fmt.Fprintf(env.Stderr, "mlagent demo: %v\n", err)
-		return ExitFailure
-	}
-	defer host.Close()
 
-	dashURL := ""
-	if *listen != "off" {
-		url, stop, err := listenDashboard(env, *listen)
-		if err != nil {
-			fmt.Fprintf(env.Stderr, "mlagent demo: dashboard: %v (going on without it)\n", err)
-		} else {
-			defer stop()
-			dashURL = url
-		}
-	}
-
-	sb, err := host.NewSandbox(ctx, launch.SandboxRequest{
-		BudgetUSD: 5,
-		Labels:    map[string]string{"mlagent.demo": "true"},
-	})
-	if err != nil {
-		fmt.Fprintf(env.Stderr, "mlagent demo: create sandbox: %v\n", err)
-		return ExitFailure
-	}
-	defer sb.Terminate(context.WithoutCancel(ctx))
-
-	out := env.Stdout
-	tty := writerIsTerminal(out)
-	fmt.Fprintf(out, "mlagent demo · offline · sandbox %s (bubblewrap) · gateway in-process · scripted model\n", sb.Name())
-	if dashURL != "" {
-		fmt.Fprintf(out, "live training metrics: %s\n", dashURL)
-	}
-
-	agentIn, agentInW := io.Pipe()
-	agentOutR, agentOut := io.Pipe()
-	execDone := make(chan error, 1)
-	go func() {
-		var stderr strings.Builder
-		code, err := sb.Exec(ctx, sandbox.ExecRequest{
-			Argv:   []string{"mlagent", "agent", "--model", env.Config.Run.Model},
-			Stdin:  agentIn,
-			Stdout: agentOut,
-			Stderr: &limitedBuilder{b: &stderr, max: 64 << 10},
-		})
-		if err == nil && code != 0 {
-			err = fmt.Errorf("agent exited with code %d: %s", code, lastLines(stderr.String(), 5))
-		}
-		agentOut.CloseWithError(io.EOF)
-		execDone <- err
-	}()
-
+	// The demo is a chat like any other (it is listed by `mlagent
+	// sessions`), with a scripted model behind the real gateway and a
+	// scripted user who accepts the recommendation and then asks for
+	// inference, as in the original session.
 	userR, userW := io.Pipe()
-	interrupts := make(chan struct{}, 1)
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt)
-	defer signal.Stop(sig)
-	go func() {
-		for range sig {
-			select {
-			case interrupts <- struct{}{}:
-			default:
-			}
-		}
-	}()
+	defer userW.Close()
 	turns := 0
-	res, err := chat.Run(ctx, chat.Options{
-		AgentIn: agentInW, AgentOut: agentOutR,
-		In: userR, Out: out, Err: env.Stderr, TTY: tty,
-		OutputFormat: *format,
-		Answers:      demo.User{},
-		FirstPrompt:  demo.FirstPrompt,
-		DashboardURL: dashURL,
-		Interrupt:    interrupts,
-		OnUserMessage: func(text string) {
-			if *format == chat.FormatChat {
-				fmt.Fprintf(out, "\n> %s\n\n", text)
-			}
-		},
+	cf := chatFlags{
+		outputFormat: *format, model: env.Config.Run.Model, budgetUSD: 5,
+		maxTurns: env.Config.Run.MaxTurns, backend: env.Config.Sandbox.Backend, dashboard: *listen,
+	}
+	fmt.Fprintln(env.Stdout, "mlagent demo · offline · scripted model behind the real gateway · real sandbox, tools and training")
+	now := time.Now()
+	return runChat(ctx, env, "demo", &cf, chatSession{
+		Session: sessions.Session{ID: sessions.NewID(now), Title: "demo: " + demo.FirstPrompt,
+			Model: cf.model, Volumes: sandbox.DefaultMounts(), GPU: sandbox.GPUNone.String()},
+		Prompt:   demo.FirstPrompt,
+		Upstream: up.Model.URL(), HFUpstream: up.Hub.URL, ModelKey: up.Key,
+		In: userR, Answers: demo.User{},
 		OnTurn: func(t chat.Turn) {
 			turns++
-			go func() {
-				if turns == 1 && t.StopReason == "end_turn" {
-					io.WriteString(userW, demo.SecondPrompt+"\n")
-					return
-				}
-				io.WriteString(userW, "/exit\n")
-			}()
+			next := "/exit\n"
+			if turns == 1 && t.StopReason == "end_turn" {
+				next = demo.SecondPrompt + "\n"
+			}
+			go io.WriteString(userW, next)
+		},
+		Done: func(host *launch.Host, sb *launch.Sandbox, res chat.Result, code int) int {
+			demoSummary(ctx, env, host, sb.TokenID)
+			if code == ExitOK && (turns < 2 || res.StopReason != "end_turn") {
+				fmt.Fprintln(env.Stderr, "mlagent demo: the session did not reach its end")
+				return ExitFailure
+			}
+			return code
 		},
 	})
-	userW.Close()
-	if err != nil && !errors.Is(err, chat.ErrInterrupted) {
-		fmt.Fprintf(env.Stderr, "mlagent demo: %v\n", err)
-	}
-	select {
-	case xerr := <-execDone:
-		if xerr != nil && err == nil {
-			err = xerr
-			fmt.Fprintf(env.Stderr, "mlagent demo: %v\n", xerr)
-		}
-	case <-time.After(15 * time.Second):
-	}
-	if terr := sb.Terminate(context.WithoutCancel(ctx)); terr != nil {
-		fmt.Fprintf(env.Stderr, "mlagent demo: terminate: %v\n", terr)
-	}
-	demoSummary(ctx, env, host, sb.TokenID, res)
-	if err != nil || turns < 2 || res.StopReason != "end_turn" {
-		return ExitFailure
-	}
-	return ExitOK
 }
 
 // demoPreflight says what to install before anything is started.
@@ -194,7 +115,7 @@ func demoPreflight(ctx context.Context, env *Env) error {
 
 // demoSummary prints where the results are on the host and what the
 // gateway's ledger recorded for the sandbox's token.
-func demoSummary(ctx context.Context, env *Env, host *launch.Host, tokenID string, res chat.Result) {
+func demoSummary(ctx context.Context, env *Env, host *launch.Host, tokenID string) {
 	out := env.Stdout
 	fmt.Fprintln(out, "\n── demo finished ──")
 	runs := filepath.Join(env.Config.VolumesDir(), "data", "runs")

@@ -133,6 +133,15 @@ func parseInterleaved(fs *flag.FlagSet, args []string, env *Env) (positional []s
 	}
 }
 
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
 func runRun(ctx context.Context, env *Env, args []string) int {
 	fs := newFlagSet(env, "run", "run [flags] [PROMPT]", runHelp)
 	var cf chatFlags
@@ -163,11 +172,20 @@ func runRun(ctx context.Context, env *Env, args []string) int {
 	})
 }
 
-// chatSession is the session a chat runs: new (run) or reopened (resume).
+// chatSession is the session a chat runs: new (run), reopened (resume),
+// or scripted (demo).
 type chatSession struct {
 	sessions.Session
 	Prompt string
 	Resume bool
+
+	// A scripted chat (the demo) brings its own upstreams and user.
+	Upstream, HFUpstream, ModelKey string
+	In                             io.Reader          // the user's lines; nil: env.Stdin
+	Answers                        chat.AnswerSource // before asking the person
+	OnTurn                         func(chat.Turn)
+	// Done runs after the sandbox has ended and may replace the exit code.
+	Done func(host *launch.Host, sb *launch.Sandbox, res chat.Result, code int) int
 }
 
 // noKeyHelp is the one message a person without a model key gets.
@@ -208,7 +226,7 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 	default:
 		return fail(ExitUsage, "--output-format %q: want text, stream-json or chat", format)
 	}
-	var answers chat.AnswerSource
+	answers := cs.Answers
 	if cf.answers != "" {
 		a, err := chat.LoadAnswers(cf.answers)
 		if err != nil {
@@ -233,6 +251,8 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 		if adminToken == "" {
 			return fail(ExitUsage, "--gateway needs the shared gateway's admin token: mlagent secret set gateway-admin MLAGENT_ADMIN_TOKEN=...")
 		}
+	} else if cs.ModelKey != "" {
+		keys.Model = cs.ModelKey
 	} else if keys.Model == "" && cf.baseURL == "" {
 		fmt.Fprintf(env.Stderr, noKeyHelp, name, name, name)
 		return ExitUsage
@@ -244,7 +264,8 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 	// 2. The gateway (in-process, or a shared one) and the backend.
 	host, err := launch.Start(ctx, launch.Options{
 		Config: &cfg, Log: log,
-		Upstream: cf.baseURL, ModelKey: keys.Model, HFToken: keys.HF, GitHubToken: keys.GitHub,
+		Upstream: firstNonEmpty(cs.Upstream, cf.baseURL), HFUpstream: cs.HFUpstream,
+		ModelKey: keys.Model, HFToken: keys.HF, GitHubToken: keys.GitHub,
 		RemoteGateway: cf.gateway, AdminURL: cf.gatewayAdmin, AdminToken: adminToken,
 	})
 	if err != nil {
@@ -349,14 +370,18 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 			fmt.Fprintf(out, "live metrics: %s · /help for commands · Ctrl-D to leave\n", dashURL)
 		}
 	}
+	in := cs.In
+	if in == nil {
+		in = env.Stdin
+	}
 	res, err := chat.Run(ctx, chat.Options{
 		AgentIn: agentInW, AgentOut: agentOutR,
-		In: env.Stdin, Out: out, Err: env.Stderr, TTY: tty,
+		In: in, Out: out, Err: env.Stderr, TTY: tty,
 		Print: cf.print, OutputFormat: format, Answers: answers,
 		FirstPrompt: cs.Prompt, DashboardURL: dashURL, Interrupt: interrupts,
 		OnUserMessage: func(text string) {
-			if format == chat.FormatChat && !tty {
-				// Piped input is not echoed; show what was sent.
+			if format == chat.FormatChat && (!tty || cs.In != nil) {
+				// Piped or scripted input is not echoed; show what was sent.
 				fmt.Fprintf(out, "> %s\n", strings.Join(strings.Fields(text), " "))
 			}
 			if err := idx.SetTitle(context.WithoutCancel(ctx), cs.ID, text); err != nil {
@@ -370,6 +395,9 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 			}
 			if err := idx.RecordTurn(context.WithoutCancel(ctx), cs.ID, cost); err != nil {
 				log.Warn("record turn", "err", err)
+			}
+			if cs.OnTurn != nil {
+				cs.OnTurn(t)
 			}
 		},
 	})
@@ -385,6 +413,15 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 	if format == chat.FormatChat {
 		fmt.Fprintf(out, "session %s saved · mlagent resume %s\n", cs.ID, cs.ID)
 	}
+	code := chatExitCode(cf, res, err, xerr, fail)
+	if cs.Done != nil {
+		code = cs.Done(host, sb, res, code)
+	}
+	return code
+}
+
+// chatExitCode maps how a chat ended to the process exit code.
+func chatExitCode(cf *chatFlags, res chat.Result, err, xerr error, fail func(int, string, ...any) int) int {
 	switch {
 	case errors.Is(err, chat.ErrInterrupted):
 		return ExitInterrupted
