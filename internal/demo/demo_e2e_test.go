@@ -71,7 +71,7 @@ func TestDemoEndToEnd(t *testing.T) {
 		t.Fatalf("mlagent demo: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
 	}
 	out := stdout.String()
-	for _, want := range []string{"live training metrics: http://127.0.0.1:", "? Which model and dataset", "| **Accuracy** |", "**Overall:", "CSV saved to", "── demo finished ──"} {
+	for _, want := range []string{"live metrics: http://127.0.0.1:", "? Which model and dataset", "| **Accuracy** |", "**Overall:", "CSV saved to", "── demo finished ──"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q", want)
 		}
