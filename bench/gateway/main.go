@@ -190,7 +190,7 @@ func main() {
 	up := serve(http.HandlerFunc(upstream))
 	upURL, _ := url.Parse(up)
 	simple := httputil.NewSingleHostReverseProxy(upURL)
-	simple.FlushInterval = -1
+	simple.FlushInterval = 0 // as the gateway: SSE still flushes per write
 	simple.Transport = gateway.NewTransport()
 	simpleURL := serve(simple)
 

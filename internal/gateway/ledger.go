@@ -31,6 +31,9 @@ type record struct {
 	ledger bool // write a gateway_usage row
 }
 
+// batchWindow is how long the writer gathers records before writing them.
+const batchWindow = 50 * time.Millisecond
+
 // writer persists records off the request path: the response is finished
 // before its row is written, and rows are batched into one transaction.
 func (g *Gateway) writer() {
@@ -46,17 +49,45 @@ func (g *Gateway) writer() {
 			batch = append(batch[:0], r)
 		case flush = <-g.flushes:
 		}
+		// Gather what arrives within a short window (unless a flush is
+		// waiting), so a busy or a steady trickle of requests costs one
+		// transaction and one audit write per window, not per request.
+		var window <-chan time.Time
+		var timer *time.Timer
+		if flush == nil {
+			timer = time.NewTimer(batchWindow)
+			window = timer.C
+		}
 	more:
 		for len(batch) < cap(batch) {
+			if window == nil {
+				select {
+				case r, ok := <-g.records:
+					if !ok {
+						break more
+					}
+					batch = append(batch, r)
+				default:
+					break more
+				}
+				continue
+			}
 			select {
 			case r, ok := <-g.records:
 				if !ok {
 					break more
 				}
 				batch = append(batch, r)
-			default:
+			case f := <-g.flushes:
+				// Someone waits for everything so far: stop gathering.
+				flush = f
+				window = nil
+			case <-window:
 				break more
 			}
+		}
+		if timer != nil {
+			timer.Stop()
 		}
 		if len(batch) > 0 {
 			g.persist(batch)

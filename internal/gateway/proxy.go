@@ -165,8 +165,11 @@ func (g *Gateway) newModelProxy() *httputil.ReverseProxy {
 				pr.Out.Header["X-Api-Key"] = []string{g.cfg.APIKey}
 			}
 		},
-		Transport:      g.cfg.Transport,
-		FlushInterval:  -1, // SSE: every chunk is flushed as it arrives
+		Transport: g.cfg.Transport,
+		// 0, not -1: ReverseProxy already flushes every write of an SSE
+		// (text/event-stream) or unknown-length body; a reply of known length
+		// then leaves in one write instead of one per chunk.
+		FlushInterval:  0,
 		BufferPool:     copyBufs{},
 		ModifyResponse: g.modifyResponse,
 		ErrorHandler:   g.proxyError,
@@ -266,7 +269,7 @@ func (g *Gateway) newPrefixProxy(prefix string, upstream *url.URL, setAuth func(
 			setAuth(pr.Out.Header)
 		},
 		Transport:     g.cfg.Transport,
-		FlushInterval: -1,
+		FlushInterval: 0, // SSE and unknown lengths still flush per write
 		BufferPool:    copyBufs{},
 		ModifyResponse: func(resp *http.Response) error {
 			if loc := resp.Header.Get("Location"); loc != "" {
