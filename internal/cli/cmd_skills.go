@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/mlagent/mlagent/internal/config"
 	"github.com/mlagent/mlagent/internal/skills"
 )
 
@@ -19,15 +20,17 @@ func init() {
 
 const skillsHelp = `Skills are folders with a SKILL.md (YAML front matter: name, description) that
 the agent loads when a task matches. Bundled skills ship in the binary; your own
-live in --skills-dir (default $MLAGENT_HOME/skills, mounted in the sandbox at
-/data/skills) and replace a bundled skill of the same name.
+live in the data volume's skills folder, which the agent sees at /data/skills
+(on the host: $MLAGENT_HOME/volumes/data/skills, or --skills-dir), and replace a
+bundled skill of the same name. Add one with:
+  mlagent volume put data ./my-skill skills/my-skill
 
   mlagent skills ls          list skills: name, source, description
   mlagent skills show NAME   print a skill's SKILL.md body and files`
 
 func runSkills(ctx context.Context, env *Env, args []string) int {
 	fs := newFlagSet(env, "skills", "skills ls|show [--skills-dir DIR]", skillsHelp)
-	dir := fs.String("skills-dir", filepath.Join(env.Config.Home, "skills"), "folder of user skills")
+	dir := fs.String("skills-dir", filepath.Join(env.Config.VolumesDir(), config.DataVolume, "skills"), "folder of user skills")
 	// Flags may come before or after the subcommand and its argument.
 	var rest []string
 	for {
