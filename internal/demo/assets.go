@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+
+	"github.com/mlagent/mlagent/internal/skills"
 )
 
 // The Python the demo's scripted agent writes into the sandbox and runs
@@ -26,9 +28,25 @@ const (
 	ScriptInfer       = "infer.py"         // test-set CSV and inference.json
 )
 
-// Script returns the content of the embedded script name (a base name such
-// as "train.py"), or "" when there is no such script.
+// fromSkills are the scripts the demo takes from the bundled skills, so
+// the demo runs exactly the helpers a real session would load: the
+// channel expansion of the transformers skill and the Trackio writer of
+// the trackio skill.
+var fromSkills = map[string]string{
+	ScriptSwin13:      "transformers/scripts/channel_expansion.py",
+	ScriptTrackioLite: "trackio/scripts/trackio_lite.py",
+}
+
+// Script returns the content of the script name (a base name such as
+// "train.py"), or "" when there is no such script.
 func Script(name string) string {
+	if p, ok := fromSkills[name]; ok {
+		b, err := fs.ReadFile(skills.Bundled(), p)
+		if err != nil {
+			return ""
+		}
+		return string(b)
+	}
 	b, err := pythonFS.ReadFile("python/" + name)
 	if err != nil {
 		return ""
@@ -36,16 +54,19 @@ func Script(name string) string {
 	return string(b)
 }
 
-// Scripts lists the embedded script names, sorted.
+// Scripts lists the script names, sorted.
 func Scripts() []string {
 	entries, err := fs.ReadDir(pythonFS, "python")
 	if err != nil {
 		// The directory is embedded at build time; it cannot be missing.
 		panic(fmt.Sprintf("demo: embedded python scripts: %v", err))
 	}
-	names := make([]string, 0, len(entries))
+	names := make([]string, 0, len(entries)+len(fromSkills))
 	for _, e := range entries {
 		names = append(names, e.Name())
+	}
+	for name := range fromSkills {
+		names = append(names, name)
 	}
 	sort.Strings(names)
 	return names

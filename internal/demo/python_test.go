@@ -80,19 +80,11 @@ func TestScriptsEmbedded(t *testing.T) {
 	}
 }
 
-// The skills ship the same helpers for real runs; they must not drift from
-// the versions the demo tests.
-func TestSkillCopiesMatch(t *testing.T) {
-	for skill, script := range map[string]string{
-		"../skills/bundled/transformers/scripts/channel_expansion.py": ScriptSwin13,
-		"../skills/bundled/trackio/scripts/trackio_lite.py":           ScriptTrackioLite,
-	} {
-		b, err := os.ReadFile(skill)
-		if err != nil {
-			t.Fatalf("read skill copy: %v", err)
-		}
-		if string(b) != Script(script) {
-			t.Errorf("%s differs from python/%s; copy it over", skill, script)
+// Two of the scripts are the bundled skills' helpers, not copies.
+func TestScriptsFromSkills(t *testing.T) {
+	for _, name := range []string{ScriptSwin13, ScriptTrackioLite} {
+		if Script(name) == "" {
+			t.Errorf("Script(%q) is empty; the skill file is missing", name)
 		}
 	}
 }
