@@ -14,20 +14,16 @@ import (
 
 	"github.com/mlagent/mlagent/internal/fakeapi"
 	"github.com/mlagent/mlagent/internal/protocol"
+	"github.com/mlagent/mlagent/internal/testbin"
 )
 
-// buildMlagent builds the real binary once per test run.
+// buildMlagent returns the real binary, built once per test process.
 func buildMlagent(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the mlagent binary; skipped with -short")
 	}
-	bin := filepath.Join(t.TempDir(), "mlagent")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/mlagent/mlagent/cmd/mlagent")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
+	return testbin.Path(t)
 }
 
 // agentProc is a running `mlagent agent`.

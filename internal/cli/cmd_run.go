@@ -181,7 +181,7 @@ type chatSession struct {
 
 	// A scripted chat (the demo) brings its own upstreams and user.
 	Upstream, HFUpstream, ModelKey string
-	In                             io.Reader          // the user's lines; nil: env.Stdin
+	In                             io.Reader         // the user's lines; nil: env.Stdin
 	Answers                        chat.AnswerSource // before asking the person
 	OnTurn                         func(chat.Turn)
 	// Done runs after the sandbox has ended and may replace the exit code.

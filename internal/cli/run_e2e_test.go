@@ -29,24 +29,18 @@ import (
 	"github.com/mlagent/mlagent/internal/gateway"
 	"github.com/mlagent/mlagent/internal/sandbox/sandboxtest"
 	"github.com/mlagent/mlagent/internal/store"
+	"github.com/mlagent/mlagent/internal/testbin"
 )
 
 var binary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "mlagent-e2e")
-	if err != nil {
+	var err error
+	if binary, err = testbin.Build(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, "mlagent")
-	if out, err := exec.Command("go", "build", "-o", binary, "github.com/mlagent/mlagent/cmd/mlagent").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build mlagent: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(testbin.Main(m))
 }
 
 const fakeKey = "sk-ant-e2e-REAL-key-stays-outside"

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
-	"fmt"
 	"math"
 	"os"
 	"os/exec"
@@ -13,39 +12,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/mlagent/mlagent/internal/sandbox/sandboxtest"
+	"github.com/mlagent/mlagent/internal/testbin"
 	"github.com/mlagent/mlagent/internal/trackio"
 )
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// mlagentBinary builds the real binary once for the end-to-end tests.
-func mlagentBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "mlagent-demo-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "mlagent")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/mlagent/mlagent/cmd/mlagent").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
 
 // TestDemoEndToEnd runs `mlagent demo` as a user would (small sizes) and
 // checks what it leaves behind against what it reported.
@@ -55,7 +27,7 @@ func TestDemoEndToEnd(t *testing.T) {
 	}
 	sandboxtest.RequireBwrap(t)
 	requirePython(t, "torch, numpy")
-	bin := mlagentBinary(t)
+	bin := testbin.Path(t)
 	home, err := os.MkdirTemp("", "mlh") // short: Unix socket paths are limited
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/mlagent/mlagent/internal/fakeapi"
 	"github.com/mlagent/mlagent/internal/protocol"
+	"github.com/mlagent/mlagent/internal/testbin"
 )
 
 // TestSkillsSession is the second scripted session: asked how to build a
@@ -18,7 +19,7 @@ import (
 // mlagent-sandbox and trackio skills, and its answer depends on what the
 // skill bodies said (the script checks them).
 func TestSkillsSession(t *testing.T) {
-	bin := mlagentBinary(t)
+	bin := testbin.Path(t)
 	var sawSandbox, sawTrackio bool
 	script := &fakeapi.Script{Steps: []func(*fakeapi.Request) *fakeapi.Reply{
 		func(*fakeapi.Request) *fakeapi.Reply {

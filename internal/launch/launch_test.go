@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,25 +17,10 @@ import (
 	"github.com/mlagent/mlagent/internal/gateway"
 	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/sandbox/sandboxtest"
+	"github.com/mlagent/mlagent/internal/testbin"
 )
 
-var binary string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "mlagent-launch-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "mlagent")
-	if out, err := exec.Command("go", "build", "-o", binary, "github.com/mlagent/mlagent/cmd/mlagent").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build mlagent: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m)) }
 
 const realKey = "sk-ant-REAL-KEY-must-never-enter-the-sandbox"
 
@@ -75,7 +58,7 @@ func TestSandboxReachesModelOnlyThroughGateway(t *testing.T) {
 	defer os.RemoveAll(home)
 	cfg := config.Defaults()
 	cfg.Home = home
-	h, err := Start(ctx, Options{Config: cfg, Upstream: up.URL(), ModelKey: realKey, Binary: binary})
+	h, err := Start(ctx, Options{Config: cfg, Upstream: up.URL(), ModelKey: realKey, Binary: testbin.Path(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,56 @@
+// Package testbin builds the mlagent binary once per test process, for the
+// tests that run it for real: as the CLI, as a sandbox's PID 1, as the
+// agent inside a sandbox.
+package testbin
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+var (
+	once sync.Once
+	dir  string
+	path string
+	err  error
+)
+
+// Build compiles ./cmd/mlagent into a temporary directory the first time
+// it is called and returns the binary's path.
+func Build() (string, error) {
+	once.Do(func() {
+		if dir, err = os.MkdirTemp("", "mlagent-testbin"); err != nil {
+			return
+		}
+		path = filepath.Join(dir, "mlagent")
+		out, berr := exec.Command("go", "build", "-o", path, "github.com/mlagent/mlagent/cmd/mlagent").CombinedOutput()
+		if berr != nil {
+			err = fmt.Errorf("build mlagent: %v\n%s", berr, out)
+		}
+	})
+	return path, err
+}
+
+// Path is Build for a test: it fails the test when the build fails.
+func Path(t testing.TB) string {
+	t.Helper()
+	p, err := Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Main runs the tests and removes the binary; use it as
+// `func TestMain(m *testing.M) { os.Exit(testbin.Main(m)) }`.
+func Main(m *testing.M) int {
+	code := m.Run()
+	if dir != "" {
+		os.RemoveAll(dir)
+	}
+	return code
+}
