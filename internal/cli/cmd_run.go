@@ -366,7 +366,10 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 			verb = "resuming session"
 		}
 		fmt.Fprintf(out, "mlagent · %s %s · sandbox %s · model %s\n", verb, cs.ID, sb.Name(), cf.model)
-		if dashURL != "" {
+		switch {
+		case dashURL != "" && cs.In != nil: // scripted: nobody types
+			fmt.Fprintf(out, "live metrics: %s\n", dashURL)
+		case dashURL != "":
 			fmt.Fprintf(out, "live metrics: %s · /help for commands · Ctrl-D to leave\n", dashURL)
 		}
 	}
