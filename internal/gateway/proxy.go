@@ -241,7 +241,7 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 			}
 			model, maxTokens := scanTop(body)
 			c.reqModel = model
-			c.resUSD, c.resToks = g.prices.Lookup(model).estimate(len(body), maxTokens)
+			c.resUSD, c.resToks = estimate(g.prices.Lookup(model), len(body), maxTokens)
 			r.Body = io.NopCloser(bytes.NewReader(body))
 			r.ContentLength = int64(len(body))
 		}
