@@ -76,4 +76,3 @@ func (p Price) Cost(u Usage) float64 {
 	}
 	return c
 }
-
