@@ -70,7 +70,7 @@ type chatFlags struct {
 	gateway      string
 	gatewayAdmin string
 	backend      string
-	gpu          string
+	gpu          gpuFlag
 	volumes      volumeFlags
 	dashboard    string
 }
@@ -89,7 +89,7 @@ func (c *chatFlags) register(fs *flag.FlagSet, cfg *config.Config, withSandbox b
 	fs.StringVar(&c.backend, "backend", cfg.Sandbox.Backend, "sandbox backend: local (bubblewrap)")
 	fs.StringVar(&c.dashboard, "dashboard-listen", cfg.Dashboard.Listen, `live dashboard address (loopback); "off" disables it`)
 	if withSandbox {
-		fs.StringVar(&c.gpu, "gpu", "none", "GPU use: none, required or optional")
+		fs.Var(&c.gpu, "gpu", "use the host's NVIDIA GPUs: --gpu (required) or --gpu=optional")
 		fs.Var(&c.volumes, "volume", "extra volume NAME:PATH (repeatable); data and trackio are always mounted")
 	}
 }
@@ -150,11 +150,7 @@ func runRun(ctx context.Context, env *Env, args []string) int {
 	if code >= 0 {
 		return code
 	}
-	gpu, err := sandbox.ParseGPUMode(cf.gpu)
-	if err != nil {
-		fmt.Fprintf(env.Stderr, "mlagent run: %v\n", err)
-		return ExitUsage
-	}
+	gpu := cf.gpu.mode
 	mounts := sandbox.DefaultMounts()
 	for _, m := range cf.volumes {
 		for _, d := range mounts {
