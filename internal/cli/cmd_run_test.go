@@ -29,7 +29,7 @@ func TestRunUsageErrors(t *testing.T) {
 		{[]string{"run", "-p"}, "-p needs a prompt"},
 		{[]string{"run", "--output-format", "stream-json", "hi"}, "needs -p"},
 		{[]string{"run", "-p", "--output-format", "xml", "hi"}, `want text, stream-json or chat`},
-		{[]string{"run", "--gpu", "maybe", "hi"}, "gpu mode"},
+		{[]string{"run", "--gpu=maybe", "hi"}, "gpu mode"},
 		{[]string{"run", "--volume", "relative:path", "hi"}, "NAME:/absolute/path"},
 		{[]string{"run", "--volume", "data:/elsewhere", "hi"}, "clashes with the default"},
 		{[]string{"run", "--answers", "/no/such/file", "-p", "hi"}, "answers file"},
