@@ -23,10 +23,11 @@ serves the control socket the host runs commands through, and bridges
 127.0.0.1:8790 inside to the gateway's Unix socket outside. Not for direct use.`
 
 func runInit(ctx context.Context, env *Env, args []string) int {
-	fs := newFlagSet(env, "init", "init --control PATH [flags]", initHelp)
+	fs := newFlagSet(env, "init", "init --control-fd N|--control PATH [flags]", initHelp)
 	var opts initproc.Options
 	readyFD := fs.Int("ready-fd", -1, "descriptor that gets \"ok\" once serving")
-	fs.StringVar(&opts.Control, "control", "/run/mlagent/control.sock", "control socket path")
+	controlFD := fs.Int("control-fd", -1, "inherited listening control socket (unixpacket)")
+	fs.StringVar(&opts.Control, "control", "", "control socket path, when no --control-fd")
 	fs.StringVar(&opts.GatewaySocket, "gateway-socket", "", "gateway Unix socket to bridge to (none: no bridge)")
 	fs.StringVar(&opts.BridgeListen, "bridge-listen", "127.0.0.1:8790", "loopback address of the gateway bridge")
 	fs.DurationVar(&opts.Timeout, "timeout", 0, "wall-clock limit (0: none)")
@@ -35,8 +36,20 @@ func runInit(ctx context.Context, env *Env, args []string) int {
 	if code := parseFlags(fs, args, env); code >= 0 {
 		return code
 	}
+	initproc.CloseInherited()
 	if *readyFD >= 0 {
 		opts.Ready = os.NewFile(uintptr(*readyFD), "ready-fd-"+strconv.Itoa(*readyFD))
+	}
+	if *controlFD >= 0 {
+		ln, err := initproc.FileListener(os.NewFile(uintptr(*controlFD), "control-fd"))
+		if err != nil {
+			if opts.Ready != nil {
+				fmt.Fprintf(opts.Ready, "error: %v\n", err)
+			}
+			fmt.Fprintf(env.Stderr, "mlagent init: %v\n", err)
+			return ExitFailure
+		}
+		opts.ControlListener = ln
 	}
 	opts.Log = env.Log
 	if err := initproc.Run(ctx, opts); err != nil {

@@ -19,6 +19,46 @@ type Client struct {
 	Socket string
 }
 
+// Listen makes a control socket at path (mode 0600) for a sandbox's init
+// to inherit as a descriptor, and returns that descriptor. The caller
+// passes it to init and closes its copy; the socket file stays, for
+// clients to connect to, until the caller removes it.
+func Listen(path string) (*os.File, error) {
+	os.Remove(path)
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	ln.SetUnlinkOnClose(false)
+	defer ln.Close()
+	if err := os.Chmod(path, 0o600); err != nil {
+		os.Remove(path)
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	f, err := ln.File()
+	if err != nil {
+		os.Remove(path)
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	return f, nil
+}
+
+// FileListener turns an inherited control socket descriptor into a
+// listener (and closes f).
+func FileListener(f *os.File) (*net.UnixListener, error) {
+	defer f.Close()
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, fmt.Errorf("control socket fd %d: %w", f.Fd(), err)
+	}
+	ul, ok := ln.(*net.UnixListener)
+	if !ok || ul.Addr().Network() != "unixpacket" {
+		ln.Close()
+		return nil, fmt.Errorf("control socket fd %d: not a unixpacket listener", f.Fd())
+	}
+	return ul, nil
+}
+
 // drainGrace bounds how long Exec waits, after the command exited, for
 // background processes that still hold its stdout or stderr.
 const drainGrace = 200 * time.Millisecond

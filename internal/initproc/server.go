@@ -21,7 +21,13 @@ import (
 
 // Options configure init.
 type Options struct {
-	// Control is the control socket's path (created, mode 0600).
+	// ControlListener is the control socket, made by the host in a
+	// directory the sandbox cannot see and inherited as a descriptor: no
+	// path inside leads to it, so code in the sandbox can neither replace
+	// it nor take the stdio the host passes through it.
+	ControlListener *net.UnixListener
+	// Control, when ControlListener is nil, is a path where init creates
+	// the control socket itself (mode 0600); for tests outside a sandbox.
 	Control string
 	// Ready, when set, gets "ok\n" once init serves, or "error: …\n".
 	Ready io.WriteCloser
@@ -71,6 +77,14 @@ func Run(ctx context.Context, opts Options) (err error) {
 		// Outside a PID namespace, still adopt orphans so they are reaped.
 		unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 	}
+	// Commands inside run as init's user. Not dumpable, init cannot be
+	// ptraced, nor its descriptors (the control socket, the host's stdio
+	// of running commands) taken through /proc/1/fd or pidfd_getfd, by a
+	// process without CAP_SYS_PTRACE. Commands init starts are dumpable
+	// again after execve.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("init: not dumpable: %w", err)
+	}
 	s := &server{opts: opts, log: log, reaper: startReaper(), lastIdle: time.Now()}
 	defer s.shutdown()
 
@@ -88,15 +102,21 @@ func Run(ctx context.Context, opts Options) (err error) {
 		}
 	}()
 
-	os.Remove(opts.Control)
-	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: opts.Control, Net: "unixpacket"})
-	if err != nil {
-		return fmt.Errorf("init: control socket: %w", err)
+	ln := opts.ControlListener
+	if ln == nil {
+		if opts.Control == "" {
+			return errors.New("init: no control socket")
+		}
+		os.Remove(opts.Control)
+		if ln, err = net.ListenUnix("unixpacket", &net.UnixAddr{Name: opts.Control, Net: "unixpacket"}); err != nil {
+			return fmt.Errorf("init: control socket: %w", err)
+		}
+		if err := os.Chmod(opts.Control, 0o600); err != nil {
+			ln.Close()
+			return fmt.Errorf("init: control socket: %w", err)
+		}
 	}
 	defer ln.Close()
-	if err := os.Chmod(opts.Control, 0o600); err != nil {
-		return fmt.Errorf("init: control socket: %w", err)
-	}
 	if opts.GatewaySocket != "" {
 		addr := opts.BridgeListen
 		if addr == "" {

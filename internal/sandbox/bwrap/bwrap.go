@@ -116,8 +116,11 @@ func (s *Sandbox) Name() string { return s.rec.Name }
 func (s *Sandbox) Info() sandbox.Info { return s.rec.info() }
 
 func workspaceDir(stateDir string) string { return filepath.Join(stateDir, "workspace") }
-func runDir(stateDir string) string       { return filepath.Join(stateDir, "run") }
-func controlPath(stateDir string) string  { return filepath.Join(runDir(stateDir), "ctl") }
+
+// controlPath is the control socket, beside (not in) the directories bound
+// into the sandbox: only the host reaches it; init inherits the listening
+// descriptor.
+func controlPath(stateDir string) string { return filepath.Join(stateDir, "ctl") }
 
 // maxSocketPath is the limit of sun_path (108 bytes with the NUL).
 const maxSocketPath = 107
@@ -164,7 +167,7 @@ func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 	defer func() {
 		if err != nil {
 			b.forget(context.WithoutCancel(ctx), rec.Name)
-			os.RemoveAll(runDir(rec.StateDir))
+			os.Remove(controlPath(rec.StateDir))
 			os.RemoveAll(filepath.Join(rec.StateDir, "etc"))
 		}
 	}()
@@ -185,7 +188,7 @@ func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 // bubblewrap arguments.
 func (b *Backend) prepare(spec sandbox.Spec, rec *record, gpus []string) ([]string, error) {
 	etc := filepath.Join(rec.StateDir, "etc")
-	for _, d := range []string{workspaceDir(rec.StateDir), runDir(rec.StateDir), etc} {
+	for _, d := range []string{workspaceDir(rec.StateDir), etc} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err
 		}
@@ -249,7 +252,6 @@ func (b *Backend) prepare(spec sandbox.Spec, rec *record, gpus []string) ([]stri
 		"--tmpfs", "/tmp",
 		"--tmpfs", sandbox.Home,
 		"--bind", workspaceDir(rec.StateDir), sandbox.Workspace,
-		"--bind", runDir(rec.StateDir), "/run/mlagent",
 		"--ro-bind", b.opts.Binary, sandbox.BinaryPath,
 	)
 	for _, m := range spec.Volumes {
@@ -265,7 +267,7 @@ func (b *Backend) prepare(spec sandbox.Spec, rec *record, gpus []string) ([]stri
 	a = append(a, "--chdir", sandbox.Workspace, "--info-fd", "3")
 	// The command itself must follow on bwrap's command line: --args
 	// takes options only.
-	a = append(a, "--", sandbox.BinaryPath, "init", "--control", "/run/mlagent/ctl", "--ready-fd", "4",
+	a = append(a, "--", sandbox.BinaryPath, "init", "--control-fd", "6", "--ready-fd", "4",
 		"--dir", sandbox.Workspace)
 	if spec.Gateway != nil {
 		a = append(a, "--gateway-socket", gatewaySocket, "--bridge-listen", sandbox.GatewayAddr)
@@ -305,8 +307,12 @@ func (s *Sandbox) start(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	ctl, err := initproc.Listen(controlPath(s.rec.StateDir))
+	if err != nil {
+		return err
+	}
 	defer func() {
-		for _, f := range []*os.File{argR, argW, infoR, infoW, readyR, readyW} {
+		for _, f := range []*os.File{argR, argW, infoR, infoW, readyR, readyW, ctl} {
 			f.Close()
 		}
 	}()
@@ -314,7 +320,9 @@ func (s *Sandbox) start(ctx context.Context, args []string) error {
 	split := slices.Index(args, "--")
 	opts, command := args[:split], args[split:]
 	cmd := exec.Command(s.b.bwrap, append([]string{"--args", "5"}, command...)...)
-	cmd.ExtraFiles = []*os.File{infoW, readyW, argR} // fds 3, 4, 5
+	// bwrap passes on the descriptors it does not use itself: the control
+	// listener reaches init as fd 6.
+	cmd.ExtraFiles = []*os.File{infoW, readyW, argR, ctl} // fds 3, 4, 5, 6
 	cmd.Stdin = nil
 	cmd.Stderr = &limitedWriter{w: &stderr, n: 4096}
 	cmd.Env = []string{} // bwrap itself needs nothing of ours
@@ -331,6 +339,7 @@ func (s *Sandbox) start(ctx context.Context, args []string) error {
 	infoW.Close()
 	readyW.Close()
 	argR.Close()
+	ctl.Close()
 	s.cmd = cmd
 	go func() {
 		cmd.Wait()
@@ -472,7 +481,7 @@ func (s *Sandbox) terminate(ctx context.Context) error {
 	if err := waitGone(ctx, s.rec.Pid, s.rec.StartTime); err != nil {
 		return fmt.Errorf("terminate %s: %w", s.rec.Name, err)
 	}
-	os.RemoveAll(runDir(s.rec.StateDir))
+	os.Remove(controlPath(s.rec.StateDir))
 	os.RemoveAll(filepath.Join(s.rec.StateDir, "etc"))
 	return s.b.forget(context.WithoutCancel(ctx), s.rec.Name)
 }

@@ -338,3 +338,117 @@ func TestGPU(t *testing.T) {
 		t.Errorf("nvidia-smi inside: got %d %q", code, out)
 	}
 }
+
+// TestControlSocketOutOfReach checks that code inside cannot reach the
+// host's control channel: no socket anywhere in its filesystem, init's
+// descriptors closed to it, and sockets it binds wherever it can write
+// do not intercept a later host exec.
+func TestControlSocketOutOfReach(t *testing.T) {
+	sandboxtest.RequireBwrap(t)
+	requirePython(t)
+	env := newTestEnv(t)
+	b := env.backend(t)
+	sb := newSandbox(t, b, sandbox.Spec{Volumes: sandbox.DefaultMounts()})
+
+	t.Run("no socket in the filesystem", func(t *testing.T) {
+		out, code := run(t, sb, python, "-c", `
+import os, stat
+for top, dirs, files in os.walk("/", onerror=lambda e: None):
+    if top == "/" :
+        dirs[:] = [d for d in dirs if d not in ("proc", "sys")]
+    for n in dirs + files:
+        p = os.path.join(top, n)
+        try:
+            if stat.S_ISSOCK(os.lstat(p).st_mode):
+                print("socket", p)
+        except OSError:
+            pass
+print("walked")`)
+		if code != 0 || out != "walked\n" {
+			t.Errorf("got exit %d, output %q; want no socket found", code, out)
+		}
+	})
+
+	t.Run("init's descriptors", func(t *testing.T) {
+		// Not dumpable: neither /proc/1/fd nor ptrace reaches init.
+		out, code := run(t, sb, python, "-c", `
+import os, ctypes
+fds = os.listdir("/proc/1/fd")
+for fd in fds:
+    try:
+        os.readlink("/proc/1/fd/" + fd); print("readlink", fd)
+    except PermissionError:
+        pass
+    try:
+        os.close(os.open("/proc/1/fd/" + fd, os.O_RDONLY)); print("opened", fd)
+    except OSError as e:
+        pass
+print("fds:", len(fds))
+print("own:", sorted(int(fd) for fd in os.listdir("/proc/self/fd")))
+libc = ctypes.CDLL(None, use_errno=True)
+# PTRACE_SEIZE does not stop init; our exit detaches.
+if libc.ptrace(0x4206, 1, 0, 0) == 0:
+    print("attached to init")
+else:
+    print("ptrace: errno", ctypes.get_errno())`)
+		if code != 0 || !strings.HasPrefix(out, "fds: ") || !strings.HasSuffix(out, "own: [0, 1, 2, 3]\nptrace: errno 1\n") {
+			t.Errorf("got exit %d, output %q; want no descriptor of init opened or read, only stdio (and the listing) in a command, ptrace EPERM", code, out)
+		}
+	})
+
+	t.Run("impostor sockets", func(t *testing.T) {
+		// Bind a listener at every plausible place the sandbox can write
+		// and record any connection it gets.
+		script := `
+import os, socket, sys, threading
+got = open("/tmp/intercepted", "a")
+lns = []
+for d in ["/run/mlagent", "/run", "/workspace", "/workspace/run", "/tmp", os.environ["HOME"], "/data"]:
+    for name in ["ctl", "control.sock"]:
+        try:
+            os.makedirs(d, exist_ok=True)
+            p = os.path.join(d, name)
+            if os.path.exists(p): os.unlink(p)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            s.bind(p); s.listen(8); lns.append(s)
+        except OSError:
+            pass
+def serve(s):
+    while True:
+        c, _ = s.accept()
+        got.write("intercepted\n"); got.flush()
+for s in lns:
+    threading.Thread(target=serve, args=(s,), daemon=True).start()
+print(len(lns), flush=True)
+sys.stdout.close(); os.close(1); os.close(2)
+threading.Event().wait()`
+		var out bytes.Buffer
+		// The impostor runs in the background for the rest of the test.
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		started := make(chan error, 1)
+		go func() {
+			_, err := sb.Exec(ctx, sandbox.ExecRequest{Argv: []string{"setsid", python, "-c", script}, Stdout: &out})
+			started <- err
+		}()
+		if err := <-started; err != nil {
+			t.Fatalf("impostor: %v", err)
+		}
+		if n := strings.TrimSpace(out.String()); n == "" || n == "0" {
+			t.Fatalf("impostor bound %q sockets; want some", n)
+		}
+		got, code := run(t, sb, "echo", "host exec")
+		if code != 0 || got != "host exec\n" {
+			t.Errorf("host exec: got exit %d, output %q; want 0, %q", code, got, "host exec\n")
+		}
+		// A second process, as `mlagent sandbox exec` from another terminal.
+		sb2, err := b.Get(context.Background(), sb.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, code = run(t, sb2, "cat", "/tmp/intercepted")
+		if code != 0 || got != "" {
+			t.Errorf("interceptions: got exit %d, %q; want none", code, got)
+		}
+	})
+}
