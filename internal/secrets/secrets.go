@@ -27,8 +27,10 @@ const (
 // ErrLoosePermissions is returned when the file is readable by others.
 var ErrLoosePermissions = errors.New("secret store is readable by group or others")
 
-var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
-var keyPattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
+// Compiled on first use: bounded repeats make big programs, and every
+// sandbox's PID 1 (the same binary) would pay for them at start.
+var namePattern = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`) })
+var keyPattern = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`) })
 
 // Store is a secrets file: named secrets, each a set of KEY=VALUE pairs.
 // It is safe for concurrent use within one process.
@@ -108,14 +110,14 @@ func (s *Store) save(m map[string]map[string]string) error {
 
 // Set stores (or replaces) the named secret with the given pairs.
 func (s *Store) Set(name string, kv map[string]string) error {
-	if !namePattern.MatchString(name) {
+	if !namePattern().MatchString(name) {
 		return fmt.Errorf("secret name %q: use letters, digits, '.', '_' or '-'", name)
 	}
 	if len(kv) == 0 {
 		return errors.New("a secret needs at least one KEY=VALUE")
 	}
 	for k, v := range kv {
-		if !keyPattern.MatchString(k) {
+		if !keyPattern().MatchString(k) {
 			return fmt.Errorf("key %q: use an environment-variable name", k)
 		}
 		if v == "" {
