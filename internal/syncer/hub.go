@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // Hub is the small part of the Hugging Face Hub HTTP API the syncer uses:
@@ -45,13 +46,16 @@ func (e *HTTPError) Retryable() bool {
 	return e.Status >= 500 || e.Status == http.StatusTooManyRequests || e.Status == http.StatusRequestTimeout
 }
 
-var repoIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$`)
+// Compiled on first use, not at every start of the binary.
+var repoIDRe = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$`)
+})
 
 // ValidRepoID reports whether id looks like "namespace/name" as the Hub
 // accepts it; the syncer refuses anything else (space_id is read from a
 // file the sandbox can write).
 func ValidRepoID(id string) bool {
-	return repoIDRe.MatchString(id) && !strings.Contains(id, "..")
+	return repoIDRe().MatchString(id) && !strings.Contains(id, "..")
 }
 
 func (h *Hub) do(ctx context.Context, op, method, path, contentType string, body []byte) ([]byte, error) {
