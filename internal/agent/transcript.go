@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sync"
 	"time"
 )
 
@@ -30,11 +31,12 @@ type Transcript struct {
 	f    *os.File
 }
 
-var sessionIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+// Compiled on first use, not at every start of the binary.
+var sessionIDRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`) })
 
 // TranscriptPath returns dir/<id>.jsonl, refusing ids that could escape dir.
 func TranscriptPath(dir, id string) (string, error) {
-	if !sessionIDRE.MatchString(id) {
+	if !sessionIDRE().MatchString(id) {
 		return "", fmt.Errorf("session id %q: want letters, digits, '.', '_' or '-'", id)
 	}
 	return filepath.Join(dir, id+".jsonl"), nil
