@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 
 	"gopkg.in/yaml.v3"
 )
@@ -99,7 +100,8 @@ type Front struct {
 	Description string `yaml:"description"`
 }
 
-var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
+// Compiled on first use, not at every start of the binary.
+var nameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`) })
 
 // Parse splits a SKILL.md into its front matter and body and validates the
 // front matter: name is lowercase letters, digits and hyphens (at most 64),
@@ -133,7 +135,7 @@ func Parse(data []byte) (Front, string, error) {
 	}
 	f.Name = strings.TrimSpace(f.Name)
 	f.Description = strings.TrimSpace(f.Description)
-	if !nameRE.MatchString(f.Name) {
+	if !nameRE().MatchString(f.Name) {
 		return Front{}, "", fmt.Errorf("SKILL.md name %q: want lowercase letters, digits and hyphens, at most 64", f.Name)
 	}
 	if f.Description == "" {
