@@ -26,6 +26,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mlagent/mlagent/internal/initproc"
 	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/store"
@@ -469,7 +471,7 @@ func (s *Sandbox) Terminate(ctx context.Context) error {
 
 func (s *Sandbox) terminate(ctx context.Context) error {
 	s.kill()
-	if s.cmd != nil {
+	if s.cmd != nil && s.rec.Pid <= 0 {
 		select {
 		case <-s.exited:
 		case <-ctx.Done():
@@ -477,7 +479,8 @@ func (s *Sandbox) terminate(ctx context.Context) error {
 		}
 	}
 	// PID 1 turns zombie only after the kernel has killed and reaped every
-	// other process of its namespace.
+	// other process of its namespace; bwrap itself exits a little later,
+	// and its own goroutine reaps it.
 	if err := waitGone(ctx, s.rec.Pid, s.rec.StartTime); err != nil {
 		return fmt.Errorf("terminate %s: %w", s.rec.Name, err)
 	}
@@ -490,6 +493,23 @@ func (s *Sandbox) terminate(ctx context.Context) error {
 // parent (the creator's bwrap) reaps it; when the PID 1 of a namespace is
 // gone, so is every process in it.
 func waitGone(ctx context.Context, pid int, start uint64) error {
+	if pid <= 0 {
+		return nil
+	}
+	// A pidfd becomes readable when the process exits (turns zombie).
+	if fd, err := unix.PidfdOpen(pid, 0); err == nil {
+		defer unix.Close(fd)
+		// Opened after a possible reuse of pid: check it is still ours.
+		for alive(pid, start) {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			if _, err := unix.Poll(fds, 50); err != nil && err != unix.EINTR {
+				break // fall back to polling /proc
+			}
+		}
+	}
 	for delay := time.Millisecond; alive(pid, start); delay = min(2*delay, 50*time.Millisecond) {
 		select {
 		case <-ctx.Done():
