@@ -20,14 +20,20 @@ func init() {
 	register(&Command{
 		Name:    "sandbox",
 		Summary: "run commands in isolated sandboxes (run, ls, exec, kill, rm)",
-		Run:     runSandbox,
+		// The command's own output is what matters; token issue and
+		// revoke go to the audit log anyway.
+		Quiet: true,
+		Run:   runSandbox,
 	})
 }
 
 const sandboxHelp = `Sandboxes are isolated environments (bubblewrap locally): a non-root user, no
-capabilities, loopback-only network, the host's /usr read-only, a private /tmp, a
-persisted /workspace, and named volumes (default: data at /data, trackio at
-~/.cache/huggingface/trackio).
+capabilities, the host's /usr read-only, a private /tmp, a persisted /workspace,
+and named volumes (default: data at /data, trackio at ~/.cache/huggingface/trackio).
+The only network of "sandbox run" is an in-process gateway that holds the real
+keys (package indexes through its allowlist, the Hugging Face Hub with the token
+added outside); inside there is only a per-sandbox token, revoked when it ends.
+--no-gateway leaves loopback only.
 
   mlagent sandbox run [flags] -- CMD...   create, run CMD, stream it, clean up; exits with CMD's code
   mlagent sandbox ls                      list sandboxes (dead ones marked)
@@ -122,6 +128,7 @@ func sandboxRun(ctx context.Context, env *Env, args []string) int {
 	timeout := fs.String("timeout", env.Config.Sandbox.Timeout, "wall-clock limit, e.g. 2h (config sandbox.timeout)")
 	idle := fs.String("idle-timeout", env.Config.Sandbox.IdleTimeout, "end after this long with no command running (config sandbox.idle_timeout)")
 	keep := fs.Bool("keep", false, "keep the workspace of an unnamed sandbox after it ends")
+	noGateway := fs.Bool("no-gateway", false, "no gateway: loopback only inside, no pip, no Hugging Face Hub")
 	if code := parseFlags(fs, args, env); code >= 0 {
 		return code
 	}
@@ -168,25 +175,21 @@ func sandboxRun(ctx context.Context, env *Env, args []string) int {
 	// Ctrl-C ends the command and the sandbox cleanly.
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
 	defer stop()
-	b, closeDB, err := openBackend(ctx, env)
-	if err != nil {
-		fmt.Fprintf(env.Stderr, "mlagent sandbox run: %v\n", err)
-		return ExitFailure
-	}
-	defer closeDB()
-	sb, err := b.Create(ctx, spec)
+	sb, b, cleanup, err := createRunSandbox(ctx, env, spec, *noGateway)
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "mlagent sandbox run: %v\n", err)
 		return ExitFailure
 	}
 	defer func() {
 		tctx := context.WithoutCancel(ctx)
+		// For a gateway sandbox this also revokes its token.
 		if err := sb.Terminate(tctx); err != nil {
 			fmt.Fprintf(env.Stderr, "mlagent sandbox run: %v\n", err)
 		}
 		if r, ok := b.(sandbox.Remover); ok && *name == "" && !*keep {
 			r.Remove(tctx, sb.Name())
 		}
+		cleanup()
 	}()
 	code, err := sb.Exec(ctx, sandbox.ExecRequest{Argv: argv, Stdin: env.Stdin, Stdout: env.Stdout, Stderr: env.Stderr})
 	if err != nil {
@@ -200,6 +203,51 @@ func sandboxRun(ctx context.Context, env *Env, args []string) int {
 		return ExitFailure
 	}
 	return code
+}
+
+// createRunSandbox creates the sandbox of `sandbox run`: behind an
+// in-process gateway holding the real keys (the sandbox gets only its own
+// token, revoked when it terminates), or with loopback only.
+func createRunSandbox(ctx context.Context, env *Env, spec sandbox.Spec, noGateway bool) (sandbox.Sandbox, sandbox.Backend, func(), error) {
+	if noGateway {
+		b, closeDB, err := openBackend(ctx, env)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		sb, err := b.Create(ctx, spec)
+		if err != nil {
+			closeDB()
+			return nil, nil, nil, err
+		}
+		return sb, b, closeDB, nil
+	}
+	keys, err := launch.ResolveKeys(env.Config, env.Getenv)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	bin, err := os.Executable()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	host, err := launch.Start(ctx, launch.Options{
+		Config: env.Config, Log: env.Log, Binary: bin,
+		ModelKey: keys.Model, HFToken: keys.HF, GitHubToken: keys.GitHub,
+	})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if spec.Timeout > 0 || spec.IdleTimeout > 0 {
+		// launch.SandboxRequest has no timeouts yet.
+		env.Log.Warn("--timeout and --idle-timeout are not applied to a sandbox behind the gateway yet; use --no-gateway for them")
+	}
+	sb, err := host.NewSandbox(ctx, launch.SandboxRequest{
+		Name: spec.Name, Volumes: spec.Volumes, GPU: spec.GPU, Env: spec.Env, Labels: spec.Labels,
+	})
+	if err != nil {
+		host.Close()
+		return nil, nil, nil, err
+	}
+	return sb, host.Backend(), func() { host.Close() }, nil
 }
 
 func sandboxLs(ctx context.Context, env *Env, args []string) int {
