@@ -1,0 +1,154 @@
+package cli_test
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mlagent/mlagent/internal/sandbox/sandboxtest"
+)
+
+// cliEnv is a temporary MLAGENT_HOME for running the real binary.
+type cliEnv struct {
+	home string
+	env  []string
+}
+
+func newCLIEnv(t *testing.T, extra ...string) *cliEnv {
+	t.Helper()
+	// Short: socket paths live under it.
+	root, err := os.MkdirTemp("", "mlc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	e := &cliEnv{home: filepath.Join(root, "home")}
+	e.env = append([]string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + root,
+		"MLAGENT_HOME=" + e.home,
+		"XDG_CONFIG_HOME=" + filepath.Join(root, "config"),
+		"XDG_DATA_HOME=" + filepath.Join(root, "data"),
+	}, extra...)
+	return e
+}
+
+// run runs mlagent with args and returns stdout, stderr and the exit code.
+func (e *cliEnv) run(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = e.env
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("mlagent %q: %v", args, err)
+	}
+	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
+}
+
+func TestSandboxRunCLI(t *testing.T) {
+	sandboxtest.RequireBwrap(t)
+	const secret = "sk-ant-cli-REAL-key-stays-outside"
+	e := newCLIEnv(t, "ANTHROPIC_API_KEY="+secret, "HF_TOKEN=hf_cli_REAL_token")
+	cases := []struct {
+		name     string
+		args     []string
+		wantOut  string
+		wantCode int
+	}{
+		{"gateway prints 1", []string{"sandbox", "run", "--", "sh", "-c", "echo 1"}, "1\n", 0},
+		{"gateway exit code", []string{"sandbox", "run", "--", "sh", "-c", "exit 7"}, "", 7},
+		{"no gateway prints 1", []string{"sandbox", "run", "--no-gateway", "--", "sh", "-c", "echo 1"}, "1\n", 0},
+		{"no gateway exit code", []string{"sandbox", "run", "--no-gateway", "--", "false"}, "", 1},
+		{"gateway env", []string{"sandbox", "run", "--", "sh", "-c", `test -n "$ANTHROPIC_BASE_URL" && test -n "$HTTPS_PROXY" && echo ok`}, "ok\n", 0},
+		{"no gateway env", []string{"sandbox", "run", "--no-gateway", "--", "sh", "-c", `test -z "$ANTHROPIC_BASE_URL$HTTPS_PROXY" && echo ok`}, "ok\n", 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			out, errOut, code := e.run(t, c.args...)
+			if out != c.wantOut || code != c.wantCode {
+				t.Errorf("got exit %d, stdout %q (stderr %q); want %d, %q", code, out, errOut, c.wantCode, c.wantOut)
+			}
+		})
+	}
+	t.Run("no secret inside", func(t *testing.T) {
+		out, errOut, code := e.run(t, "sandbox", "run", "--", "sh", "-c",
+			"env; cat /proc/1/environ /proc/self/environ 2>/dev/null | tr '\\0' '\\n'; cat ~/.gitconfig /etc/gitconfig 2>/dev/null; true")
+		if code != 0 {
+			t.Fatalf("got exit %d (stderr %q); want 0", code, errOut)
+		}
+		if !strings.Contains(out, "ANTHROPIC_API_KEY=") || !strings.Contains(out, "HF_TOKEN=") {
+			t.Errorf("got %q; want the sandbox's own token in ANTHROPIC_API_KEY and HF_TOKEN", out)
+		}
+		for _, s := range []string{secret, "hf_cli_REAL_token"} {
+			if strings.Contains(out, s) || strings.Contains(errOut, s) {
+				t.Errorf("secret %q visible inside: %q", s, out)
+			}
+		}
+	})
+	t.Run("tokens revoked", func(t *testing.T) {
+		out, _, code := e.run(t, "usage")
+		if code != 0 || strings.Count(out, "revoked") < 4 || strings.Contains(out, "active") {
+			t.Errorf("got exit %d, usage %q; want every sandbox token revoked", code, out)
+		}
+	})
+}
+
+// TestSandboxExecFromAnotherProcess drives a running sandbox from other
+// mlagent processes, as from another terminal.
+func TestSandboxExecFromAnotherProcess(t *testing.T) {
+	sandboxtest.RequireBwrap(t)
+	e := newCLIEnv(t)
+	runCmd := exec.Command(binary, "sandbox", "run", "--no-gateway", "--name", "w1", "--", "sleep", "300")
+	runCmd.Env = e.env
+	if err := runCmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan int, 1)
+	go func() { runCmd.Wait(); exited <- runCmd.ProcessState.ExitCode() }()
+	t.Cleanup(func() { runCmd.Process.Kill() })
+	// Wait (not timed: bounded only so a broken run does not hang) until
+	// the sandbox serves.
+	for i := 0; ; i++ {
+		out, _, code := e.run(t, "sandbox", "exec", "w1", "--", "true")
+		if code == 0 {
+			break
+		}
+		if i == 500 {
+			t.Fatalf("sandbox w1 never served: %q", out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	out, _, code := e.run(t, "sandbox", "ls")
+	if code != 0 || !strings.Contains(out, "w1") || !strings.Contains(out, "running") {
+		t.Errorf("ls: got exit %d, %q; want w1 running", code, out)
+	}
+	out, errOut, code := e.run(t, "sandbox", "exec", "--env", "X=42", "w1", "--", "sh", "-c", "echo $X; pwd; exit 4")
+	if code != 4 || out != "42\n/workspace\n" {
+		t.Errorf("exec: got exit %d, %q (stderr %q); want 4, %q", code, out, errOut, "42\n/workspace\n")
+	}
+	out, errOut, code = e.run(t, "sandbox", "kill", "w1")
+	if code != 0 || out != "terminated w1\n" {
+		t.Errorf("kill: got exit %d, %q (stderr %q); want 0, terminated w1", code, out, errOut)
+	}
+	if got := <-exited; got == 0 {
+		t.Errorf("run of a killed sandbox: got exit 0; want a failure")
+	}
+	if _, _, code := e.run(t, "sandbox", "exec", "w1", "--", "true"); code == 0 {
+		t.Errorf("exec after kill: got exit 0; want a failure")
+	}
+	out, errOut, code = e.run(t, "sandbox", "rm", "w1")
+	if code != 0 || out != "removed w1\n" {
+		t.Errorf("rm: got exit %d, %q (stderr %q); want 0, removed w1", code, out, errOut)
+	}
+	if out, _, _ := e.run(t, "sandbox", "ls"); out != "no sandboxes\n" {
+		t.Errorf("ls after rm: got %q; want no sandboxes", out)
+	}
+}
