@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -108,6 +109,8 @@ func TestSandboxExecFromAnotherProcess(t *testing.T) {
 	e := newCLIEnv(t)
 	runCmd := exec.Command(binary, "sandbox", "run", "--no-gateway", "--name", "w1", "--", "sleep", "300")
 	runCmd.Env = e.env
+	var runErr syncBuf
+	runCmd.Stderr = &runErr
 	if err := runCmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -117,12 +120,17 @@ func TestSandboxExecFromAnotherProcess(t *testing.T) {
 	// Wait (not timed: bounded only so a broken run does not hang) until
 	// the sandbox serves.
 	for i := 0; ; i++ {
-		out, _, code := e.run(t, "sandbox", "exec", "w1", "--", "true")
+		_, errOut, code := e.run(t, "sandbox", "exec", "w1", "--", "true")
 		if code == 0 {
 			break
 		}
-		if i == 500 {
-			t.Fatalf("sandbox w1 never served: %q", out)
+		select {
+		case c := <-exited:
+			t.Fatalf("sandbox run exited with %d before serving: %q", c, runErr.String())
+		default:
+		}
+		if i == 3000 {
+			t.Fatalf("sandbox w1 never served: %q", errOut)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -151,4 +159,22 @@ func TestSandboxExecFromAnotherProcess(t *testing.T) {
 	if out, _, _ := e.run(t, "sandbox", "ls"); out != "no sandboxes\n" {
 		t.Errorf("ls after rm: got %q; want no sandboxes", out)
 	}
+}
+
+// syncBuf is a buffer a process writes while the test reads it.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
