@@ -236,12 +236,9 @@ func createRunSandbox(ctx context.Context, env *Env, spec sandbox.Spec, noGatewa
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if spec.Timeout > 0 || spec.IdleTimeout > 0 {
-		// launch.SandboxRequest has no timeouts yet.
-		env.Log.Warn("--timeout and --idle-timeout are not applied to a sandbox behind the gateway yet; use --no-gateway for them")
-	}
 	sb, err := host.NewSandbox(ctx, launch.SandboxRequest{
 		Name: spec.Name, Volumes: spec.Volumes, GPU: spec.GPU, Env: spec.Env, Labels: spec.Labels,
+		Timeout: spec.Timeout, IdleTimeout: spec.IdleTimeout,
 	})
 	if err != nil {
 		host.Close()

@@ -79,6 +79,13 @@ func TestSandboxRunCLI(t *testing.T) {
 			}
 		})
 	}
+	t.Run("timeout behind the gateway", func(t *testing.T) {
+		start := time.Now()
+		_, errOut, code := e.run(t, "sandbox", "run", "--timeout", "1s", "--", "sleep", "30")
+		if code == 0 || time.Since(start) > 10*time.Second {
+			t.Errorf("got exit %d after %v (stderr %q); want a failure within seconds", code, time.Since(start), errOut)
+		}
+	})
 	t.Run("no secret inside", func(t *testing.T) {
 		out, errOut, code := e.run(t, "sandbox", "run", "--", "sh", "-c",
 			"env; cat /proc/1/environ /proc/self/environ 2>/dev/null | tr '\\0' '\\n'; cat ~/.gitconfig /etc/gitconfig 2>/dev/null; true")

@@ -229,6 +229,9 @@ type SandboxRequest struct {
 	TTL          time.Duration // token lifetime; 0: 24h
 	Labels       map[string]string
 	Env          map[string]string
+	// Timeout and IdleTimeout end the sandbox (see sandbox.Spec); its
+	// token is revoked by Terminate or, if nobody calls it, at the next Start.
+	Timeout, IdleTimeout time.Duration
 }
 
 // Sandbox is a sandbox whose token dies with it.
@@ -268,6 +271,9 @@ func (h *Host) NewSandbox(ctx context.Context, r SandboxRequest) (*Sandbox, erro
 		GPU:     r.GPU,
 		Gateway: &sandbox.GatewayAccess{Socket: h.socket, Token: tok.Token},
 		Labels:  r.Labels,
+
+		Timeout:     r.Timeout,
+		IdleTimeout: r.IdleTimeout,
 	})
 	if err != nil {
 		if rerr := h.tokens.Revoke(context.WithoutCancel(ctx), tok.ID); rerr != nil {

@@ -193,3 +193,39 @@ type listBackend struct {
 func (b *listBackend) List(context.Context) ([]sandbox.Info, error) { return b.infos, nil }
 
 func (failingBackend) List(context.Context) ([]sandbox.Info, error) { return nil, nil }
+
+// specRecorder fails every Create after keeping the spec it was given.
+type specRecorder struct {
+	failingBackend
+	spec sandbox.Spec
+}
+
+func (r *specRecorder) Create(_ context.Context, s sandbox.Spec) (sandbox.Sandbox, error) {
+	r.spec = s
+	return nil, fmt.Errorf("recorded")
+}
+
+// The request's limits, volumes and labels reach the backend, with the
+// gateway socket and a fresh token rather than anything of the host's.
+func TestNewSandboxPassesSpec(t *testing.T) {
+	ctx := context.Background()
+	home, _ := os.MkdirTemp("", "mlh")
+	defer os.RemoveAll(home)
+	cfg := config.Defaults()
+	cfg.Home = home
+	rec := &specRecorder{}
+	h, err := Start(ctx, Options{Config: cfg, Upstream: "http://127.0.0.1:1", ModelKey: realKey, Backend: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	h.NewSandbox(ctx, SandboxRequest{Name: "limits", Timeout: 90 * time.Second, IdleTimeout: 30 * time.Second,
+		Labels: map[string]string{"k": "v"}, GPU: sandbox.GPUOptional})
+	s := rec.spec
+	if s.Name != "limits" || s.Timeout != 90*time.Second || s.IdleTimeout != 30*time.Second || s.Labels["k"] != "v" || s.GPU != sandbox.GPUOptional {
+		t.Fatalf("backend got spec %+v", s)
+	}
+	if s.Gateway == nil || s.Gateway.Token == "" || s.Gateway.Token == realKey || len(s.Volumes) == 0 {
+		t.Fatalf("backend got gateway %+v volumes %v; want a sandbox token and the default volumes", s.Gateway, s.Volumes)
+	}
+}
