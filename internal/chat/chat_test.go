@@ -392,6 +392,15 @@ func TestMarkdown(t *testing.T) {
 		{"#hashtag", "#hashtag"},
 		{"--", "--"},
 		{"tail *", "tail *"},
+		{"Results:\n| Class | Acc |\n|---|---:|\n| **Forest** | 98% |\n| Sea\\|Lake | 7% |\nDone\n",
+			"Results:\n" +
+				"  " + sgrBold + "Class   " + sgrReset + "  " + sgrBold + "Acc" + sgrReset + "\n" +
+				"  " + sgrDim + "────────" + sgrReset + "  " + sgrDim + "───" + sgrReset + "\n" +
+				"  Forest    98%\n" +
+				"  Sea|Lake   7%\n" +
+				"Done\n"},
+		{"| a | b |\n| c |", "| a | b |\n| c |\n"},
+		{"| x |\n|:-:|\n| y |", "  " + sgrBold + "x" + sgrReset + "\n  " + sgrDim + "─" + sgrReset + "\n  y\n"},
 	}
 	for _, c := range cases {
 		m := newMarkdown(true)

@@ -59,7 +59,8 @@ func sanitize(s string) string {
 // one (a line's leading "#", "```", "- ", or a "*" that may open "**").
 // Plain mode passes the text through unchanged. It is a subset on
 // purpose: headings, bullets, bold, inline code and fenced code blocks
-// are what the model writes in a chat.
+// are what the model writes in a chat, and tables, which are held until
+// their last row so that columns can be aligned.
 type markdown struct {
 	style bool // emit SGR styling
 
@@ -71,6 +72,10 @@ type markdown struct {
 	bold      bool
 	code      bool
 	heading   bool
+
+	inRow bool     // inside a line that began with '|'
+	row   string   // that line so far
+	rows  []string // the table's complete lines
 }
 
 func newMarkdown(style bool) *markdown { return &markdown{style: style, lineStart: true} }
@@ -94,6 +99,13 @@ func (m *markdown) Flush() string {
 		return ""
 	}
 	var b strings.Builder
+	if m.inRow {
+		m.rows = append(m.rows, m.row)
+		m.inRow, m.row = false, ""
+	}
+	if len(m.rows) > 0 {
+		m.flushTable(&b)
+	}
 	if m.pending != "" {
 		p := m.pending
 		m.pending = ""
@@ -133,6 +145,25 @@ func (m *markdown) rune(b *strings.Builder, r rune) {
 			m.lineStart = true
 		}
 		return
+	}
+	if m.inRow {
+		if r == '\n' {
+			m.rows = append(m.rows, m.row)
+			m.inRow, m.row = false, ""
+			m.lineStart = true
+			return
+		}
+		m.row += string(r)
+		return
+	}
+	if m.lineStart && !m.fence && m.pending == "" {
+		if r == '|' {
+			m.inRow, m.row = true, "|"
+			return
+		}
+		if len(m.rows) > 0 {
+			m.flushTable(b)
+		}
 	}
 	if m.lineStart {
 		cand := m.pending + string(r)
@@ -239,4 +270,117 @@ func (m *markdown) apply(b *strings.Builder) {
 	if m.code {
 		b.WriteString(sgrCode)
 	}
+}
+
+// flushTable writes the held table lines: aligned columns with a bold
+// header and a rule when they form a table (a header row, then a
+// delimiter row like |---|:--:|), else as the text they are.
+func (m *markdown) flushTable(b *strings.Builder) {
+	rows := m.rows
+	m.rows = nil
+	var cells [][]string
+	for _, r := range rows {
+		cells = append(cells, splitRow(r))
+	}
+	if len(cells) < 2 || !isDelimiterRow(cells[1]) {
+		for _, r := range rows {
+			for _, c := range r + "\n" {
+				m.inline(b, c)
+			}
+		}
+		return
+	}
+	right := make([]bool, len(cells[1]))
+	for i, c := range cells[1] {
+		right[i] = strings.HasSuffix(strings.TrimSpace(c), ":") && !strings.HasPrefix(strings.TrimSpace(c), ":")
+	}
+	body := append([][]string{cells[0]}, cells[2:]...)
+	var width []int
+	for _, row := range body {
+		for i, c := range row {
+			c = plainCell(c)
+			row[i] = c
+			if i >= len(width) {
+				width = append(width, 0)
+			}
+			width[i] = max(width[i], utf8.RuneCountInString(c))
+		}
+	}
+	line := func(row []string, style string) {
+		b.WriteString("  ")
+		for i := range width {
+			c := ""
+			if i < len(row) {
+				c = row[i]
+			}
+			pad := strings.Repeat(" ", width[i]-utf8.RuneCountInString(c))
+			if i > 0 {
+				b.WriteString("  ")
+			}
+			if style != "" {
+				b.WriteString(style)
+			}
+			if i < len(right) && right[i] {
+				b.WriteString(pad + c)
+			} else {
+				b.WriteString(c + pad)
+			}
+			if style != "" {
+				b.WriteString(sgrReset)
+			}
+		}
+		b.WriteByte('\n')
+	}
+	line(body[0], sgrBold)
+	rule := make([]string, len(width))
+	for i, w := range width {
+		rule[i] = strings.Repeat("─", w)
+	}
+	line(rule, sgrDim)
+	for _, row := range body[1:] {
+		line(row, "")
+	}
+}
+
+// splitRow splits a table line into its cells; "\|" is a literal bar.
+func splitRow(line string) []string {
+	line = strings.TrimSpace(line)
+	line = strings.TrimPrefix(line, "|")
+	if strings.HasSuffix(line, "|") && !strings.HasSuffix(line, "\\|") {
+		line = line[:len(line)-1]
+	}
+	var cells []string
+	var cur strings.Builder
+	for i := 0; i < len(line); i++ {
+		switch {
+		case line[i] == '\\' && i+1 < len(line) && line[i+1] == '|':
+			cur.WriteByte('|')
+			i++
+		case line[i] == '|':
+			cells = append(cells, cur.String())
+			cur.Reset()
+		default:
+			cur.WriteByte(line[i])
+		}
+	}
+	return append(cells, cur.String())
+}
+
+func isDelimiterRow(cells []string) bool {
+	for _, c := range cells {
+		c = strings.TrimSpace(c)
+		c = strings.TrimPrefix(strings.TrimSuffix(c, ":"), ":")
+		if c == "" || strings.Trim(c, "-") != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// plainCell is a cell's text without the emphasis and code markers that a
+// column-aligned layout cannot style piecewise.
+func plainCell(c string) string {
+	c = strings.TrimSpace(c)
+	c = strings.ReplaceAll(c, "**", "")
+	return strings.ReplaceAll(c, "`", "")
 }
