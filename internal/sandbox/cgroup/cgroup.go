@@ -1,0 +1,363 @@
+// Package cgroup puts a sandbox's processes under CPU and memory limits
+// with the host's cgroup filesystem: cgroup v2 where its controllers are
+// available (a delegated subtree, or the root of a container's cgroup
+// namespace), else the v1 memory and cpu hierarchies. Creating a group
+// needs write access there: root, or a delegated v2 subtree such as a
+// systemd user session's. Where that is missing, New says why and the
+// caller runs without limits (bubblewrap itself has no cgroup support).
+package cgroup
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Limits are what a group enforces; a zero field is no limit.
+type Limits struct {
+	CPUs        float64 // CPU time per wall-clock second, e.g. 1.5
+	MemoryBytes int64   // resident memory (and swap) before the OOM killer
+}
+
+// ErrUnavailable wraps every reason a group could not be made.
+var ErrUnavailable = errors.New("cgroup limits unavailable")
+
+// Group is one sandbox's cgroup: a directory per hierarchy (one on v2,
+// one per controller on v1).
+type Group struct {
+	dirs []string
+	V2   bool
+}
+
+// cpuPeriod is the CFS period the CPU quota is expressed in, in µs.
+const cpuPeriod = 100000
+
+// host is where the cgroup filesystem and this process's membership are
+// read from; tests point it at a fake tree.
+type host struct {
+	mountinfo  string // /proc/self/mountinfo
+	selfCgroup string // /proc/self/cgroup
+	prefix     string // prepended to mount points
+}
+
+var system = host{mountinfo: "/proc/self/mountinfo", selfCgroup: "/proc/self/cgroup"}
+
+// New creates the group "mlagent-<name>" next to (v2) or under (v1) this
+// process's own cgroup and writes the limits. Processes join it with Add.
+func New(name string, l Limits) (*Group, error) { return system.create(name, l) }
+
+func (h host) create(name string, l Limits) (*Group, error) {
+	if l.CPUs < 0 || l.MemoryBytes < 0 {
+		return nil, fmt.Errorf("%w: negative limit", ErrUnavailable)
+	}
+	if l.CPUs == 0 && l.MemoryBytes == 0 {
+		return &Group{}, nil
+	}
+	mounts, err := h.mounts()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	own, err := h.membership()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	var need []string
+	if l.MemoryBytes > 0 {
+		need = append(need, "memory")
+	}
+	if l.CPUs > 0 {
+		need = append(need, "cpu")
+	}
+	leaf := "mlagent-" + name
+	var v2err error
+	if m, ok := mounts["cgroup2"]; ok {
+		g, err := createV2(m, own[""], leaf, need, l)
+		if err == nil {
+			return g, nil
+		}
+		v2err = err
+	}
+	g, err := createV1(mounts, own, leaf, need, l)
+	if err != nil {
+		if v2err != nil {
+			err = fmt.Errorf("%v; cgroup v2: %v", err, v2err)
+		}
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return g, nil
+}
+
+// mount is a cgroup filesystem mounted at dir, showing the hierarchy
+// from root down.
+type mount struct{ dir, root string }
+
+// path is where a cgroup path of this hierarchy lies in the filesystem.
+func (m mount) path(cg string) (string, error) {
+	rel, err := filepath.Rel(m.root, cg)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		return "", fmt.Errorf("cgroup %s is outside the mount of %s", cg, m.root)
+	}
+	return filepath.Join(m.dir, rel), nil
+}
+
+// mounts maps "cgroup2" and each v1 controller to its mount.
+func (h host) mounts() (map[string]mount, error) {
+	f, err := os.Open(h.mountinfo)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	out := map[string]mount{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// id parent major:minor root mountpoint opts [optional…] - fstype source superopts
+		pre, post, ok := strings.Cut(sc.Text(), " - ")
+		if !ok {
+			continue
+		}
+		a, b := strings.Fields(pre), strings.Fields(post)
+		if len(a) < 5 || len(b) < 3 {
+			continue
+		}
+		m := mount{dir: h.prefix + unescape(a[4]), root: unescape(a[3])}
+		switch b[0] {
+		case "cgroup2":
+			out["cgroup2"] = m
+		case "cgroup":
+			for _, o := range strings.Split(b[2], ",") {
+				if o == "memory" || o == "cpu" {
+					out[o] = m
+				}
+			}
+		}
+	}
+	return out, sc.Err()
+}
+
+// unescape undoes mountinfo's octal escapes (\040 for a space).
+func unescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// membership maps each v1 controller (and "" for v2) to this process's
+// cgroup path.
+func (h host) membership() (map[string]string, error) {
+	data, err := os.ReadFile(h.selfCgroup)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		if parts[1] == "" {
+			out[""] = parts[2]
+			continue
+		}
+		for _, c := range strings.Split(parts[1], ",") {
+			out[c] = parts[2]
+		}
+	}
+	return out, nil
+}
+
+func createV2(m mount, own, leaf string, need []string, l Limits) (*Group, error) {
+	if own == "" {
+		return nil, errors.New("this process is in no cgroup v2 group")
+	}
+	// A v2 group with processes cannot also hand controllers to children,
+	// so the sandbox's group is a sibling of ours, unless we are at the
+	// root (of a container's cgroup namespace), which is exempt.
+	parentCg := own
+	if own != "/" {
+		parentCg = filepath.Dir(own)
+	}
+	parent, err := m.path(parentCg)
+	if err != nil {
+		return nil, err
+	}
+	avail, err := os.ReadFile(filepath.Join(parent, "cgroup.controllers"))
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range need {
+		if !hasWord(string(avail), c) {
+			return nil, fmt.Errorf("controller %s is not available in %s", c, parent)
+		}
+	}
+	enabled, _ := os.ReadFile(filepath.Join(parent, "cgroup.subtree_control"))
+	for _, c := range need {
+		if !hasWord(string(enabled), c) {
+			if err := write(filepath.Join(parent, "cgroup.subtree_control"), "+"+c); err != nil {
+				return nil, fmt.Errorf("enable %s for children of %s: %w", c, parent, err)
+			}
+		}
+	}
+	dir := filepath.Join(parent, leaf)
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return nil, err
+	}
+	g := &Group{dirs: []string{dir}, V2: true}
+	if l.MemoryBytes > 0 {
+		if err := write(filepath.Join(dir, "memory.max"), strconv.FormatInt(l.MemoryBytes, 10)); err != nil {
+			g.Remove()
+			return nil, err
+		}
+		write(filepath.Join(dir, "memory.swap.max"), "0") // absent without swap accounting
+	}
+	if l.CPUs > 0 {
+		if err := write(filepath.Join(dir, "cpu.max"), fmt.Sprintf("%d %d", quota(l.CPUs), cpuPeriod)); err != nil {
+			g.Remove()
+			return nil, err
+		}
+	}
+	return g, nil
+}
+
+func createV1(mounts map[string]mount, own map[string]string, leaf string, need []string, l Limits) (*Group, error) {
+	g := &Group{}
+	for _, c := range need {
+		m, ok := mounts[c]
+		if !ok {
+			g.Remove()
+			return nil, fmt.Errorf("no cgroup v1 %s hierarchy is mounted", c)
+		}
+		base, err := m.path(own[c])
+		if err != nil {
+			g.Remove()
+			return nil, err
+		}
+		dir := filepath.Join(base, leaf)
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			g.Remove()
+			return nil, fmt.Errorf("create cgroup: %w", err)
+		}
+		g.dirs = append(g.dirs, dir)
+		switch c {
+		case "memory":
+			v := strconv.FormatInt(l.MemoryBytes, 10)
+			err = write(filepath.Join(dir, "memory.limit_in_bytes"), v)
+			if err == nil {
+				// memsw ≥ memory, so it is set second; absent without swap accounting.
+				write(filepath.Join(dir, "memory.memsw.limit_in_bytes"), v)
+			}
+		case "cpu":
+			if err = write(filepath.Join(dir, "cpu.cfs_period_us"), strconv.Itoa(cpuPeriod)); err == nil {
+				err = write(filepath.Join(dir, "cpu.cfs_quota_us"), strconv.FormatInt(quota(l.CPUs), 10))
+			}
+		}
+		if err != nil {
+			g.Remove()
+			return nil, err
+		}
+	}
+	return g, nil
+}
+
+// quota is the CPU time per period for cpus CPUs, at least 1 ms as the
+// kernel requires.
+func quota(cpus float64) int64 { return max(int64(cpus*cpuPeriod), 1000) }
+
+func hasWord(list, w string) bool {
+	for _, f := range strings.Fields(list) {
+		if f == w {
+			return true
+		}
+	}
+	return false
+}
+
+func write(path, v string) error {
+	// O_CREATE only matters to a test's fake tree: cgroupfs refuses new files.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(v)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write %q to %s: %w", v, path, err)
+	}
+	return nil
+}
+
+// Add moves a process (all its threads) into the group. Its children
+// forked afterwards are born there.
+func (g *Group) Add(pid int) error {
+	for _, d := range g.dirs {
+		if err := write(filepath.Join(d, "cgroup.procs"), strconv.Itoa(pid)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Dirs are the group's directories, for a caller that reports where a
+// limit is enforced.
+func (g *Group) Dirs() []string { return append([]string(nil), g.dirs...) }
+
+// OOMKills is how many processes of the group the kernel killed for
+// exceeding the memory limit, where the kernel reports it.
+func (g *Group) OOMKills() int64 {
+	for _, d := range g.dirs {
+		name, key := "memory.oom_control", "oom_kill"
+		if g.V2 {
+			name, key = "memory.events", "oom_kill"
+		}
+		data, err := os.ReadFile(filepath.Join(d, name))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(line, key+" "); ok {
+				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				return n
+			}
+		}
+	}
+	return 0
+}
+
+// Remove deletes the group once its processes are gone; they may take a
+// moment to leave after being killed, so it retries for up to a second.
+func (g *Group) Remove() error {
+	var errs []error
+	for _, d := range g.dirs {
+		var err error
+		for i := 0; i < 100; i++ {
+			if err = os.Remove(d); err == nil || errors.Is(err, os.ErrNotExist) {
+				err = nil
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	g.dirs = nil
+	return errors.Join(errs...)
+}

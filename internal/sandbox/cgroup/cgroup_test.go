@@ -1,0 +1,216 @@
+package cgroup
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fakeHost lays out a cgroup tree under a temporary directory.
+func fakeHost(t *testing.T, mountinfo, self string, files map[string]string) (host, string) {
+	t.Helper()
+	root := t.TempDir()
+	for name, data := range files {
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(root, "mountinfo"), []byte(mountinfo), 0o644)
+	os.WriteFile(filepath.Join(root, "self"), []byte(self), 0o644)
+	return host{mountinfo: filepath.Join(root, "mountinfo"), selfCgroup: filepath.Join(root, "self"), prefix: root}, root
+}
+
+func read(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// On a unified (v2) host the group is a sibling of this process's own,
+// with the parent's controllers enabled for children.
+func TestCreateV2(t *testing.T) {
+	h, root := fakeHost(t,
+		"30 1 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n",
+		"0::/user.slice/app.slice/term.scope\n",
+		map[string]string{
+			"sys/fs/cgroup/user.slice/app.slice/cgroup.controllers":     "cpu io memory pids\n",
+			"sys/fs/cgroup/user.slice/app.slice/cgroup.subtree_control": "",
+		})
+	g, err := h.create("s1", Limits{CPUs: 0.5, MemoryBytes: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(root, "sys/fs/cgroup/user.slice/app.slice/mlagent-s1")
+	if !g.V2 || len(g.dirs) != 1 || g.dirs[0] != dir {
+		t.Fatalf("group %+v; want v2 at %s", g, dir)
+	}
+	if got := read(t, filepath.Join(dir, "memory.max")); got != "67108864" {
+		t.Errorf("memory.max = %q", got)
+	}
+	if got := read(t, filepath.Join(dir, "cpu.max")); got != "50000 100000" {
+		t.Errorf("cpu.max = %q", got)
+	}
+	if got := read(t, filepath.Join(root, "sys/fs/cgroup/user.slice/app.slice/cgroup.subtree_control")); !strings.HasPrefix(got, "+") {
+		t.Errorf("subtree_control = %q; want controllers enabled", got)
+	}
+	if err := g.Add(4242); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, filepath.Join(dir, "cgroup.procs")); got != "4242" {
+		t.Errorf("cgroup.procs = %q", got)
+	}
+}
+
+// A hybrid host (v2 mounted without the controllers, as on this CI
+// machine) falls back to the v1 hierarchies, each under our own group.
+func TestCreateV1Hybrid(t *testing.T) {
+	h, root := fakeHost(t,
+		"32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n"+
+			"35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"+
+			"41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n",
+		"4:memory:/process_api/abc\n1:cpu,cpuacct:/\n0::/\n",
+		map[string]string{
+			"sys/fs/cgroup/unified/cgroup.controllers":   "hugetlb\n",
+			"sys/fs/cgroup/memory/process_api/abc/tasks": "",
+			"sys/fs/cgroup/cpu,cpuacct/cgroup.procs":     "",
+		})
+	g, err := h.create("s2", Limits{CPUs: 2, MemoryBytes: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := filepath.Join(root, "sys/fs/cgroup/memory/process_api/abc/mlagent-s2")
+	cpu := filepath.Join(root, "sys/fs/cgroup/cpu,cpuacct/mlagent-s2")
+	if g.V2 || len(g.dirs) != 2 || g.dirs[0] != mem || g.dirs[1] != cpu {
+		t.Fatalf("group %+v; want v1 at %s and %s", g, mem, cpu)
+	}
+	if got := read(t, filepath.Join(mem, "memory.limit_in_bytes")); got != "1073741824" {
+		t.Errorf("memory.limit_in_bytes = %q", got)
+	}
+	if got := read(t, filepath.Join(cpu, "cpu.cfs_quota_us")); got != "200000" {
+		t.Errorf("cpu.cfs_quota_us = %q", got)
+	}
+}
+
+func TestCreateUnavailable(t *testing.T) {
+	h, _ := fakeHost(t, "22 1 0:21 / / rw - ext4 /dev/sda1 rw\n", "0::/\n", nil)
+	if _, err := h.create("s3", Limits{MemoryBytes: 1 << 20}); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "memory") {
+		t.Fatalf("got %v; want ErrUnavailable naming the memory controller", err)
+	}
+	g, err := h.create("s3", Limits{})
+	if err != nil || len(g.dirs) != 0 {
+		t.Fatalf("no limits: got %+v, %v; want an empty group", g, err)
+	}
+	if err := g.Add(1); err != nil {
+		t.Fatalf("Add to an empty group: %v", err)
+	}
+}
+
+func TestUnescape(t *testing.T) {
+	for in, want := range map[string]string{`/a\040b`: "/a b", `/plain`: "/plain", `/end\04`: `/end\04`} {
+		if got := unescape(in); got != want {
+			t.Errorf("unescape(%q) = %q; want %q", in, got, want)
+		}
+	}
+}
+
+// child is the process the real-cgroup tests put in a group: it waits for
+// a byte on stdin (so it has joined before it works), then allocates or
+// spins as CGROUP_TEST_CHILD says.
+func TestMain(m *testing.M) {
+	switch os.Getenv("CGROUP_TEST_CHILD") {
+	case "alloc":
+		os.Stdin.Read(make([]byte, 1))
+		b := make([]byte, 512<<20)
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = 1
+		}
+		os.Exit(0)
+	case "spin":
+		os.Stdin.Read(make([]byte, 1))
+		for end := time.Now().Add(time.Second); time.Now().Before(end); {
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// startChild starts the test binary as a child of the given kind inside g.
+func startChild(t *testing.T, g *Group, kind string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "CGROUP_TEST_CHILD="+kind, "GOMAXPROCS=1")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Add(cmd.Process.Pid); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("Add: %v", err)
+	}
+	in.Write([]byte{1})
+	in.Close()
+	return cmd
+}
+
+func realGroup(t *testing.T, l Limits) *Group {
+	t.Helper()
+	g, err := New("test-"+strconv.Itoa(os.Getpid())+"-"+t.Name(), l)
+	if errors.Is(err, ErrUnavailable) {
+		t.Skipf("this host gives no cgroup to limit (needs root or a delegated cgroup v2 subtree): %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := g.Remove(); err != nil {
+			t.Errorf("Remove: %v", err)
+		}
+	})
+	return g
+}
+
+func TestMemoryLimitKills(t *testing.T) {
+	g := realGroup(t, Limits{MemoryBytes: 64 << 20})
+	cmd := startChild(t, g, "alloc")
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != -1 {
+		t.Fatalf("a child touching 512 MiB under a 64 MiB limit: %v; want it killed", err)
+	}
+	if n := g.OOMKills(); n < 1 {
+		t.Errorf("OOMKills = %d; want ≥ 1", n)
+	}
+}
+
+func TestCPULimitThrottles(t *testing.T) {
+	g := realGroup(t, Limits{CPUs: 0.2})
+	cmd := startChild(t, g, "spin")
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	used := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	// One second of spinning under 0.2 CPUs: about 0.2 s of CPU time.
+	if used > 500*time.Millisecond {
+		t.Errorf("child used %v of CPU in 1 s under a 0.2 CPU limit", used)
+	}
+	stat := read(t, filepath.Join(g.dirs[0], "cpu.stat"))
+	if !strings.Contains(stat, "nr_throttled") || strings.Contains(stat, "nr_throttled 0\n") {
+		t.Errorf("cpu.stat shows no throttling:\n%s", stat)
+	}
+}
