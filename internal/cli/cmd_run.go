@@ -73,6 +73,7 @@ type chatFlags struct {
 	gpu          gpuFlag
 	volumes      volumeFlags
 	dashboard    string
+	limits       limitFlags
 }
 
 func (c *chatFlags) register(fs *flag.FlagSet, cfg *config.Config, withSandbox bool) {
@@ -88,6 +89,7 @@ func (c *chatFlags) register(fs *flag.FlagSet, cfg *config.Config, withSandbox b
 	fs.StringVar(&c.gatewayAdmin, "gateway-admin", "", "the shared gateway's admin-plane URL (admin token: secret or $MLAGENT_ADMIN_TOKEN)")
 	fs.StringVar(&c.backend, "backend", cfg.Sandbox.Backend, "sandbox backend: local (bubblewrap)")
 	fs.StringVar(&c.dashboard, "dashboard-listen", cfg.Dashboard.Listen, `live dashboard address (loopback); "off" disables it`)
+	c.limits.register(fs, cfg)
 	if withSandbox {
 		fs.Var(&c.gpu, "gpu", "use the host's NVIDIA GPUs: --gpu (required) or --gpu=optional")
 		fs.Var(&c.volumes, "volume", "extra volume NAME:PATH (repeatable); data and trackio are always mounted")
@@ -233,6 +235,10 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 	if (cf.gateway == "") != (cf.gatewayAdmin == "") {
 		return fail(ExitUsage, "--gateway and --gateway-admin go together")
 	}
+	cpus, memory, err := cf.limits.values()
+	if err != nil {
+		return fail(ExitUsage, "%v", err)
+	}
 
 	// 1. The model key, before anything is created.
 	keys, err := launch.ResolveKeys(env.Config, env.Getenv)
@@ -281,6 +287,7 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 	sb, err := host.NewSandbox(ctx, launch.SandboxRequest{
 		Volumes: cs.Volumes, GPU: gpu, BudgetUSD: cf.budgetUSD,
 		Labels: map[string]string{"mlagent.session": cs.ID},
+		CPUs:   cpus, MemoryBytes: memory,
 	})
 	if err != nil {
 		return fail(ExitFailure, "create sandbox: %v", err)

@@ -129,6 +129,8 @@ func sandboxRun(ctx context.Context, env *Env, args []string) int {
 	idle := fs.String("idle-timeout", env.Config.Sandbox.IdleTimeout, "end after this long with no command running (config sandbox.idle_timeout)")
 	keep := fs.Bool("keep", false, "keep the workspace of an unnamed sandbox after it ends")
 	noGateway := fs.Bool("no-gateway", false, "no gateway: loopback only inside, no pip, no Hugging Face Hub")
+	var limits limitFlags
+	limits.register(fs, env.Config)
 	if code := parseFlags(fs, args, env); code >= 0 {
 		return code
 	}
@@ -141,6 +143,9 @@ func sandboxRun(ctx context.Context, env *Env, args []string) int {
 	var err error
 	if spec.Timeout, err = parseDuration(*timeout); err == nil {
 		spec.IdleTimeout, err = parseDuration(*idle)
+	}
+	if err == nil {
+		spec.CPUs, spec.MemoryBytes, err = limits.values()
 	}
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "mlagent sandbox run: %v\n", err)
@@ -238,7 +243,7 @@ func createRunSandbox(ctx context.Context, env *Env, spec sandbox.Spec, noGatewa
 	}
 	sb, err := host.NewSandbox(ctx, launch.SandboxRequest{
 		Name: spec.Name, Volumes: spec.Volumes, GPU: spec.GPU, Env: spec.Env, Labels: spec.Labels,
-		Timeout: spec.Timeout, IdleTimeout: spec.IdleTimeout,
+		Timeout: spec.Timeout, IdleTimeout: spec.IdleTimeout, CPUs: spec.CPUs, MemoryBytes: spec.MemoryBytes,
 	})
 	if err != nil {
 		host.Close()

@@ -41,10 +41,12 @@ type GatewayConfig struct {
 
 // SandboxConfig configures sandbox backends.
 type SandboxConfig struct {
-	Backend     string `toml:"backend"`      // "local" (bubblewrap)
-	Bwrap       string `toml:"bwrap"`        // path to bwrap; default from $PATH
-	Timeout     string `toml:"timeout"`      // wall-clock limit, Go duration; "" = none
-	IdleTimeout string `toml:"idle_timeout"` // idle limit, Go duration; "" = none
+	Backend     string  `toml:"backend"`      // "local" (bubblewrap)
+	Bwrap       string  `toml:"bwrap"`        // path to bwrap; default from $PATH
+	Timeout     string  `toml:"timeout"`      // wall-clock limit, Go duration; "" = none
+	IdleTimeout string  `toml:"idle_timeout"` // idle limit, Go duration; "" = none
+	CPUs        float64 `toml:"cpus"`         // CPU limit per sandbox, e.g. 4; 0 = none
+	Memory      string  `toml:"memory"`       // memory limit per sandbox, e.g. "16G"; "" = none
 }
 
 // RunConfig configures `mlagent run`.

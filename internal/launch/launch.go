@@ -232,6 +232,9 @@ type SandboxRequest struct {
 	// Timeout and IdleTimeout end the sandbox (see sandbox.Spec); its
 	// token is revoked by Terminate or, if nobody calls it, at the next Start.
 	Timeout, IdleTimeout time.Duration
+	// CPUs and MemoryBytes limit the sandbox where the backend can.
+	CPUs        float64
+	MemoryBytes int64
 }
 
 // Sandbox is a sandbox whose token dies with it.
@@ -274,6 +277,8 @@ func (h *Host) NewSandbox(ctx context.Context, r SandboxRequest) (*Sandbox, erro
 
 		Timeout:     r.Timeout,
 		IdleTimeout: r.IdleTimeout,
+		CPUs:        r.CPUs,
+		MemoryBytes: r.MemoryBytes,
 	})
 	if err != nil {
 		if rerr := h.tokens.Revoke(context.WithoutCancel(ctx), tok.ID); rerr != nil {

@@ -220,9 +220,10 @@ func TestNewSandboxPassesSpec(t *testing.T) {
 	}
 	defer h.Close()
 	h.NewSandbox(ctx, SandboxRequest{Name: "limits", Timeout: 90 * time.Second, IdleTimeout: 30 * time.Second,
-		Labels: map[string]string{"k": "v"}, GPU: sandbox.GPUOptional})
+		Labels: map[string]string{"k": "v"}, GPU: sandbox.GPUOptional, CPUs: 1.5, MemoryBytes: 1 << 30})
 	s := rec.spec
-	if s.Name != "limits" || s.Timeout != 90*time.Second || s.IdleTimeout != 30*time.Second || s.Labels["k"] != "v" || s.GPU != sandbox.GPUOptional {
+	if s.Name != "limits" || s.Timeout != 90*time.Second || s.IdleTimeout != 30*time.Second || s.Labels["k"] != "v" ||
+		s.GPU != sandbox.GPUOptional || s.CPUs != 1.5 || s.MemoryBytes != 1<<30 {
 		t.Fatalf("backend got spec %+v", s)
 	}
 	if s.Gateway == nil || s.Gateway.Token == "" || s.Gateway.Token == realKey || len(s.Volumes) == 0 {
