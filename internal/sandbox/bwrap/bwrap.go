@@ -65,6 +65,9 @@ type Backend struct {
 
 	checkOnce sync.Once
 	checkErr  error
+
+	rootOnce sync.Once
+	rootArgs []string
 }
 
 // New checks that bubblewrap is installed and prepares the store.
@@ -170,46 +173,44 @@ func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 		if err != nil {
 			b.forget(context.WithoutCancel(ctx), rec.Name)
 			os.Remove(controlPath(rec.StateDir))
-			os.RemoveAll(filepath.Join(rec.StateDir, "etc"))
 		}
 	}()
 	s := &Sandbox{b: b, rec: rec, client: &initproc.Client{Socket: controlPath(rec.StateDir)},
 		log: b.log.With("sandbox", rec.Name), exited: make(chan struct{})}
-	args, err := b.prepare(spec, rec, gpus)
+	args, files, err := b.prepare(spec, rec, gpus)
 	if err != nil {
 		return nil, fmt.Errorf("create sandbox %s: %w", spec.Name, err)
 	}
-	if err := s.start(ctx, args); err != nil {
+	if err := s.start(ctx, args, files); err != nil {
 		return nil, fmt.Errorf("create sandbox %s: %w", spec.Name, err)
 	}
 	s.log.Debug("sandbox created", "pid", rec.Pid)
 	return s, nil
 }
 
-// prepare makes the sandbox's directories and files and returns the
-// bubblewrap arguments.
-func (b *Backend) prepare(spec sandbox.Spec, rec *record, gpus []string) ([]string, error) {
-	etc := filepath.Join(rec.StateDir, "etc")
-	for _, d := range []string{workspaceDir(rec.StateDir), etc} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, err
+// prepare makes the sandbox's workspace and returns the bubblewrap
+// arguments, with the descriptors they name (fds firstFileFD, …) that the
+// caller passes to bubblewrap and closes once it has started.
+//
+// /etc is a tmpfs of its own, remounted read-only once filled: the
+// generated files (never written to the host's disk), and the host's
+// files and small directories, are copied into it by bubblewrap (--file
+// from a descriptor), which is much cheaper than a bind mount each
+// (bubblewrap reads the whole mount table for every bind); only the
+// host's larger directories are bound.
+func (b *Backend) prepare(spec sandbox.Spec, rec *record, gpus []string) (_ []string, files []*os.File, err error) {
+	defer func() {
+		if err != nil {
+			closeFiles(files)
+			files = nil
 		}
-	}
-	files := map[string][]byte{
-		"passwd": fmt.Appendf(nil, "%s:x:%d:%d:mlagent sandbox:%s:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-			sandbox.SandboxUser, sandbox.SandboxUID, sandbox.SandboxGID, sandbox.Home),
-		"group": fmt.Appendf(nil, "%s:x:%d:\nnogroup:x:65534:\n", sandbox.SandboxUser, sandbox.SandboxGID),
-		"hosts": fmt.Appendf(nil, "127.0.0.1\tlocalhost %s\n::1\tlocalhost ip6-localhost\n", rec.Name),
+	}()
+	if err := os.MkdirAll(workspaceDir(rec.StateDir), 0o700); err != nil {
+		return nil, nil, err
 	}
 	env := []map[string]string{sandbox.BaseEnv(spec), spec.Env}
 	if spec.Gateway != nil {
-		files["gitconfig"] = sandbox.GitConfigFile(spec.Gateway.Token)
 		env = append(env, sandbox.GatewayEnv(spec.Gateway.Token))
-	}
-	for name, data := range files {
-		if err := os.WriteFile(filepath.Join(etc, name), data, 0o644); err != nil {
-			return nil, err
-		}
 	}
 
 	a := []string{
@@ -224,29 +225,64 @@ func (b *Backend) prepare(spec sandbox.Spec, rec *record, gpus []string) ([]stri
 		a = append(a, "--setenv", k, v)
 	}
 	a = append(a, "--ro-bind", "/usr", "/usr")
-	// Merged-/usr systems have /bin → usr/bin links; others real dirs.
-	for _, d := range []string{"/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"} {
-		fi, err := os.Lstat(d)
-		switch {
-		case err != nil:
-		case fi.Mode()&fs.ModeSymlink != 0:
-			target, err := os.Readlink(d)
-			if err == nil {
-				a = append(a, "--symlink", target, d)
+	a = append(a, b.rootLinks()...)
+
+	// file adds f as a file at dest in /etc (read-only: /etc is).
+	file := func(f *os.File, dest string, perm fs.FileMode) {
+		a = append(a, "--perms", fmt.Sprintf("%04o", perm), "--file", strconv.Itoa(firstFileFD+len(files)), dest)
+		files = append(files, f)
+	}
+	// data adds a file with the given content: bubblewrap reads it from a
+	// pipe, so it never touches the host's disk.
+	data := func(dest string, content []byte) error {
+		f, err := dataFile(content)
+		if err != nil {
+			return err
+		}
+		file(f, dest, 0o644)
+		return nil
+	}
+	a = append(a, "--perms", "0755", "--tmpfs", "/etc")
+	for _, p := range hostEtc {
+		es, ok := hostEntries(p)
+		if !ok {
+			a = append(a, "--ro-bind-try", p, p)
+			continue
+		}
+		for _, e := range es {
+			switch {
+			case e.f != nil:
+				file(e.f, e.dest, e.perm)
+			case e.dir:
+				a = append(a, "--perms", fmt.Sprintf("%04o", e.perm), "--dir", e.dest)
+			default:
+				a = append(a, "--symlink", e.target, e.dest)
 			}
-		case fi.IsDir():
-			a = append(a, "--ro-bind", d, d)
 		}
 	}
-	for _, p := range hostEtc {
-		a = append(a, "--ro-bind-try", p, p)
-	}
-	for _, name := range []string{"passwd", "group", "hosts"} {
-		a = append(a, "--ro-bind", filepath.Join(etc, name), "/etc/"+name)
+	for _, f := range []struct {
+		dest    string
+		content []byte
+	}{
+		{"/etc/passwd", fmt.Appendf(nil, "%s:x:%d:%d:mlagent sandbox:%s:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+			sandbox.SandboxUser, sandbox.SandboxUID, sandbox.SandboxGID, sandbox.Home)},
+		{"/etc/group", fmt.Appendf(nil, "%s:x:%d:\nnogroup:x:65534:\n", sandbox.SandboxUser, sandbox.SandboxGID)},
+		{"/etc/hosts", fmt.Appendf(nil, "127.0.0.1\tlocalhost %s\n::1\tlocalhost ip6-localhost\n", rec.Name)},
+	} {
+		if err := data(f.dest, f.content); err != nil {
+			return nil, files, err
+		}
 	}
 	if spec.Gateway != nil {
-		a = append(a, "--ro-bind", filepath.Join(etc, "gitconfig"), sandbox.GitConfig,
-			"--bind", spec.Gateway.Socket, gatewaySocket)
+		a = append(a, "--perms", "0755", "--dir", filepath.Dir(sandbox.GitConfig))
+		if err := data(sandbox.GitConfig, sandbox.GitConfigFile(spec.Gateway.Token)); err != nil {
+			return nil, files, err
+		}
+	}
+	// Non-recursive: the binds inside stay as they are (read-only).
+	a = append(a, "--remount-ro", "/etc")
+	if spec.Gateway != nil {
+		a = append(a, "--bind", spec.Gateway.Socket, gatewaySocket)
 	}
 	a = append(a,
 		"--proc", "/proc",
@@ -259,7 +295,7 @@ func (b *Backend) prepare(spec sandbox.Spec, rec *record, gpus []string) ([]stri
 	for _, m := range spec.Volumes {
 		dir, err := b.opts.Volumes.Ensure(m.Volume)
 		if err != nil {
-			return nil, err
+			return nil, files, err
 		}
 		a = append(a, "--bind", dir, m.Path)
 	}
@@ -280,21 +316,189 @@ func (b *Backend) prepare(spec sandbox.Spec, rec *record, gpus []string) ([]stri
 	if spec.IdleTimeout > 0 {
 		a = append(a, "--idle-timeout", spec.IdleTimeout.String())
 	}
-	return a, nil
+	return a, files, nil
+}
+
+// firstFileFD is where the descriptors of --file arguments start in
+// bubblewrap: 3 to 6 are the info, ready, args and control descriptors.
+const firstFileFD = 7
+
+// rootLinks returns the arguments for the host's /bin, /lib, … : merged-/usr
+// systems have /bin → usr/bin links, others real directories. The layout
+// is read once per backend.
+func (b *Backend) rootLinks() []string {
+	b.rootOnce.Do(func() {
+		for _, d := range []string{"/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"} {
+			fi, err := os.Lstat(d)
+			switch {
+			case err != nil:
+			case fi.Mode()&fs.ModeSymlink != 0:
+				target, err := os.Readlink(d)
+				if err == nil {
+					b.rootArgs = append(b.rootArgs, "--symlink", target, d)
+				}
+			case fi.IsDir():
+				b.rootArgs = append(b.rootArgs, "--ro-bind", d, d)
+			}
+		}
+	})
+	return b.rootArgs
+}
+
+// maxHostFile bounds the host files copied into /etc; a larger one (or
+// anything but a regular file) is bound instead.
+const maxHostFile = 4 << 20
+
+// maxCopied bounds the entries of a host directory copied into /etc;
+// a larger one is bound.
+const maxCopied = 16
+
+// etcEntry is one file, directory or link copied from the host's /etc.
+type etcEntry struct {
+	dest   string
+	perm   fs.FileMode
+	f      *os.File // a file's content
+	dir    bool
+	target string // a link's
+}
+
+// hostEntries returns what copies the host's p into the sandbox: a file,
+// or a small directory of files, directories and links, all of them
+// readable by anyone (what is not would look different bound). ok is
+// false where p must be bound instead; where p is missing, there is
+// nothing to copy.
+func hostEntries(p string) (es []etcEntry, ok bool) {
+	var walk func(src string, top bool) bool
+	walk = func(src string, top bool) bool {
+		var st unix.Stat_t
+		var err error
+		if top {
+			err = unix.Stat(src, &st) // follows a link, as a bind would
+		} else {
+			err = unix.Lstat(src, &st)
+		}
+		if err != nil {
+			return top && errors.Is(err, unix.ENOENT)
+		}
+		if len(es) >= maxCopied {
+			return false
+		}
+		perm := fs.FileMode(st.Mode & 0o777)
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFREG:
+			f := openHostFile(src)
+			if f == nil || perm&0o004 == 0 {
+				if f != nil {
+					f.Close()
+				}
+				return false
+			}
+			es = append(es, etcEntry{dest: src, perm: perm, f: f})
+		case unix.S_IFLNK:
+			target, err := os.Readlink(src)
+			if err != nil {
+				return false
+			}
+			es = append(es, etcEntry{dest: src, target: target})
+		case unix.S_IFDIR:
+			if perm&0o005 != 0o005 {
+				return false
+			}
+			d, err := os.Open(src)
+			if err != nil {
+				return false
+			}
+			names, err := d.Readdirnames(maxCopied + 1)
+			d.Close()
+			if err != nil && err != io.EOF || len(es)+1+len(names) > maxCopied {
+				return false
+			}
+			es = append(es, etcEntry{dest: src, perm: perm, dir: true})
+			slices.Sort(names)
+			for _, n := range names {
+				if !walk(src+"/"+n, false) {
+					return false
+				}
+			}
+		default:
+			return false
+		}
+		return true
+	}
+	if !walk(p, true) {
+		for _, e := range es {
+			if e.f != nil {
+				e.f.Close()
+			}
+		}
+		return nil, false
+	}
+	return es, true
+}
+
+// openHostFile opens the host's file at p for bubblewrap to copy, or
+// returns nil where p is not a regular file. (Plain system calls: these
+// descriptors are only passed on, never read here.)
+func openHostFile(p string) *os.File {
+	// O_NONBLOCK: a FIFO planted there must not block the open.
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK|unix.O_NOCTTY, 0) // follows a link, as a bind would
+	if err != nil {
+		return nil
+	}
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size > maxHostFile {
+		unix.Close(fd)
+		return nil
+	}
+	return os.NewFile(uintptr(fd), p)
+}
+
+// dataFile returns the read end of a pipe that holds content and then
+// ends.
+func dataFile(content []byte) (*os.File, error) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("pipe: %w", err)
+	}
+	r, w := os.NewFile(uintptr(p[0]), "|0"), os.NewFile(uintptr(p[1]), "|1")
+	if len(content) > 4096 { // more than a pipe surely holds at once
+		go func() {
+			w.Write(content)
+			w.Close()
+		}()
+		return r, nil
+	}
+	_, err := w.Write(content)
+	w.Close()
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
 }
 
 const gatewaySocket = "/run/gateway.sock"
 
 // hostEtc is all of the host's /etc a sandbox sees: what TLS, the dynamic
-// linker, Debian's alternatives and Python need.
+// linker, Debian's alternatives and Python need. Files and small
+// directories are copied as they are when the sandbox starts; larger
+// directories are bound.
 var hostEtc = []string{
 	"/etc/ssl", "/etc/ca-certificates", "/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf",
 	"/etc/ld.so.conf.d", "/etc/localtime", "/etc/nsswitch.conf", "/etc/mime.types",
 	"/etc/python3", "/etc/python3.11", "/etc/python3.12", "/etc/python3.13",
 }
 
-// start runs bubblewrap and waits for init's "ok".
-func (s *Sandbox) start(ctx context.Context, args []string) error {
+// start runs bubblewrap, with files as its descriptors firstFileFD, …,
+// and waits for init's "ok". It closes files.
+func (s *Sandbox) start(ctx context.Context, args []string, files []*os.File) error {
+	defer closeFiles(files)
 	// Arguments go through a pipe (--args) so that the sandbox's token is
 	// not in the host's view of bwrap's command line.
 	argR, argW, err := os.Pipe()
@@ -324,7 +528,7 @@ func (s *Sandbox) start(ctx context.Context, args []string) error {
 	cmd := exec.Command(s.b.bwrap, append([]string{"--args", "5"}, command...)...)
 	// bwrap passes on the descriptors it does not use itself: the control
 	// listener reaches init as fd 6.
-	cmd.ExtraFiles = []*os.File{infoW, readyW, argR, ctl} // fds 3, 4, 5, 6
+	cmd.ExtraFiles = append([]*os.File{infoW, readyW, argR, ctl}, files...) // fds 3, 4, 5, 6, 7…
 	cmd.Stdin = nil
 	cmd.Stderr = &limitedWriter{w: &stderr, n: 4096}
 	cmd.Env = []string{} // bwrap itself needs nothing of ours
@@ -485,6 +689,8 @@ func (s *Sandbox) terminate(ctx context.Context) error {
 		return fmt.Errorf("terminate %s: %w", s.rec.Name, err)
 	}
 	os.Remove(controlPath(s.rec.StateDir))
+	// Sandboxes made by earlier versions had their /etc files (the
+	// gitconfig holds the token) on disk here.
 	os.RemoveAll(filepath.Join(s.rec.StateDir, "etc"))
 	return s.b.forget(context.WithoutCancel(ctx), s.rec.Name)
 }

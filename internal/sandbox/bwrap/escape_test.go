@@ -95,6 +95,8 @@ func TestEscape(t *testing.T) {
 		{"read mlagent home", []string{"ls", env.home}, "No such file or directory"},
 		{"write /usr", []string{"touch", "/usr/bin/evil"}, "Read-only file system"},
 		{"write /etc/passwd", []string{"sh", "-c", "echo x >> /etc/passwd"}, "Read-only file system"},
+		{"replace /etc/hosts", []string{"sh", "-c", "rm -f /etc/hosts; echo x > /etc/hosts"}, "Read-only file system"},
+		{"write copied /etc file", []string{"sh", "-c", "echo x >> /etc/nsswitch.conf"}, "Read-only file system"},
 		// --disable-userns sets user.max_user_namespaces to 0 inside: ENOSPC.
 		{"new user namespace (root inside)", []string{"/usr/bin/unshare", "-r", "true"}, "No space left on device"},
 		{"mount", []string{"mount", "-t", "tmpfs", "x", "/tmp"}, "must be superuser"},
