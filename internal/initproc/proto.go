@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"syscall"
 )
 
@@ -68,10 +69,16 @@ func send(c *net.UnixConn, v any, fds ...int) error {
 	return nil
 }
 
+// buffers hold received messages: a message must fit at once, and a fresh
+// megabyte for each would cost more than the rest of an exec.
+var buffers = sync.Pool{New: func() any { return new([maxMessage]byte) }}
+
 // recv reads one message and any descriptors sent with it. The caller
 // owns (and must close) the descriptors.
 func recv(c *net.UnixConn, v any) ([]int, error) {
-	buf := make([]byte, maxMessage)
+	b := buffers.Get().(*[maxMessage]byte)
+	defer buffers.Put(b)
+	buf := b[:]
 	oob := make([]byte, syscall.CmsgSpace(8*4))
 	n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
 	if err != nil {
