@@ -4,13 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/sandbox/sandboxtest"
 	"github.com/mlagent/mlagent/internal/store"
+	"github.com/mlagent/mlagent/internal/testbin"
 	"github.com/mlagent/mlagent/internal/volume"
 )
 
@@ -24,7 +24,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "mlagent")
-	out, err := exec.Command("go", "build", "-o", binary, "github.com/mlagent/mlagent/cmd/mlagent").CombinedOutput()
+	out, err := testbin.Command(binary).CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build mlagent: %v\n%s", err, out)
 		os.RemoveAll(dir)
