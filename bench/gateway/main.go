@@ -4,7 +4,7 @@
 // reply), throughput at 64 concurrent clients, and the delay added to each
 // streamed event. Client, proxies and upstream share this process's cores.
 //
-//	go run ./bench/gateway [-n 3000] [-dur 3s] [-clients 64]
+//	go run ./bench/gateway [-n 3000] [-dur 3s] [-clients 64] [-rounds 1]
 package main
 
 import (
@@ -72,12 +72,16 @@ const (
 
 var reqBody = []byte(`{"model":"claude-sonnet-4-5","max_tokens":1024,"messages":[{"role":"user","content":"Say something about loopback benchmarks."}]}`)
 
-func serve(h http.Handler) string {
+// serve serves h on loopback; its goroutines carry the pprof label
+// part=name, so a profile splits by part (-tagfocus part=gateway).
+func serve(name string, h http.Handler) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		log.Fatal(err)
 	}
-	go (&http.Server{Handler: h}).Serve(ln)
+	pprof.Do(context.Background(), pprof.Labels("part", name), func(context.Context) {
+		go (&http.Server{Handler: h}).Serve(ln)
+	})
 	return "http://" + ln.Addr().String()
 }
 
@@ -153,19 +157,21 @@ func throughput(t target, clients int, dur time.Duration) (rps float64, errs int
 	var done, failed atomic.Int64
 	stop := time.Now().Add(dur)
 	var wg sync.WaitGroup
-	for i := 0; i < clients; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for time.Now().Before(stop) {
-				if _, err := call(t, ""); err != nil {
-					failed.Add(1)
-				} else {
-					done.Add(1)
+	pprof.Do(context.Background(), pprof.Labels("part", "client"), func(context.Context) {
+		for i := 0; i < clients; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for time.Now().Before(stop) {
+					if _, err := call(t, ""); err != nil {
+						failed.Add(1)
+					} else {
+						done.Add(1)
+					}
 				}
-			}
-		}()
-	}
+			}()
+		}
+	})
 	wg.Wait()
 	return float64(done.Load()) / dur.Seconds(), failed.Load()
 }
@@ -176,6 +182,9 @@ func main() {
 	clients := flag.Int("clients", 64, "concurrent clients for the throughput test")
 	streams := flag.Int("streams", 30, "streams per target for the per-event delay test")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	rounds := flag.Int("rounds", 1, "split the throughput test into this many interleaved rounds")
+	memprofile := flag.String("memprofile", "", "write an allocation profile of the whole run to this file")
+	tputprofile := flag.String("tputprofile", "", "write a CPU profile of the gateway's throughput run only to this file")
 	flag.Parse()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -185,14 +194,24 @@ func main() {
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
+	if *memprofile != "" {
+		defer func() {
+			f, err := os.Create(*memprofile)
+			if err != nil {
+				log.Fatal(err)
+			}
+			pprof.Lookup("allocs").WriteTo(f, 0)
+			f.Close()
+		}()
+	}
 	ctx := context.Background()
 
-	up := serve(http.HandlerFunc(upstream))
+	up := serve("upstream", http.HandlerFunc(upstream))
 	upURL, _ := url.Parse(up)
 	simple := httputil.NewSingleHostReverseProxy(upURL)
 	simple.FlushInterval = 0 // as the gateway: SSE still flushes per write
 	simple.Transport = gateway.NewTransport()
-	simpleURL := serve(simple)
+	simpleURL := serve("httputil", simple)
 
 	dir, _ := os.MkdirTemp("", "gwbench")
 	defer os.RemoveAll(dir)
@@ -201,7 +220,10 @@ func main() {
 		log.Fatal(err)
 	}
 	audit, _ := os.Create(filepath.Join(dir, "audit.jsonl"))
-	g, err := gateway.New(ctx, gateway.Config{Upstream: up, APIKey: "sk-bench", DB: db, Audit: audit})
+	var g *gateway.Gateway
+	pprof.Do(ctx, pprof.Labels("part", "gateway"), func(ctx context.Context) { // its ledger writer
+		g, err = gateway.New(ctx, gateway.Config{Upstream: up, APIKey: "sk-bench", DB: db, Audit: audit})
+	})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -209,7 +231,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	gwURL := serve(g.DataHandler())
+	gwURL := serve("gateway", g.DataHandler())
 	targets := []target{{"direct", up, "sk-bench"}, {"gateway", gwURL, tok.Token}, {"httputil proxy", simpleURL, "sk-bench"}}
 
 	fmt.Printf("gateway benchmark: GOMAXPROCS=%d, %s, loopback, client+proxy+upstream in one process\n\n", runtime.GOMAXPROCS(0), runtime.Version())
@@ -241,14 +263,53 @@ func main() {
 		fmt.Println()
 	}
 
-	fmt.Printf("\n%d concurrent clients, %s each\n", *clients, *dur)
-	var direct float64
-	for k, t := range targets {
-		rps, errs := throughput(t, *clients, *dur)
-		if k == 0 {
-			direct = rps
+	// With -rounds N the targets take turns N times, dur/N each, so that
+	// load from outside this process hits them alike.
+	per := *dur / time.Duration(*rounds)
+	if *rounds == 1 {
+		fmt.Printf("\n%d concurrent clients, %s each\n", *clients, *dur)
+	} else {
+		fmt.Printf("\n%d concurrent clients, %s each in %d interleaved rounds of %s\n", *clients, *dur, *rounds, per)
+	}
+	rps := make([][]float64, len(targets))
+	errs := make([]int64, len(targets))
+	for r := 0; r < *rounds; r++ {
+		for k, t := range targets {
+			var prof *os.File
+			if t.name == "gateway" && r == 0 && *tputprofile != "" && *cpuprofile == "" {
+				if prof, err = os.Create(*tputprofile); err != nil {
+					log.Fatal(err)
+				}
+				pprof.StartCPUProfile(prof)
+			}
+			v, e := throughput(t, *clients, per)
+			if prof != nil {
+				pprof.StopCPUProfile()
+				prof.Close()
+			}
+			rps[k] = append(rps[k], v)
+			errs[k] += e
 		}
-		fmt.Printf("  %-15s %8.0f req/s  errors %d  (%.0f%% of direct)\n", t.name, rps, errs, 100*rps/direct)
+	}
+	mean := func(v []float64) float64 {
+		var s float64
+		for _, x := range v {
+			s += x
+		}
+		return s / float64(len(v))
+	}
+	direct := mean(rps[0])
+	for k, t := range targets {
+		fmt.Printf("  %-15s %8.0f req/s  errors %d  (%.0f%% of direct", t.name, mean(rps[k]), errs[k], 100*mean(rps[k])/direct)
+		if *rounds > 1 && k > 0 {
+			ratios := make([]float64, *rounds)
+			for r := range ratios {
+				ratios[r] = rps[k][r] / rps[0][r]
+			}
+			slices.Sort(ratios)
+			fmt.Printf("; per round median %.0f%%, range %.0f..%.0f%%", 100*ratios[len(ratios)/2], 100*ratios[0], 100*ratios[len(ratios)-1])
+		}
+		fmt.Println(")")
 	}
 
 	fmt.Printf("\nstreamed events: %d streams x %d events, %s apart\n", *streams, streamEvents, eventGap)
