@@ -33,12 +33,16 @@ type Config struct {
 	APIKey, HFToken, GitHubToken string
 	// Allow is the CONNECT allowlist: "host" or "*.domain" (port 443), or
 	// either with an explicit ":port".
-	Allow     []string
-	Prices    PriceTable // nil = DefaultPrices
-	DB        *store.DB
-	Audit     io.Writer // JSON lines; nil = no audit log
-	Log       *slog.Logger
-	Transport http.RoundTripper // nil = a tuned clone of http.DefaultTransport
+	Allow  []string
+	Prices PriceTable // nil = DefaultPrices
+	DB     *store.DB
+	Audit  io.Writer // JSON lines; nil = no audit log
+	Log    *slog.Logger
+	// Transport, when set, carries every upstream request. When nil, the
+	// model routes use the gateway's own HTTP/1.1 forwarder (unless a proxy
+	// from the environment applies to the upstream), and /hf, /git and the
+	// forwarder's fallback use a tuned clone of http.DefaultTransport.
+	Transport http.RoundTripper
 	// Dial opens CONNECT tunnels; nil = net.Dialer with a 10 s timeout.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
@@ -57,6 +61,7 @@ type Gateway struct {
 
 	upstream, hfUpstream, gitUpstream *url.URL
 	model, hf, git                    *httputil.ReverseProxy
+	fwd                               *forwarder // nil: the model route uses model
 
 	mu     sync.RWMutex
 	tokens map[[32]byte]*token
@@ -93,6 +98,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	if cfg.Prices == nil {
 		cfg.Prices = DefaultPrices()
 	}
+	customTransport := cfg.Transport != nil
 	if cfg.Transport == nil {
 		cfg.Transport = NewTransport()
 	}
@@ -121,6 +127,9 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	g.model = g.newModelProxy()
+	if !customTransport {
+		g.fwd = newForwarder(g.upstream)
+	}
 	g.hf = g.newPrefixProxy("/hf", g.hfUpstream, g.hfAuth)
 	g.git = g.newPrefixProxy("/git/github.com", g.gitUpstream, g.gitAuth)
 	go g.writer()
@@ -154,6 +163,9 @@ func (g *Gateway) Close() error {
 	close(g.records)
 	g.closeMu.Unlock()
 	<-g.writerDone
+	if g.fwd != nil {
+		g.fwd.close()
+	}
 	g.tunnelsMu.Lock()
 	for c := range g.tunnels {
 		c.Close()

@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"io"
-	"mime"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -106,26 +105,36 @@ func callOf(r *http.Request) *call {
 	return c
 }
 
+// begin notes the response status and, for a successful Messages reply,
+// starts the usage scan.
+func (c *call) begin(status int, sse bool) {
+	c.status = status
+	if c.route == "/v1/messages" && status == http.StatusOK {
+		c.scan = true
+		c.sc.stream = sse
+		if !sse {
+			c.sc.line = (*scanBufs.Get().(*[]byte))[:0]
+		}
+	}
+}
+
 func (g *Gateway) modifyResponse(resp *http.Response) error {
 	c := callOf(resp.Request)
 	if c == nil {
 		return errors.New("gateway: response without a call")
 	}
-	c.status = resp.StatusCode
-	if c.route == "/v1/messages" && resp.StatusCode == http.StatusOK {
-		c.scan = true
-		ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-		c.sc.stream = ct == "text/event-stream"
-		if !c.sc.stream {
-			c.sc.line = (*scanBufs.Get().(*[]byte))[:0]
-		}
-	}
+	c.begin(resp.StatusCode, isSSE(resp.Header))
 	resp.Body = &countingBody{rc: resp.Body, c: c}
 	return nil
 }
 
 func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	c := callOf(r)
+	g.upstreamError(w, r, callOf(r), err)
+}
+
+// upstreamError answers a request whose upstream call failed before the
+// response began.
+func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, c *call, err error) {
 	status, typ, msg := http.StatusBadGateway, "api_error", "mlagent gateway: upstream unreachable"
 	var tooBig *http.MaxBytesError
 	switch {
@@ -227,9 +236,12 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, MaxRequestBody)
 	c := &call{g: g, t: t, route: route, method: r.Method, start: start, ledger: true}
+	var body []byte
+	inMem := false
 	if t.hasBudget() {
 		if route == "/v1/messages" {
-			body, err := readBody(r.Body, r.ContentLength)
+			var err error
+			body, err = readBody(r.Body, r.ContentLength)
 			if err != nil {
 				var tooBig *http.MaxBytesError
 				if errors.As(err, &tooBig) {
@@ -244,11 +256,15 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 			c.resUSD, c.resToks = estimate(g.prices.Lookup(model), len(body), maxTokens)
 			r.Body = io.NopCloser(bytes.NewReader(body))
 			r.ContentLength = int64(len(body))
+			inMem = true
 		}
 		if err := t.reserve(c.resUSD, c.resToks); err != nil {
 			g.refuse(w, r, t, route, http.StatusForbidden, "permission_error", err.Error())
 			return
 		}
+	}
+	if g.fwd != nil && g.forward(w, r, c, body, inMem) != errFallback {
+		return
 	}
 	g.model.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
 }
