@@ -97,3 +97,34 @@ func FuzzTokenRequest(f *testing.F) {
 		}
 	})
 }
+
+// FuzzFastUsage: where fastUsage decodes a usage object, it agrees with
+// encoding/json.
+func FuzzFastUsage(f *testing.F) {
+	f.Add([]byte(`{"input_tokens":25,"output_tokens":200,"cache_creation_input_tokens":0,"cache_read_input_tokens":null}`))
+	f.Add([]byte(`{"Input_Tokens":5,"server_tool_use":{"web_search_requests":1},"service_tier":"standard"}`))
+	f.Add([]byte(`{"input_tokens":1.0,"output_tokens":-3,"input_tokens":7}`))
+	f.Add([]byte(`{"output_tokens":99999999999999999999}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var fast wireUsage
+		if !fastUsage(b, &fast) {
+			return
+		}
+		var ref wireUsage
+		if err := json.Unmarshal(b, &ref); err != nil {
+			t.Fatalf("fastUsage accepted %s, encoding/json: %v", b, err)
+		}
+		deref := func(p *int64) any {
+			if p == nil {
+				return nil
+			}
+			return *p
+		}
+		for i, pair := range [][2]*int64{{fast.InputTokens, ref.InputTokens}, {fast.OutputTokens, ref.OutputTokens},
+			{fast.CacheCreationTokens, ref.CacheCreationTokens}, {fast.CacheReadTokens, ref.CacheReadTokens}} {
+			if deref(pair[0]) != deref(pair[1]) {
+				t.Fatalf("%s: field %d = %v; encoding/json %v", b, i, deref(pair[0]), deref(pair[1]))
+			}
+		}
+	})
+}

@@ -15,10 +15,16 @@ func scanTop(b []byte) (model string, maxTokens int64) {
 		switch string(key) {
 		case "model":
 			var m string
-			if json.Unmarshal(val, &m) == nil {
+			if p, ok := plainString(val); ok {
+				model = p
+			} else if json.Unmarshal(val, &m) == nil {
 				model = m
 			}
 		case "max_tokens":
+			if n, ok := jsonInt(val); ok {
+				maxTokens = min(max(n, 0), 1<<40)
+				return
+			}
 			var f float64
 			if json.Unmarshal(val, &f) == nil && f > 0 {
 				if f > 1<<40 {
@@ -141,4 +147,43 @@ func skipValue(b []byte, i int) int {
 		}
 		return i
 	}
+}
+
+// plainString is the value of a JSON string literal holding only
+// printable ASCII and no escapes, the common case, without encoding/json;
+// ok is false for anything else.
+func plainString(v []byte) (string, bool) {
+	if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' {
+		return "", false
+	}
+	for _, c := range v[1 : len(v)-1] {
+		if c < 0x20 || c >= 0x7f || c == '\\' || c == '"' {
+			return "", false
+		}
+	}
+	return string(v[1 : len(v)-1]), true
+}
+
+// jsonInt is the value of a JSON integer literal of at most 18 digits
+// (so it cannot overflow); ok is false for anything else (fractions,
+// exponents, null), which callers hand to encoding/json.
+func jsonInt(v []byte) (int64, bool) {
+	d := v
+	if len(d) > 0 && d[0] == '-' {
+		d = d[1:]
+	}
+	if len(d) == 0 || len(d) > 18 || (d[0] == '0' && len(d) > 1) {
+		return 0, false
+	}
+	var n int64
+	for _, c := range d {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	if len(d) < len(v) {
+		n = -n
+	}
+	return n, true
 }

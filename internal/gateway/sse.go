@@ -196,14 +196,61 @@ func (s *usageScanner) finish() {
 		switch string(key) {
 		case "model":
 			var m string
-			if json.Unmarshal(val, &m) == nil {
+			if p, ok := plainString(val); ok {
+				s.model = p
+			} else if json.Unmarshal(val, &m) == nil {
 				s.model = m
 			}
 		case "usage":
 			var w wireUsage
-			if json.Unmarshal(val, &w) == nil {
+			if fastUsage(val, &w) || json.Unmarshal(val, &w) == nil {
 				s.merge(&w)
 			}
 		}
 	})
+}
+
+// fastUsage decodes a usage object as json.Unmarshal into a wireUsage
+// would, without reflection, for the common shape: valid JSON whose four
+// counters, where present, are integer literals or null under their exact
+// names. It returns false, leaving w unspecified, for anything else, and
+// the caller decodes with encoding/json.
+func fastUsage(val []byte, w *wireUsage) bool {
+	if len(val) == 0 || val[0] != '{' || !json.Valid(val) {
+		return false
+	}
+	*w = wireUsage{}
+	ok := true
+	topFields(val, func(key, v []byte) {
+		var dst **int64
+		switch string(key) {
+		case "input_tokens":
+			dst = &w.InputTokens
+		case "output_tokens":
+			dst = &w.OutputTokens
+		case "cache_creation_input_tokens":
+			dst = &w.CacheCreationTokens
+		case "cache_read_input_tokens":
+			dst = &w.CacheReadTokens
+		default:
+			// encoding/json matches names case-insensitively.
+			for _, k := range []string{"input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"} {
+				if bytes.EqualFold(key, []byte(k)) {
+					ok = false
+				}
+			}
+			return
+		}
+		if string(v) == "null" {
+			*dst = nil
+			return
+		}
+		n, isInt := jsonInt(v)
+		if !isInt {
+			ok = false
+			return
+		}
+		*dst = &n
+	})
+	return ok
 }
