@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"testing"
+	"time"
 )
 
 const sampleStream = "event: message_start\r\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-opus-4-1\",\"usage\":{\"input_tokens\":12,\"cache_creation_input_tokens\":3,\"cache_read_input_tokens\":4,\"output_tokens\":1}}}\r\n\r\n" +
@@ -125,6 +126,40 @@ func FuzzFastUsage(f *testing.F) {
 			if deref(pair[0]) != deref(pair[1]) {
 				t.Fatalf("%s: field %d = %v; encoding/json %v", b, i, deref(pair[0]), deref(pair[1]))
 			}
+		}
+	})
+}
+
+// TestAppendRecord: the audit encoder writes what json.Marshal writes,
+// for every field set (a field added to record or Usage fails this).
+func TestAppendRecord(t *testing.T) {
+	full := record{Time: time.Date(2025, 1, 2, 3, 4, 5, 600, time.FixedZone("x", 3600)), TokenID: "tok_1", Sandbox: "s<&>\"\\\n\u2028é\xff",
+		Route: "/v1/messages", Method: "POST", Target: "a:443", Model: "claude", Status: 200,
+		Usage:   &Usage{InputTokens: 1, OutputTokens: 2, CacheCreationTokens: 3, CacheReadTokens: 4},
+		CostUSD: 1.5e-7, DurationMS: 12.345, Bytes: 99, Stream: true, Error: "e\x01"}
+	for _, r := range []record{full, {Time: time.Unix(0, 0).UTC()}, {CostUSD: 1e21, DurationMS: 123456789.125}} {
+		want, err := json.Marshal(&r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendRecord(nil, &r); string(got) != string(want) {
+			t.Errorf("appendRecord = %s\njson.Marshal = %s", got, want)
+		}
+	}
+}
+
+func FuzzAppendRecord(f *testing.F) {
+	f.Add("sandbox", "claude-sonnet-4-5", "err <&>", 12.5, 0.003, int64(5))
+	f.Add("\xff\xfe\u2029", "\x00", "", 1e-9, 1e22, int64(-1))
+	f.Fuzz(func(t *testing.T, sandbox, model, errText string, dur, cost float64, n int64) {
+		r := record{Time: time.Unix(n, n).UTC(), Sandbox: sandbox, Model: model, Error: errText, DurationMS: dur, CostUSD: cost, Bytes: n,
+			Usage: &Usage{InputTokens: n, OutputTokens: -n}}
+		want, err := json.Marshal(&r)
+		if err != nil {
+			return // NaN, ±Inf, a year past 9999
+		}
+		if got := appendRecord(nil, &r); string(got) != string(want) {
+			t.Fatalf("appendRecord = %s\njson.Marshal = %s", got, want)
 		}
 	})
 }

@@ -69,6 +69,7 @@ type Gateway struct {
 
 	records    chan record
 	auditBuf   []byte // owned by the writer goroutine
+	ledgerArgs []any  // owned by the writer goroutine
 	flushes    chan chan struct{}
 	writerDone chan struct{}
 	closeMu    sync.RWMutex

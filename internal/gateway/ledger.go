@@ -3,8 +3,9 @@ package gateway
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/mlagent/mlagent/internal/store"
@@ -105,10 +106,7 @@ func (g *Gateway) persist(batch []record) {
 		// not per request.
 		buf := g.auditBuf[:0]
 		for i := range batch {
-			line, err := json.Marshal(&batch[i])
-			if err == nil {
-				buf = append(append(buf, line...), '\n')
-			}
+			buf = append(appendRecord(buf, &batch[i]), '\n')
 		}
 		if _, err := g.audit.Write(buf); err != nil {
 			g.log.Error("audit log write failed", "err", err)
@@ -122,31 +120,56 @@ func (g *Gateway) persist(batch []record) {
 		return
 	}
 	defer tx.Rollback()
-	stmt, err := tx.PrepareContext(ctx, `INSERT INTO gateway_usage (token_id, time, route, model, status,
-		input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, cost_usd, duration_ms)
-		VALUES (?,?,?,?,?,?,?,?,?,?,?)`)
-	if err != nil {
-		g.log.Error("usage ledger write failed", "err", err)
-		return
+	// Many rows per INSERT: one statement per row costs more in
+	// database/sql and the driver than in SQLite.
+	args := g.ledgerArgs[:0]
+	rows := 0
+	for i := range batch {
+		r := &batch[i]
+		if r.ledger && r.TokenID != "" {
+			var u Usage
+			if r.Usage != nil {
+				u = *r.Usage
+			}
+			args = append(args, r.TokenID, r.Time.UTC().Format(time.RFC3339Nano), r.Route, r.Model, r.Status,
+				u.InputTokens, u.OutputTokens, u.CacheCreationTokens, u.CacheReadTokens, r.CostUSD, r.DurationMS)
+			rows++
+		}
+		if rows > 0 && (rows == ledgerRowsPerInsert || i == len(batch)-1) {
+			if _, err := tx.ExecContext(ctx, insertUsageSQL(rows), args...); err != nil {
+				g.log.Error("usage ledger write failed", "err", err)
+				return
+			}
+			clear(args)
+			args, rows = args[:0], 0
+		}
 	}
-	defer stmt.Close()
-	for _, r := range batch {
-		if !r.ledger || r.TokenID == "" {
-			continue
-		}
-		var u Usage
-		if r.Usage != nil {
-			u = *r.Usage
-		}
-		if _, err := stmt.ExecContext(ctx, r.TokenID, r.Time.UTC().Format(time.RFC3339Nano), r.Route, r.Model, r.Status,
-			u.InputTokens, u.OutputTokens, u.CacheCreationTokens, u.CacheReadTokens, r.CostUSD, r.DurationMS); err != nil {
-			g.log.Error("usage ledger write failed", "token_id", r.TokenID, "err", err)
-			return
-		}
-	}
+	g.ledgerArgs = args
 	if err := tx.Commit(); err != nil {
 		g.log.Error("usage ledger write failed", "err", err)
 	}
+}
+
+const ledgerRowsPerInsert = 64
+
+var insertUsageSQLs sync.Map // rows → statement
+
+// insertUsageSQL is an INSERT of n ledger rows.
+func insertUsageSQL(n int) string {
+	if s, ok := insertUsageSQLs.Load(n); ok {
+		return s.(string)
+	}
+	var b strings.Builder
+	b.WriteString(`INSERT INTO gateway_usage (token_id, time, route, model, status,
+		input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, cost_usd, duration_ms) VALUES `)
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?)")
+	}
+	s, _ := insertUsageSQLs.LoadOrStore(n, b.String())
+	return s.(string)
 }
 
 // emit queues a record; it blocks only when the writer is far behind.
