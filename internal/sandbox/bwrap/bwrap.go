@@ -30,6 +30,7 @@ import (
 
 	"github.com/mlagent/mlagent/internal/initproc"
 	"github.com/mlagent/mlagent/internal/sandbox"
+	"github.com/mlagent/mlagent/internal/sandbox/cgroup"
 	"github.com/mlagent/mlagent/internal/store"
 	"github.com/mlagent/mlagent/internal/volume"
 )
@@ -110,6 +111,7 @@ type Sandbox struct {
 	// Set in the creating process only.
 	cmd    *exec.Cmd
 	exited chan struct{}
+	cg     *cgroup.Group // nil without limits
 
 	termOnce sync.Once
 	termErr  error
@@ -152,13 +154,6 @@ func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 	if rec.Labels == nil {
 		rec.Labels = map[string]string{}
 	}
-	if spec.CPUs > 0 || spec.MemoryBytes > 0 {
-		// bubblewrap has no cgroup support; delegating cgroups is left to a
-		// later change rather than half-enforced with rlimits.
-		rec.Notes = append(rec.Notes, "cpu/memory limits not enforced by the local backend")
-		b.log.Warn("sandbox limits not enforced by the local backend", "sandbox", spec.Name,
-			"cpus", spec.CPUs, "memory_bytes", spec.MemoryBytes)
-	}
 	if spec.GPU == sandbox.GPUOptional && len(gpus) == 0 {
 		rec.Notes = append(rec.Notes, "no GPU on this host; running without one")
 		b.log.Warn("GPU requested as optional but none found; running on the CPU", "sandbox", spec.Name)
@@ -169,14 +164,31 @@ func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 	if err := b.claim(ctx, rec); err != nil {
 		return nil, fmt.Errorf("create sandbox %s: %w", spec.Name, err)
 	}
+	s := &Sandbox{b: b, rec: rec, client: &initproc.Client{Socket: controlPath(rec.StateDir)},
+		log: b.log.With("sandbox", rec.Name), exited: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			b.forget(context.WithoutCancel(ctx), rec.Name)
 			os.Remove(controlPath(rec.StateDir))
+			if s.cg != nil {
+				s.cg.Remove()
+				os.Remove(cgroupPath(rec.StateDir))
+			}
 		}
 	}()
-	s := &Sandbox{b: b, rec: rec, client: &initproc.Client{Socket: controlPath(rec.StateDir)},
-		log: b.log.With("sandbox", rec.Name), exited: make(chan struct{})}
+	if spec.CPUs > 0 || spec.MemoryBytes > 0 {
+		// bubblewrap has no cgroup support of its own: the processes are
+		// moved into a group of ours as they start (see start).
+		g, err := cgroup.New(rec.Name, cgroup.Limits{CPUs: spec.CPUs, MemoryBytes: spec.MemoryBytes})
+		if err != nil {
+			rec.Notes = append(rec.Notes, "cpu/memory limits not enforced: "+err.Error())
+			b.log.Warn("sandbox limits not enforced", "sandbox", spec.Name,
+				"cpus", spec.CPUs, "memory_bytes", spec.MemoryBytes, "reason", err)
+		} else {
+			s.cg = g
+			rec.Notes = append(rec.Notes, fmt.Sprintf("limits: %g CPUs, %d bytes of memory (%s)", spec.CPUs, spec.MemoryBytes, g))
+		}
+	}
 	args, files, err := b.prepare(spec, rec, gpus)
 	if err != nil {
 		return nil, fmt.Errorf("create sandbox %s: %w", spec.Name, err)
@@ -582,6 +594,22 @@ func (s *Sandbox) start(ctx context.Context, args []string, files []*os.File) er
 		}
 		return fmt.Errorf("sandbox did not start: %s", explainBwrapError(msg))
 	}
+	if s.cg != nil {
+		// bubblewrap may have forked init before it joined the group; no
+		// command has run yet, and everything init starts is born inside.
+		err := s.cg.Add(cmd.Process.Pid)
+		if err == nil {
+			err = s.cg.Add(r.pid)
+		}
+		if err == nil {
+			err = s.cg.Save(cgroupPath(s.rec.StateDir))
+		}
+		if err != nil {
+			s.kill()
+			<-s.exited
+			return fmt.Errorf("apply cpu/memory limits: %w", err)
+		}
+	}
 	start, err := procStartTime(r.pid)
 	if err != nil {
 		s.kill()
@@ -689,10 +717,30 @@ func (s *Sandbox) terminate(ctx context.Context) error {
 		return fmt.Errorf("terminate %s: %w", s.rec.Name, err)
 	}
 	os.Remove(controlPath(s.rec.StateDir))
+	if err := removeCgroup(s.rec.StateDir); err != nil {
+		s.log.Warn("remove the sandbox's cgroup", "err", err)
+	}
 	// Sandboxes made by earlier versions had their /etc files (the
 	// gitconfig holds the token) on disk here.
 	os.RemoveAll(filepath.Join(s.rec.StateDir, "etc"))
 	return s.b.forget(context.WithoutCancel(ctx), s.rec.Name)
+}
+
+// cgroupPath is the file that names a sandbox's cgroup directories.
+func cgroupPath(stateDir string) string { return filepath.Join(stateDir, "cgroup") }
+
+// removeCgroup removes the cgroup of a sandbox whose processes are gone
+// (bubblewrap's own may take a moment to leave).
+func removeCgroup(stateDir string) error {
+	g, err := cgroup.Load(cgroupPath(stateDir))
+	if err != nil {
+		return err
+	}
+	if err := g.Remove(); err != nil {
+		return err
+	}
+	os.Remove(cgroupPath(stateDir))
+	return nil
 }
 
 // waitGone waits for a process that is not our child to disappear. Its
@@ -775,6 +823,9 @@ func (b *Backend) Remove(ctx context.Context, name string) error {
 	dir := filepath.Join(b.opts.StateDir, name)
 	if _, err := os.Stat(dir); err != nil {
 		return fmt.Errorf("remove %s: %w", name, sandbox.ErrNotFound)
+	}
+	if err := removeCgroup(dir); err != nil {
+		return fmt.Errorf("remove %s: %w", name, err)
 	}
 	// Files made inside may be read-only to us; make them writable first.
 	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {

@@ -361,3 +361,40 @@ func (g *Group) Remove() error {
 	g.dirs = nil
 	return errors.Join(errs...)
 }
+
+// Save records the group's directories in a file, so that another
+// process (mlagent sandbox kill) can remove the group later.
+func (g *Group) Save(path string) error {
+	return os.WriteFile(path, []byte(strings.Join(g.dirs, "\n")+"\n"), 0o600)
+}
+
+// Load reads a group saved with Save. A missing file is an empty group.
+func Load(path string) (*Group, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return &Group{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	g := &Group{}
+	for _, d := range strings.Fields(string(data)) {
+		// Only directories New makes: never rmdir anything else.
+		if !strings.HasPrefix(filepath.Base(d), "mlagent-") || !filepath.IsAbs(d) {
+			return nil, fmt.Errorf("%s: %q is not a sandbox cgroup", path, d)
+		}
+		g.dirs = append(g.dirs, d)
+	}
+	return g, nil
+}
+
+// String says how the limits are enforced, for a sandbox's notes.
+func (g *Group) String() string {
+	if len(g.dirs) == 0 {
+		return "no cgroup"
+	}
+	if g.V2 {
+		return "cgroup v2 " + g.dirs[0]
+	}
+	return "cgroup v1 " + strings.Join(g.dirs, ", ")
+}
