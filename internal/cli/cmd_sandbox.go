@@ -273,7 +273,7 @@ func sandboxLs(ctx context.Context, env *Env, args []string) int {
 		return ExitOK
 	}
 	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSTATE\tCREATED\tGPU\tLABELS")
+	fmt.Fprintln(tw, "NAME\tSTATE\tCREATED\tGPU\tLABELS\tNOTES")
 	for _, in := range infos {
 		var labels []string
 		for k, v := range in.Labels {
@@ -284,7 +284,8 @@ func sandboxLs(ctx context.Context, env *Env, args []string) int {
 		if in.GPU {
 			gpu = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", in.Name, in.State, in.Created.Local().Format(time.DateTime), gpu, strings.Join(labels, ","))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", in.Name, in.State, in.Created.Local().Format(time.DateTime), gpu,
+			strings.Join(labels, ","), strings.Join(in.Notes, "; "))
 	}
 	tw.Flush()
 	return ExitOK

@@ -161,11 +161,28 @@ func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 	if n := len(controlPath(rec.StateDir)); n > maxSocketPath {
 		return nil, fmt.Errorf("create sandbox %s: state directory %s is too long for a Unix socket (%d > %d bytes); set a shorter MLAGENT_HOME", spec.Name, rec.StateDir, n, maxSocketPath)
 	}
+	var cg *cgroup.Group
+	if spec.CPUs > 0 || spec.MemoryBytes > 0 {
+		// bubblewrap has no cgroup support of its own: the processes are
+		// moved into a group of ours as they start (see start).
+		g, err := cgroup.New(rec.Name, cgroup.Limits{CPUs: spec.CPUs, MemoryBytes: spec.MemoryBytes})
+		if err != nil {
+			rec.Notes = append(rec.Notes, "cpu/memory limits not enforced: "+err.Error())
+			b.log.Warn("sandbox limits not enforced", "sandbox", spec.Name,
+				"cpus", spec.CPUs, "memory_bytes", spec.MemoryBytes, "reason", err)
+		} else {
+			cg = g
+			rec.Notes = append(rec.Notes, limitsNote(spec, g))
+		}
+	}
 	if err := b.claim(ctx, rec); err != nil {
+		if cg != nil {
+			cg.Remove()
+		}
 		return nil, fmt.Errorf("create sandbox %s: %w", spec.Name, err)
 	}
 	s := &Sandbox{b: b, rec: rec, client: &initproc.Client{Socket: controlPath(rec.StateDir)},
-		log: b.log.With("sandbox", rec.Name), exited: make(chan struct{})}
+		log: b.log.With("sandbox", rec.Name), exited: make(chan struct{}), cg: cg}
 	defer func() {
 		if err != nil {
 			b.forget(context.WithoutCancel(ctx), rec.Name)
@@ -176,19 +193,6 @@ func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 			}
 		}
 	}()
-	if spec.CPUs > 0 || spec.MemoryBytes > 0 {
-		// bubblewrap has no cgroup support of its own: the processes are
-		// moved into a group of ours as they start (see start).
-		g, err := cgroup.New(rec.Name, cgroup.Limits{CPUs: spec.CPUs, MemoryBytes: spec.MemoryBytes})
-		if err != nil {
-			rec.Notes = append(rec.Notes, "cpu/memory limits not enforced: "+err.Error())
-			b.log.Warn("sandbox limits not enforced", "sandbox", spec.Name,
-				"cpus", spec.CPUs, "memory_bytes", spec.MemoryBytes, "reason", err)
-		} else {
-			s.cg = g
-			rec.Notes = append(rec.Notes, fmt.Sprintf("limits: %g CPUs, %d bytes of memory (%s)", spec.CPUs, spec.MemoryBytes, g))
-		}
-	}
 	args, files, err := b.prepare(spec, rec, gpus)
 	if err != nil {
 		return nil, fmt.Errorf("create sandbox %s: %w", spec.Name, err)
@@ -724,6 +728,27 @@ func (s *Sandbox) terminate(ctx context.Context) error {
 	// gitconfig holds the token) on disk here.
 	os.RemoveAll(filepath.Join(s.rec.StateDir, "etc"))
 	return s.b.forget(context.WithoutCancel(ctx), s.rec.Name)
+}
+
+// limitsNote says which limits a sandbox has and how they are enforced,
+// e.g. "limits: 1.5 CPUs, 8 GiB memory (cgroup v1)".
+func limitsNote(spec sandbox.Spec, g *cgroup.Group) string {
+	var parts []string
+	if spec.CPUs > 0 {
+		parts = append(parts, strconv.FormatFloat(spec.CPUs, 'g', -1, 64)+" CPUs")
+	}
+	if m := spec.MemoryBytes; m > 0 {
+		unit, v := "MiB", float64(m)/(1<<20)
+		if m >= 1<<30 {
+			unit, v = "GiB", float64(m)/(1<<30)
+		}
+		parts = append(parts, strconv.FormatFloat(v, 'f', -1, 64)+" "+unit+" memory")
+	}
+	version := "cgroup v1"
+	if g.V2 {
+		version = "cgroup v2"
+	}
+	return "limits: " + strings.Join(parts, ", ") + " (" + version + ")"
 }
 
 // cgroupPath is the file that names a sandbox's cgroup directories.

@@ -36,7 +36,7 @@ func TestLimits(t *testing.T) {
 	}
 	defer sb.Terminate(context.Background())
 	s := sb.(*Sandbox)
-	if notes := strings.Join(s.Info().Notes, "; "); !strings.Contains(notes, "limits: 1 CPUs") {
+	if notes := strings.Join(s.Info().Notes, "; "); !strings.Contains(notes, "limits: 1 CPUs, 96 MiB memory (cgroup v") {
 		t.Errorf("notes %q; want the limits and where they are enforced", notes)
 	}
 	dirs := s.cg.Dirs()
