@@ -88,8 +88,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 	s := &server{opts: opts, log: log, reaper: startReaper(), lastIdle: time.Now()}
 	defer s.shutdown()
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
@@ -97,7 +97,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		select {
 		case sig := <-sigs:
 			log.Info("init: signal, shutting down", "signal", sig)
-			cancel()
+			cancel(fmt.Errorf("signal %v", sig))
 		case <-ctx.Done():
 		}
 	}()
@@ -132,7 +132,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if opts.Timeout > 0 {
 		t := time.AfterFunc(opts.Timeout, func() {
 			log.Info("init: wall-clock timeout, shutting down", "timeout", opts.Timeout)
-			cancel()
+			cancel(fmt.Errorf("wall-clock timeout of %v reached", opts.Timeout))
 		})
 		defer t.Stop()
 	}
@@ -165,7 +165,7 @@ func (s *server) busy(delta int) {
 	s.mu.Unlock()
 }
 
-func (s *server) watchIdle(ctx context.Context, cancel func()) {
+func (s *server) watchIdle(ctx context.Context, cancel context.CancelCauseFunc) {
 	tick := min(s.opts.IdleTimeout/4, time.Second)
 	t := time.NewTicker(max(tick, 10*time.Millisecond))
 	defer t.Stop()
@@ -179,7 +179,7 @@ func (s *server) watchIdle(ctx context.Context, cancel func()) {
 			s.mu.Unlock()
 			if idle {
 				s.log.Info("init: idle timeout, shutting down", "idle_timeout", s.opts.IdleTimeout)
-				cancel()
+				cancel(fmt.Errorf("idle for %v", s.opts.IdleTimeout))
 				return
 			}
 		}
@@ -337,8 +337,16 @@ func (s *server) exec(ctx context.Context, conn *net.UnixConn, req *Request, fil
 		return Reply{Exit: exitCode(st)}
 	case <-ctx.Done():
 		syscall.Kill(-pid, syscall.SIGKILL)
-		return Reply{Exit: exitCode(<-done), Error: "sandbox shutting down"}
+		return Reply{Exit: exitCode(<-done), Error: shuttingDown(ctx)}
 	}
+}
+
+// shuttingDown says why a command was cut short by the sandbox ending.
+func shuttingDown(ctx context.Context) string {
+	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
+		return "sandbox shutting down: " + c.Error()
+	}
+	return "sandbox shutting down"
 }
 
 func exitCode(st syscall.WaitStatus) int {
