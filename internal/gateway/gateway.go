@@ -8,6 +8,7 @@ package gateway
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -70,10 +71,13 @@ type Gateway struct {
 	records    chan record
 	auditBuf   []byte // owned by the writer goroutine
 	ledgerArgs []any  // owned by the writer goroutine
-	flushes    chan chan struct{}
-	writerDone chan struct{}
-	closeMu    sync.RWMutex
-	closed     bool
+	// insertStmts are the ledger's INSERTs of 64 rows and of 1 row,
+	// prepared by the writer goroutine on first use.
+	insertStmts [2]*sql.Stmt
+	flushes     chan chan struct{}
+	writerDone  chan struct{}
+	closeMu     sync.RWMutex
+	closed      bool
 
 	tunnelsMu sync.Mutex
 	tunnels   map[net.Conn]struct{}
@@ -164,6 +168,11 @@ func (g *Gateway) Close() error {
 	close(g.records)
 	g.closeMu.Unlock()
 	<-g.writerDone
+	for _, s := range g.insertStmts {
+		if s != nil {
+			s.Close()
+		}
+	}
 	if g.fwd != nil {
 		g.fwd.close()
 	}

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/mlagent/mlagent/internal/store"
@@ -114,37 +113,52 @@ func (g *Gateway) persist(batch []record) {
 		g.auditBuf = buf
 	}
 	ctx := context.Background()
+	if err := g.prepareInserts(ctx); err != nil {
+		g.log.Error("usage ledger write failed", "err", err)
+		return
+	}
 	tx, err := g.db.BeginTx(ctx, nil)
 	if err != nil {
 		g.log.Error("usage ledger write failed", "err", err)
 		return
 	}
 	defer tx.Rollback()
-	// Many rows per INSERT: one statement per row costs more in
-	// database/sql and the driver than in SQLite.
+	// Many rows per INSERT, with statements prepared once: one statement
+	// per row costs more in database/sql and the driver, and parsing one
+	// per batch more than SQLite's work.
+	const cols = 11
 	args := g.ledgerArgs[:0]
-	rows := 0
 	for i := range batch {
 		r := &batch[i]
-		if r.ledger && r.TokenID != "" {
-			var u Usage
-			if r.Usage != nil {
-				u = *r.Usage
-			}
-			args = append(args, r.TokenID, r.Time.UTC().Format(time.RFC3339Nano), r.Route, r.Model, r.Status,
-				u.InputTokens, u.OutputTokens, u.CacheCreationTokens, u.CacheReadTokens, r.CostUSD, r.DurationMS)
-			rows++
+		if !r.ledger || r.TokenID == "" {
+			continue
 		}
-		if rows > 0 && (rows == ledgerRowsPerInsert || i == len(batch)-1) {
-			if _, err := tx.ExecContext(ctx, insertUsageSQL(rows), args...); err != nil {
-				g.log.Error("usage ledger write failed", "err", err)
-				return
-			}
-			clear(args)
-			args, rows = args[:0], 0
+		var u Usage
+		if r.Usage != nil {
+			u = *r.Usage
 		}
+		args = append(args, r.TokenID, r.Time.UTC().Format(time.RFC3339Nano), r.Route, r.Model, r.Status,
+			u.InputTokens, u.OutputTokens, u.CacheCreationTokens, u.CacheReadTokens, r.CostUSD, r.DurationMS)
 	}
-	g.ledgerArgs = args
+	defer func() {
+		clear(args)
+		g.ledgerArgs = args[:0]
+	}()
+	for off := 0; off < len(args); {
+		rows := ledgerRowsPerInsert
+		if len(args)-off < rows*cols {
+			rows = 1
+		}
+		stmt := g.insertStmts[0]
+		if rows == 1 {
+			stmt = g.insertStmts[1]
+		}
+		if _, err := tx.StmtContext(ctx, stmt).ExecContext(ctx, args[off:off+rows*cols]...); err != nil {
+			g.log.Error("usage ledger write failed", "err", err)
+			return
+		}
+		off += rows * cols
+	}
 	if err := tx.Commit(); err != nil {
 		g.log.Error("usage ledger write failed", "err", err)
 	}
@@ -152,13 +166,25 @@ func (g *Gateway) persist(batch []record) {
 
 const ledgerRowsPerInsert = 64
 
-var insertUsageSQLs sync.Map // rows → statement
+// prepareInserts prepares the INSERTs of ledgerRowsPerInsert rows and of
+// one row, once; it must run outside a transaction (an in-memory store
+// has one connection).
+func (g *Gateway) prepareInserts(ctx context.Context) error {
+	for i, rows := range []int{ledgerRowsPerInsert, 1} {
+		if g.insertStmts[i] != nil {
+			continue
+		}
+		s, err := g.db.PrepareContext(ctx, insertUsageSQL(rows))
+		if err != nil {
+			return err
+		}
+		g.insertStmts[i] = s
+	}
+	return nil
+}
 
 // insertUsageSQL is an INSERT of n ledger rows.
 func insertUsageSQL(n int) string {
-	if s, ok := insertUsageSQLs.Load(n); ok {
-		return s.(string)
-	}
 	var b strings.Builder
 	b.WriteString(`INSERT INTO gateway_usage (token_id, time, route, model, status,
 		input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, cost_usd, duration_ms) VALUES `)
@@ -168,8 +194,7 @@ func insertUsageSQL(n int) string {
 		}
 		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?)")
 	}
-	s, _ := insertUsageSQLs.LoadOrStore(n, b.String())
-	return s.(string)
+	return b.String()
 }
 
 // emit queues a record; it blocks only when the writer is far behind.
