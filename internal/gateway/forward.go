@@ -113,7 +113,10 @@ func (f *forwarder) dial(ctx context.Context) (*fconn, error) {
 	nc := raw
 	if f.tls != nil {
 		tc := tls.Client(raw, f.tls)
-		if err := tc.HandshakeContext(ctx); err != nil {
+		hctx, cancel := context.WithTimeout(ctx, 10*time.Second) // as http.DefaultTransport
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
 			raw.Close()
 			return nil, err
 		}
