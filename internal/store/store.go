@@ -7,11 +7,13 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite" // registers the "sqlite" driver
 )
 
 // DB is the shared database handle; *sql.DB is safe for concurrent use.
@@ -21,26 +23,64 @@ type DB struct {
 }
 
 // Open opens (creating if needed) the database at path in WAL mode with a
-// busy timeout, so several mlagent processes can share it.
+// busy timeout, so several mlagent processes can share it. Transactions
+// begin IMMEDIATE: one that reads and then writes takes the write lock
+// first (waiting its turn) instead of failing when another process wrote
+// in between. Opening a new database races with other processes switching
+// it to WAL; that is retried for up to openWait.
 func Open(ctx context.Context, path string) (*DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
+	deadline := time.Now().Add(openWait)
+	for delay := 5 * time.Millisecond; ; delay = min(2*delay, 200*time.Millisecond) {
+		db, err := open(ctx, path)
+		if err == nil {
+			return db, nil
+		}
+		if !IsBusy(err) || time.Now().After(deadline) {
+			return nil, fmt.Errorf("open store %s: %w", path, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("open store %s: %w", path, ctx.Err())
+		case <-time.After(delay):
+		}
+	}
+}
+
+// openWait bounds how long Open retries a database another process holds.
+const openWait = 15 * time.Second
+
+func open(ctx context.Context, path string) (*DB, error) {
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+		return nil, err
 	}
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+		return nil, err
 	}
 	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		name TEXT PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT (datetime('now')))`); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+		return nil, err
 	}
 	return &DB{DB: db, Path: path}, nil
+}
+
+// IsBusy reports whether err is SQLite's "database is locked" (another
+// connection holds the lock), for callers that retry.
+func IsBusy(err error) bool {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff {
+		case 5, 6: // SQLITE_BUSY, SQLITE_LOCKED (and their extended codes)
+			return true
+		}
+	}
+	return false
 }
 
 // OpenMemory opens a private in-memory database, for tests.
