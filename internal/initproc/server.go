@@ -148,6 +148,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		conn, err := ln.AcceptUnix()
 		if err != nil {
 			if ctx.Err() != nil {
+				s.drain(2 * time.Second)
 				return nil
 			}
 			return fmt.Errorf("init: accept: %w", err)
@@ -163,6 +164,20 @@ func (s *server) busy(delta int) {
 		s.lastIdle = time.Now()
 	}
 	s.mu.Unlock()
+}
+
+// drain gives the requests in progress, whose commands the shutdown has
+// killed, up to max to send their replies (which say why they ended)
+// before init exits and takes their connections with it.
+func (s *server) drain(max time.Duration) {
+	for end := time.Now().Add(max); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		s.mu.Lock()
+		n := s.active
+		s.mu.Unlock()
+		if n == 0 {
+			return
+		}
+	}
 }
 
 func (s *server) watchIdle(ctx context.Context, cancel context.CancelCauseFunc) {
