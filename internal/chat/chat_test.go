@@ -400,6 +400,10 @@ func TestMarkdown(t *testing.T) {
 				"  Sea|Lake   7%\n" +
 				"Done\n"},
 		{"| a | b |\n| c |", "| a | b |\n| c |\n"},
+		{"| a | b |\n|---|---|\n| long | z |\n",
+			"  " + sgrBold + "a   " + sgrReset + "  " + sgrBold + "b" + sgrReset + "\n" +
+				"  " + sgrDim + "────" + sgrReset + "  " + sgrDim + "─" + sgrReset + "\n" +
+				"  long  z\n"},
 		{"| x |\n|:-:|\n| y |", "  " + sgrBold + "x" + sgrReset + "\n  " + sgrDim + "─" + sgrReset + "\n  y\n"},
 	}
 	for _, c := range cases {

@@ -320,9 +320,12 @@ func (m *markdown) flushTable(b *strings.Builder) {
 			if style != "" {
 				b.WriteString(style)
 			}
-			if i < len(right) && right[i] {
+			switch {
+			case i < len(right) && right[i]:
 				b.WriteString(pad + c)
-			} else {
+			case i == len(width)-1:
+				b.WriteString(c) // no trailing blanks
+			default:
 				b.WriteString(c + pad)
 			}
 			if style != "" {
