@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"sort"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -197,6 +198,7 @@ func sandboxRun(ctx context.Context, env *Env, args []string) int {
 		cleanup()
 	}()
 	code, err := sb.Exec(ctx, sandbox.ExecRequest{Argv: argv, Stdin: env.Stdin, Stdout: env.Stdout, Stderr: env.Stderr})
+	explainOOM(ctx, env, "sandbox run", b, sb.Name(), code)
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			return 130
@@ -208,6 +210,20 @@ func sandboxRun(ctx context.Context, env *Env, args []string) int {
 		return ExitFailure
 	}
 	return code
+}
+
+// explainOOM says so when a command was SIGKILLed and the sandbox's
+// memory limit is why: a bare 137 tells the user nothing.
+func explainOOM(ctx context.Context, env *Env, cmd string, b sandbox.Backend, name string, code int) {
+	if code != 128+int(syscall.SIGKILL) {
+		return
+	}
+	infos, _ := b.List(ctx)
+	for _, in := range infos {
+		if in.Name == name && in.OOMKills > 0 {
+			fmt.Fprintf(env.Stderr, "mlagent %s: killed for using more memory than the sandbox's limit (--memory)\n", cmd)
+		}
+	}
 }
 
 // createRunSandbox creates the sandbox of `sandbox run`: behind an
@@ -336,6 +352,7 @@ func sandboxExec(ctx context.Context, env *Env, args []string) int {
 		return ExitFailure
 	}
 	code, err := sb.Exec(ctx, req)
+	explainOOM(ctx, env, "sandbox exec", b, name, code)
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			return 130

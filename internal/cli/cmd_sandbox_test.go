@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mlagent/mlagent/internal/sandbox/cgroup"
 	"github.com/mlagent/mlagent/internal/sandbox/sandboxtest"
 )
 
@@ -84,6 +85,18 @@ func TestSandboxRunCLI(t *testing.T) {
 		_, errOut, code := e.run(t, "sandbox", "run", "--timeout", "1s", "--", "sleep", "30")
 		if code == 0 || time.Since(start) > 10*time.Second || !strings.Contains(errOut, "wall-clock timeout of 1s reached") {
 			t.Errorf("got exit %d after %v (stderr %q); want a failure within seconds that names the timeout", code, time.Since(start), errOut)
+		}
+	})
+	t.Run("memory limit", func(t *testing.T) {
+		if err := cgroup.Available(cgroup.Limits{MemoryBytes: 64 << 20}); err != nil {
+			t.Skipf("this host gives no cgroup to limit (needs root or a delegated cgroup v2 subtree): %v", err)
+		}
+		if _, err := os.Stat("/usr/bin/python3"); err != nil {
+			t.Skip("/usr/bin/python3 is not installed")
+		}
+		_, errOut, code := e.run(t, "sandbox", "run", "--memory", "64M", "--", "/usr/bin/python3", "-c", "b = b'x' * (300 << 20)")
+		if code != 137 || !strings.Contains(errOut, "more memory than the sandbox's limit") {
+			t.Errorf("got exit %d, stderr %q; want 137 and the memory limit named", code, errOut)
 		}
 	})
 	t.Run("no secret inside", func(t *testing.T) {

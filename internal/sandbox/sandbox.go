@@ -155,6 +155,9 @@ type Info struct {
 	Workspace string
 	GPU       bool
 	Notes     []string // e.g. limits that could not be enforced
+	// OOMKills counts processes killed for exceeding the sandbox's memory
+	// limit, where the backend knows.
+	OOMKills int64
 }
 
 // In-sandbox layout shared by every backend.

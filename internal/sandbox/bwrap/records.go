@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mlagent/mlagent/internal/sandbox"
+	"github.com/mlagent/mlagent/internal/sandbox/cgroup"
 	"github.com/mlagent/mlagent/internal/store"
 )
 
@@ -129,9 +130,14 @@ func (r *record) info() sandbox.Info {
 	if alive(r.Pid, r.StartTime) {
 		st = sandbox.StateRunning
 	}
+	var ooms int64
+	if g, err := cgroup.Load(cgroupPath(r.StateDir)); err == nil {
+		ooms = g.OOMKills()
+	}
 	return sandbox.Info{
 		Name: r.Name, Backend: backendName, State: st, Created: r.Created,
 		Labels: r.Labels, Workspace: workspaceDir(r.StateDir), GPU: r.GPU, Notes: r.Notes,
+		OOMKills: ooms,
 	}
 }
 

@@ -323,18 +323,16 @@ func (g *Group) Dirs() []string { return append([]string(nil), g.dirs...) }
 // exceeding the memory limit, where the kernel reports it.
 func (g *Group) OOMKills() int64 {
 	for _, d := range g.dirs {
-		name, key := "memory.oom_control", "oom_kill"
-		if g.V2 {
-			name, key = "memory.events", "oom_kill"
-		}
-		data, err := os.ReadFile(filepath.Join(d, name))
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(data), "\n") {
-			if v, ok := strings.CutPrefix(line, key+" "); ok {
-				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-				return n
+		for _, name := range []string{"memory.events", "memory.oom_control"} { // v2, v1
+			data, err := os.ReadFile(filepath.Join(d, name))
+			if err != nil {
+				continue
+			}
+			for _, line := range strings.Split(string(data), "\n") {
+				if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
+					n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+					return n
+				}
 			}
 		}
 	}
@@ -397,4 +395,14 @@ func (g *Group) String() string {
 		return "cgroup v2 " + g.dirs[0]
 	}
 	return "cgroup v1 " + strings.Join(g.dirs, ", ")
+}
+
+// Available reports why limits like l cannot be enforced on this host
+// (nil when they can), by making and removing a probe group.
+func Available(l Limits) error {
+	g, err := New("probe-"+strconv.Itoa(os.Getpid()), l)
+	if err != nil {
+		return err
+	}
+	return g.Remove()
 }
