@@ -216,6 +216,45 @@ func callerToken(h http.Header) string {
 	return ""
 }
 
+// safePath refuses what an upstream (or a CDN in front of it) could
+// resolve to another path than the one routed on, with the real
+// credential attached: "." and ".." segments in any encoding (r.URL.Path
+// is decoded once; "%2e" left after that was encoded twice) and
+// backslashes, which some servers take for "/".
+func safePath(p string) bool {
+	if strings.ContainsRune(p, '\\') || strings.Contains(strings.ToLower(p), "%2e") {
+		return false
+	}
+	for seg := range strings.SplitSeq(p, "/") {
+		if seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return true
+}
+
+// isModelPath is /v1/models/{model id}: one segment of the characters
+// model ids use, nothing below it.
+func isModelPath(p string) bool {
+	id, ok := strings.CutPrefix(p, "/v1/models/")
+	if !ok || id == "" {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == ':' || c == '@') {
+			return false
+		}
+	}
+	return true
+}
+
+// refusePath answers a request whose path safePath refuses, and audits it.
+func (g *Gateway) refusePath(w http.ResponseWriter, r *http.Request) {
+	msg := "paths with . or .. segments, encoded dots or backslashes are refused"
+	g.emit(record{Time: time.Now(), Route: "refused", Method: r.Method, Status: http.StatusBadRequest, Error: msg})
+	writeAPIError(w, http.StatusBadRequest, "invalid_request_error", "mlagent gateway: "+msg)
+}
+
 // DataHandler serves what sandboxes call: the model API, /hf/…,
 // /git/github.com/… and CONNECT.
 func (g *Gateway) DataHandler() http.Handler {
@@ -225,9 +264,11 @@ func (g *Gateway) DataHandler() http.Handler {
 			g.serveConnect(w, r)
 		case r.URL.Host != "" || strings.HasPrefix(r.RequestURI, "http://"):
 			g.refusePlainProxy(w, r)
+		case !safePath(r.URL.Path):
+			g.refusePath(w, r)
 		case r.URL.Path == "/v1/messages" && r.Method == http.MethodPost,
 			r.URL.Path == "/v1/messages/count_tokens" && r.Method == http.MethodPost,
-			(r.URL.Path == "/v1/models" || strings.HasPrefix(r.URL.Path, "/v1/models/")) && r.Method == http.MethodGet:
+			(r.URL.Path == "/v1/models" || isModelPath(r.URL.Path)) && r.Method == http.MethodGet:
 			g.serveModel(w, r)
 		case r.URL.Path == "/hf" || strings.HasPrefix(r.URL.Path, "/hf/"):
 			g.serveProxied(w, r, "hf", g.hf)

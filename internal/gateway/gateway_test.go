@@ -706,3 +706,58 @@ func TestAdminAPI(t *testing.T) {
 		})
 	}
 }
+
+// TestPathTraversalRefused: a path that an upstream or a CDN in front of
+// it could resolve elsewhere never leaves with a real credential. The
+// requests are written by hand so no client cleans them first.
+func TestPathTraversalRefused(t *testing.T) {
+	var hits atomic.Int64
+	count := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		io.WriteString(w, `{}`)
+	})
+	up := httptest.NewServer(count)
+	defer up.Close()
+	e := newEnv(t, nil, func(c *Config) { c.Upstream = up.URL; c.HFUpstream = up.URL; c.GitUpstream = up.URL })
+	tok := e.issue(t, TokenRequest{Sandbox: "a", BudgetUSD: 1})
+	raw := func(target string) int {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(e.data.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: gw\r\nX-Api-Key: %s\r\nAuthorization: Bearer %s\r\nAnthropic-Version: 2023-06-01\r\nConnection: close\r\n\r\n",
+			target, tok.Token, tok.Token)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", target, err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, target := range []string{
+		"/v1/models/../files",
+		"/v1/models/%2e%2e/messages/batches",
+		"/v1/models/..%2f..%2fv1%2ffiles",
+		"/v1/models/%252e%252e%252ffiles",
+		`/v1/models/..\files`,
+		"/v1/models/a/b",
+		"/v1/models/./x",
+		"/hf/api/../../v1/files",
+		"/hf/%2E%2E/x",
+		"/git/github.com/o/r.git/../../../x",
+	} {
+		if code := raw(target); code < 400 || code >= 500 {
+			t.Errorf("GET %s: status %d; want it refused", target, code)
+		}
+	}
+	if n := hits.Load(); n != 0 {
+		t.Errorf("%d refused requests reached an upstream", n)
+	}
+	if code := raw("/v1/models/claude-sonnet-4-5"); code != 200 || hits.Load() != 1 {
+		t.Errorf("GET a model: status %d, %d upstream hits; want 200 and 1", code, hits.Load())
+	}
+	if code := raw("/hf/api/models/org/name/revision/refs%2Fpr%2F1"); code != 200 || hits.Load() != 2 {
+		t.Errorf("GET an HF revision with an encoded slash: status %d; want it forwarded", code)
+	}
+}
