@@ -4,6 +4,7 @@ package gateway
 
 import "net"
 
-// alive cannot peek here; a stale connection is caught when its first
-// read fails, and the request is sent again when its body allows.
-func alive(net.Conn, bool) bool { return true }
+// alive cannot peek here; a stale connection is caught when writing to it
+// fails (and the request is sent again when its body allows) or when its
+// first read fails (502; the client may retry).
+func alive(net.Conn) bool { return true }

@@ -9,9 +9,11 @@ import (
 
 // alive says whether an idle upstream connection may still be used: the
 // upstream has not closed it (EOF or reset pending) and sent nothing
-// unasked. It peeks without blocking; tlsConn allows pending bytes, which
-// may be a session ticket.
-func alive(c net.Conn, tlsConn bool) bool {
+// unasked. It peeks without blocking. Any pending byte disqualifies it,
+// over TLS too: there it is most likely the close_notify alert a server
+// sends before closing an idle connection (at worst a late session
+// ticket, and the cost is one new connection).
+func alive(c net.Conn) bool {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return true
@@ -29,7 +31,7 @@ func alive(c net.Conn, tlsConn bool) bool {
 		case err != nil, n == 0:
 			live = false // reset, or EOF
 		default:
-			live = tlsConn
+			live = false
 		}
 		return true
 	})

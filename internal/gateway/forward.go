@@ -96,7 +96,7 @@ func (f *forwarder) get(ctx context.Context) (*fconn, error) {
 		f.idle[n-1] = nil
 		f.idle = f.idle[:n-1]
 		f.mu.Unlock()
-		if now.Sub(fc.idleAt) < f.idleFor && alive(fc.raw, f.tls != nil) {
+		if now.Sub(fc.idleAt) < f.idleFor && alive(fc.raw) {
 			fc.reused = true
 			return fc, nil
 		}
@@ -268,7 +268,7 @@ func validHeader(k string, vv []string) bool {
 func (g *Gateway) writeRequest(fc *fconn, r *http.Request, body []byte, inMem bool) error {
 	uri := g.fwd.requestURI(r.URL)
 	if strings.ContainsAny(uri, " \t\r\n") {
-		return errors.New("request target holds white space")
+		return errBadTarget
 	}
 	bw := fc.bw
 	bw.WriteString(r.Method)
@@ -357,6 +357,10 @@ type bodyError struct{ err error }
 func (e *bodyError) Error() string { return "reading request body: " + e.err.Error() }
 func (e *bodyError) Unwrap() error { return e.err }
 
+// errBadTarget is a request target that cannot go on a request line;
+// net/http's server never passes one on, so it is a guard, not a path.
+var errBadTarget = errors.New("request target holds white space")
+
 // errFallback says the forwarder could not reach the upstream before
 // anything of the request was consumed: the ReverseProxy path takes it.
 var errFallback = errors.New("fallback")
@@ -390,16 +394,18 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, body 
 		stop()
 		fc.raw.Close()
 		var be *bodyError
-		if errors.As(err, &be) || ctx.Err() != nil {
+		if errors.As(err, &be) || errors.Is(err, errBadTarget) || ctx.Err() != nil {
 			if ctx.Err() != nil {
 				err = ctx.Err()
 			}
 			g.upstreamError(w, r, c, err)
 			return nil
 		}
-		// A kept-alive connection the upstream closed as we sent: send
-		// again on a new one if the body can be sent again.
-		if errors.Is(err, errNothingRead) && fc.reused && replayable && attempt == 0 {
+		// A kept-alive connection the upstream had closed before taking
+		// the request: send it again on a new one if the body allows. A
+		// request written whole is never sent twice (the upstream may have
+		// acted on it), as net/http's Transport never resends a POST.
+		if errors.Is(err, errNotTaken) && fc.reused && replayable && attempt == 0 {
 			continue
 		}
 		g.upstreamError(w, r, c, err)
@@ -407,24 +413,31 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, body 
 	}
 }
 
-var errNothingRead = errors.New("upstream closed the connection before replying")
+var (
+	// errNotTaken: writing the request failed and no reply came, so the
+	// upstream had closed the connection and cannot have acted on it.
+	errNotTaken = errors.New("upstream closed the connection before taking the request")
+	// errNoReply: the request went out whole and the connection closed
+	// without a reply; the upstream may have acted on it.
+	errNoReply = errors.New("upstream closed the connection without replying")
+)
 
 // roundTrip writes the request and reads the response head.
 func (g *Gateway) roundTrip(fc *fconn, r *http.Request, body []byte, inMem bool) (*http.Response, error) {
 	if err := g.writeRequest(fc, r, body, inMem); err != nil {
 		fc.spent = true
 		var be *bodyError
-		if errors.As(err, &be) {
+		if errors.As(err, &be) || errors.Is(err, errBadTarget) {
 			return nil, err
 		}
 		// The upstream may have answered (and closed) without reading
 		// everything: read its reply if there is one.
 		if _, perr := fc.br.Peek(1); perr != nil {
-			return nil, fmt.Errorf("%w: %v", errNothingRead, err)
+			return nil, fmt.Errorf("%w: %v", errNotTaken, err)
 		}
 	}
 	if _, err := fc.br.Peek(1); err != nil {
-		return nil, fmt.Errorf("%w: %v", errNothingRead, err)
+		return nil, fmt.Errorf("%w: %v", errNoReply, err)
 	}
 	for {
 		resp, err := http.ReadResponse(fc.br, r)

@@ -128,21 +128,67 @@ func TestForwarderKeepAlive(t *testing.T) {
 
 // TestForwarderStaleConn: an idle connection the upstream closed is not
 // used for the next request.
+// Over TLS the server's close_notify alert arrives before its FIN: the
+// pending bytes must not pass for a live connection.
 func TestForwarderStaleConn(t *testing.T) {
-	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	for _, tlsOn := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", tlsOn), func(t *testing.T) {
+			up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				io.WriteString(w, okReply)
+			}))
+			up.Config.IdleTimeout = 20 * time.Millisecond
+			if tlsOn {
+				up.StartTLS()
+			} else {
+				up.Start()
+			}
+			defer up.Close()
+			e := newEnv(t, nil, func(c *Config) { c.Upstream = up.URL })
+			if tlsOn {
+				pool := x509.NewCertPool()
+				pool.AddCert(up.Certificate())
+				e.g.fwd.tls.RootCAs = pool
+			}
+			tok := e.issue(t, TokenRequest{Sandbox: "a"})
+			for i := 0; i < 4; i++ {
+				if resp, got := e.post(t, "/v1/messages", map[string]string{"x-api-key": tok.Token}, `{}`); resp.StatusCode != 200 {
+					t.Fatalf("request %d: %d %s", i, resp.StatusCode, got)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// TestForwarderNoResendAfterWrite: an upstream that took a request whole
+// and then closed without a word may have acted on it: the gateway
+// answers 502 and never sends it a second time, even when it could.
+func TestForwarderNoResendAfterWrite(t *testing.T) {
+	var n atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
+		if n.Add(1) == 2 {
+			time.Sleep(50 * time.Millisecond) // "working on it"
+			conn, _, _ := w.(http.Hijacker).Hijack()
+			conn.Close()
+			return
+		}
 		io.WriteString(w, okReply)
 	}))
-	up.Config.IdleTimeout = 20 * time.Millisecond
-	up.Start()
 	defer up.Close()
 	e := newEnv(t, nil, func(c *Config) { c.Upstream = up.URL })
-	tok := e.issue(t, TokenRequest{Sandbox: "a"})
-	for i := 0; i < 3; i++ {
-		if resp, got := e.post(t, "/v1/messages", map[string]string{"x-api-key": tok.Token}, `{}`); resp.StatusCode != 200 {
-			t.Fatalf("request %d: %d %s", i, resp.StatusCode, got)
-		}
-		time.Sleep(100 * time.Millisecond)
+	tok := e.issue(t, TokenRequest{Sandbox: "a", BudgetUSD: 10}) // body held: replayable
+	body := `{"model":"claude-haiku-4-5","max_tokens":5}`
+	if resp, got := e.post(t, "/v1/messages", map[string]string{"x-api-key": tok.Token}, body); resp.StatusCode != 200 {
+		t.Fatalf("first: %d %s", resp.StatusCode, got)
+	}
+	resp, _ := e.post(t, "/v1/messages", map[string]string{"x-api-key": tok.Token}, body)
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("second: status %d; want 502", resp.StatusCode)
+	}
+	if got := n.Load(); got != 2 {
+		t.Errorf("the upstream received %d requests for 2; want no resend", got)
 	}
 }
 
