@@ -100,7 +100,22 @@ func OpenMemory(ctx context.Context) (*DB, error) {
 // Migrate applies, once per database, each named migration in order. Names
 // must be globally unique, e.g. "gateway/001_tokens".
 func (db *DB) Migrate(ctx context.Context, migrations ...Migration) error {
+	// Most opens find everything applied: check that without a
+	// transaction, which is IMMEDIATE and would queue behind writers.
+	applied := map[string]bool{}
+	if rows, err := db.QueryContext(ctx, `SELECT name FROM schema_migrations`); err == nil {
+		for rows.Next() {
+			var name string
+			if rows.Scan(&name) == nil {
+				applied[name] = true
+			}
+		}
+		rows.Close()
+	}
 	for _, m := range migrations {
+		if applied[m.Name] {
+			continue
+		}
 		tx, err := db.BeginTx(ctx, nil)
 		if err != nil {
 			return fmt.Errorf("migrate %s: %w", m.Name, err)

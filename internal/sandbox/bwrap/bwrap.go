@@ -187,8 +187,7 @@ func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 		if err != nil {
 			b.forget(context.WithoutCancel(ctx), rec.Name)
 			os.Remove(controlPath(rec.StateDir))
-			if s.cg != nil {
-				s.cg.Remove()
+			if s.cg != nil && s.cg.Remove() == nil {
 				os.Remove(cgroupPath(rec.StateDir))
 			}
 		}
@@ -617,10 +616,17 @@ func (s *Sandbox) start(ctx context.Context, args []string, files []*os.File) er
 	start, err := procStartTime(r.pid)
 	if err != nil {
 		s.kill()
+		<-s.exited
 		return fmt.Errorf("sandbox init (pid %d): %w", r.pid, err)
 	}
 	s.rec.Pid, s.rec.StartTime = r.pid, start
-	return s.b.setPid(ctx, s.rec.Name, r.pid, start)
+	if err := s.b.setPid(ctx, s.rec.Name, r.pid, start); err != nil {
+		// Unrecorded, nobody could find it to kill it: end it now.
+		s.kill()
+		<-s.exited
+		return err
+	}
+	return nil
 }
 
 type limitedWriter struct {

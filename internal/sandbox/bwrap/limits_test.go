@@ -42,7 +42,7 @@ func TestLimits(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(string(data), "/mlagent-"+sb.Name()+"\n") {
+		if !strings.Contains(string(data), "/mlagent-"+sb.Name()+"-") {
 			t.Errorf("pid %d is in\n%s; want the sandbox's group", pid, data)
 		}
 	}

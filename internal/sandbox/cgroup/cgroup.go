@@ -9,12 +9,15 @@ package cgroup
 
 import (
 	"bufio"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -73,7 +76,12 @@ func (h host) create(name string, l Limits) (*Group, error) {
 	if l.CPUs > 0 {
 		need = append(need, "cpu")
 	}
-	leaf := "mlagent-" + name
+	// A random suffix: two homes (or users) with a sandbox of the same
+	// name, or a Create that reuses a running sandbox's name, never share
+	// (or retune) one group.
+	var rnd [4]byte
+	rand.Read(rnd[:])
+	leaf := "mlagent-" + name + "-" + hex.EncodeToString(rnd[:])
 	var v2err error
 	if m, ok := mounts["cgroup2"]; ok {
 		g, err := createV2(m, own[""], leaf, need, l)
@@ -186,9 +194,11 @@ func createV2(m mount, own, leaf string, need []string, l Limits) (*Group, error
 	if own == "" {
 		return nil, errors.New("this process is in no cgroup v2 group")
 	}
-	// A v2 group with processes cannot also hand controllers to children,
-	// so the sandbox's group is a sibling of ours, unless we are at the
-	// root (of a container's cgroup namespace), which is exempt.
+	// A v2 group with processes cannot also hand controllers to children
+	// ("no internal processes"), so the sandbox's group is a sibling of
+	// ours. Only the real root is exempt; at the root of a container's
+	// cgroup namespace enabling controllers fails while processes live
+	// there, and the limits are reported unavailable.
 	parentCg := own
 	if own != "/" {
 		parentCg = filepath.Dir(own)
@@ -215,7 +225,7 @@ func createV2(m mount, own, leaf string, need []string, l Limits) (*Group, error
 		}
 	}
 	dir := filepath.Join(parent, leaf)
-	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+	if err := os.Mkdir(dir, 0o755); err != nil {
 		return nil, err
 	}
 	g := &Group{dirs: []string{dir}, V2: true}
@@ -249,7 +259,7 @@ func createV1(mounts map[string]mount, own map[string]string, leaf string, need 
 			return nil, err
 		}
 		dir := filepath.Join(base, leaf)
-		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		if err := os.Mkdir(dir, 0o755); err != nil {
 			g.Remove()
 			return nil, fmt.Errorf("create cgroup: %w", err)
 		}
@@ -346,7 +356,8 @@ func (g *Group) Remove() error {
 	for _, d := range g.dirs {
 		var err error
 		for i := 0; i < 100; i++ {
-			if err = os.Remove(d); err == nil || errors.Is(err, os.ErrNotExist) {
+			// rmdir, never unlink: only an (empty) group can go.
+			if err = syscall.Rmdir(d); err == nil || errors.Is(err, os.ErrNotExist) {
 				err = nil
 				break
 			}
@@ -375,15 +386,29 @@ func Load(path string) (*Group, error) {
 	if err != nil {
 		return nil, err
 	}
+	mounts, err := system.mounts()
+	if err != nil {
+		return nil, err
+	}
 	g := &Group{}
 	for _, d := range strings.Fields(string(data)) {
-		// Only directories New makes: never rmdir anything else.
-		if !strings.HasPrefix(filepath.Base(d), "mlagent-") || !filepath.IsAbs(d) {
+		// Only directories New makes: a group named mlagent-… inside a
+		// mounted cgroup hierarchy. Never rmdir anything else.
+		if !strings.HasPrefix(filepath.Base(d), "mlagent-") || filepath.Clean(d) != d || !underMount(d, mounts) {
 			return nil, fmt.Errorf("%s: %q is not a sandbox cgroup", path, d)
 		}
 		g.dirs = append(g.dirs, d)
 	}
 	return g, nil
+}
+
+func underMount(d string, mounts map[string]mount) bool {
+	for _, m := range mounts {
+		if rel, err := filepath.Rel(m.dir, d); err == nil && rel != "." && !strings.HasPrefix(rel, "..") {
+			return true
+		}
+	}
+	return false
 }
 
 // String says how the limits are enforced, for a sandbox's notes.

@@ -52,10 +52,11 @@ func TestCreateV2(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Join(root, "sys/fs/cgroup/user.slice/app.slice/mlagent-s1")
-	if !g.V2 || len(g.dirs) != 1 || g.dirs[0] != dir {
-		t.Fatalf("group %+v; want v2 at %s", g, dir)
+	parent := filepath.Join(root, "sys/fs/cgroup/user.slice/app.slice")
+	if !g.V2 || len(g.dirs) != 1 || filepath.Dir(g.dirs[0]) != parent || !strings.HasPrefix(filepath.Base(g.dirs[0]), "mlagent-s1-") {
+		t.Fatalf("group %+v; want v2 at %s/mlagent-s1-…", g, parent)
 	}
+	dir := g.dirs[0]
 	if got := read(t, filepath.Join(dir, "memory.max")); got != "67108864" {
 		t.Errorf("memory.max = %q", got)
 	}
@@ -90,9 +91,12 @@ func TestCreateV1Hybrid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mem := filepath.Join(root, "sys/fs/cgroup/memory/process_api/abc/mlagent-s2")
-	cpu := filepath.Join(root, "sys/fs/cgroup/cpu,cpuacct/mlagent-s2")
-	if g.V2 || len(g.dirs) != 2 || g.dirs[0] != mem || g.dirs[1] != cpu {
+	if g.V2 || len(g.dirs) != 2 || !strings.HasPrefix(filepath.Base(g.dirs[0]), "mlagent-s2-") {
+		t.Fatalf("group %+v; want v1 groups mlagent-s2-…", g)
+	}
+	mem := filepath.Join(root, "sys/fs/cgroup/memory/process_api/abc", filepath.Base(g.dirs[0]))
+	cpu := filepath.Join(root, "sys/fs/cgroup/cpu,cpuacct", filepath.Base(g.dirs[0]))
+	if g.dirs[0] != mem || g.dirs[1] != cpu {
 		t.Fatalf("group %+v; want v1 at %s and %s", g, mem, cpu)
 	}
 	if got := read(t, filepath.Join(mem, "memory.limit_in_bytes")); got != "1073741824" {
@@ -212,5 +216,40 @@ func TestCPULimitThrottles(t *testing.T) {
 	stat := read(t, filepath.Join(g.dirs[0], "cpu.stat"))
 	if !strings.Contains(stat, "nr_throttled") || strings.Contains(stat, "nr_throttled 0\n") {
 		t.Errorf("cpu.stat shows no throttling:\n%s", stat)
+	}
+}
+
+// Two groups for sandboxes of the same name (two homes, or a Create that
+// reuses a running sandbox's name) are distinct: neither retunes the other.
+func TestSameNameDistinctGroups(t *testing.T) {
+	a := realGroup(t, Limits{MemoryBytes: 512 << 20})
+	b, err := New("test-"+strconv.Itoa(os.Getpid())+"-"+t.Name(), Limits{MemoryBytes: 16 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Remove()
+	if a.dirs[0] == b.dirs[0] {
+		t.Fatalf("both groups are %s", a.dirs[0])
+	}
+	if got := strings.TrimSpace(read(t, filepath.Join(a.dirs[0], "memory.limit_in_bytes"))); a.V2 == false && got != "536870912" {
+		t.Errorf("first group's limit became %s", got)
+	}
+}
+
+// Load refuses a saved file naming anything but a sandbox group inside a
+// cgroup hierarchy, so a tampered file cannot make Remove delete it.
+func TestLoadRefusesForeignPaths(t *testing.T) {
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "mlagent-x")
+	os.Mkdir(victim, 0o755)
+	for _, content := range []string{victim, "/sys/fs/cgroup/memory/../../../" + victim, "relative/mlagent-x", "/sys/fs/cgroup/memory/not-ours"} {
+		f := filepath.Join(dir, "cgroup")
+		os.WriteFile(f, []byte(content+"\n"), 0o600)
+		if g, err := Load(f); err == nil {
+			t.Errorf("Load(%q) = %v; want it refused", content, g.dirs)
+		}
+	}
+	if _, err := os.Stat(victim); err != nil {
+		t.Fatal(err)
 	}
 }
