@@ -114,14 +114,7 @@ func tokenFromEnv(t *testing.T, env string) string {
 
 func TestCreateFailureRevokesToken(t *testing.T) {
 	ctx := context.Background()
-	home, _ := os.MkdirTemp("", "mlh")
-	defer os.RemoveAll(home)
-	cfg := config.Defaults()
-	cfg.Home = home
-	h, err := Start(ctx, Options{Config: cfg, Upstream: "http://127.0.0.1:1", ModelKey: realKey, Backend: failingBackend{}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := startHost(t, testConfig(t), failingBackend{})
 	defer h.Close()
 	if _, err := h.NewSandbox(ctx, SandboxRequest{}); err == nil {
 		t.Fatal("NewSandbox succeeded with a failing backend")
@@ -137,6 +130,30 @@ func TestCreateFailureRevokesToken(t *testing.T) {
 	}
 }
 
+// testConfig is the default config with a temporary home, short because
+// Unix socket paths live under it.
+func testConfig(t *testing.T) *config.Config {
+	t.Helper()
+	home, err := os.MkdirTemp("", "mlh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(home) })
+	cfg := config.Defaults()
+	cfg.Home = home
+	return cfg
+}
+
+// startHost starts a host on backend b whose upstream is never reached.
+func startHost(t *testing.T, cfg *config.Config, b sandbox.Backend) *Host {
+	t.Helper()
+	h, err := Start(context.Background(), Options{Config: cfg, Upstream: "http://127.0.0.1:1", ModelKey: realKey, Backend: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
 type failingBackend struct{ sandbox.Backend }
 
 func (failingBackend) Create(context.Context, sandbox.Spec) (sandbox.Sandbox, error) {
@@ -147,15 +164,9 @@ func (failingBackend) Create(context.Context, sandbox.Spec) (sandbox.Sandbox, er
 // host revokes its token rather than leave it valid for its TTL.
 func TestStartRevokesTokensOfDeadSandboxes(t *testing.T) {
 	ctx := context.Background()
-	home, _ := os.MkdirTemp("", "mlh")
-	defer os.RemoveAll(home)
-	cfg := config.Defaults()
-	cfg.Home = home
+	cfg := testConfig(t)
 	be := &listBackend{}
-	h, err := Start(ctx, Options{Config: cfg, Upstream: "http://127.0.0.1:1", ModelKey: realKey, Backend: be})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := startHost(t, cfg, be)
 	var ids []string
 	for _, name := range []string{"alive", "dead"} {
 		tok, err := h.Gateway().Issue(ctx, gateway.TokenRequest{Sandbox: name, TTL: time.Hour})
@@ -167,10 +178,7 @@ func TestStartRevokesTokensOfDeadSandboxes(t *testing.T) {
 	h.Close()
 
 	be.infos = []sandbox.Info{{Name: "alive", State: sandbox.StateRunning}, {Name: "dead", State: sandbox.StateDead}}
-	h2, err := Start(ctx, Options{Config: cfg, Upstream: "http://127.0.0.1:1", ModelKey: realKey, Backend: be})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h2 := startHost(t, cfg, be)
 	defer h2.Close()
 	usage, err := h2.Gateway().Usage(ctx)
 	if err != nil {
@@ -209,15 +217,8 @@ func (r *specRecorder) Create(_ context.Context, s sandbox.Spec) (sandbox.Sandbo
 // gateway socket and a fresh token rather than anything of the host's.
 func TestNewSandboxPassesSpec(t *testing.T) {
 	ctx := context.Background()
-	home, _ := os.MkdirTemp("", "mlh")
-	defer os.RemoveAll(home)
-	cfg := config.Defaults()
-	cfg.Home = home
 	rec := &specRecorder{}
-	h, err := Start(ctx, Options{Config: cfg, Upstream: "http://127.0.0.1:1", ModelKey: realKey, Backend: rec})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := startHost(t, testConfig(t), rec)
 	defer h.Close()
 	h.NewSandbox(ctx, SandboxRequest{Name: "limits", Timeout: 90 * time.Second, IdleTimeout: 30 * time.Second,
 		Labels: map[string]string{"k": "v"}, GPU: sandbox.GPUOptional, CPUs: 1.5, MemoryBytes: 1 << 30})
