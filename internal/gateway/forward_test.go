@@ -209,8 +209,9 @@ func TestForwarderPathJoin(t *testing.T) {
 	}
 }
 
-// TestForwarderSSEPerEvent: each event is readable by the client before
-// the upstream writes the next one, through both upstream paths.
+// TestForwarderSSEPerEvent: each event, unknown types included, is
+// readable by the client before the upstream writes the next one (nothing
+// waits in a buffer), through both upstream paths.
 func TestForwarderSSEPerEvent(t *testing.T) {
 	for _, custom := range []bool{false, true} {
 		t.Run(fmt.Sprintf("reverseproxy=%v", custom), func(t *testing.T) {

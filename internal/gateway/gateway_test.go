@@ -259,43 +259,6 @@ func TestStreamVerbatim(t *testing.T) {
 	}
 }
 
-// TestStreamFlushedPerEvent reads each event before the upstream sends
-// the next: nothing waits in a buffer.
-func TestStreamFlushedPerEvent(t *testing.T) {
-	next := make(chan struct{})
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		for i := 0; i < 3; i++ {
-			fmt.Fprintf(w, "event: custom_%d\ndata: {\"type\":\"custom_%d\"}\n\n", i, i)
-			w.(http.Flusher).Flush()
-			<-next
-		}
-	}))
-	defer up.Close()
-	e := newEnv(t, nil, func(c *Config) { c.Upstream = up.URL })
-	tok := e.issue(t, TokenRequest{Sandbox: "a"})
-	req, _ := http.NewRequest("POST", e.data.URL+"/v1/messages", strings.NewReader(`{"stream":true}`))
-	req.Header.Set("x-api-key", tok.Token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	br := bufio.NewReader(resp.Body)
-	for i := 0; i < 3; i++ {
-		line, err := br.ReadString('\n')
-		if err != nil {
-			t.Fatal(err)
-		}
-		if want := fmt.Sprintf("event: custom_%d\n", i); line != want {
-			t.Fatalf("got %q; want %q", line, want)
-		}
-		br.ReadString('\n')
-		br.ReadString('\n')
-		next <- struct{}{}
-	}
-}
-
 func TestCredentialSwapAndSpoofing(t *testing.T) {
 	e := newEnv(t, nil, nil)
 	tok := e.issue(t, TokenRequest{Sandbox: "a"})
