@@ -10,7 +10,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/mlagent/mlagent/internal/trackio"
+	"github.com/mlagent/mlagent/internal/trackio/trackiotest"
 )
 
 func median(d []time.Duration) time.Duration {
@@ -22,10 +22,10 @@ func median(d []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-func benchServer(b *testing.B) (*trackio.Writer, string) {
+func benchServer(b *testing.B) (*trackiotest.Writer, string) {
 	ctx := context.Background()
 	dir := b.TempDir()
-	w, err := trackio.OpenWriter(ctx, dir, "bench", trackio.WriterOptions{})
+	w, err := trackiotest.OpenWriter(ctx, dir, "bench", trackiotest.WriterOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}

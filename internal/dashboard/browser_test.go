@@ -10,7 +10,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/mlagent/mlagent/internal/trackio"
+	"github.com/mlagent/mlagent/internal/trackio/trackiotest"
 )
 
 const chromiumPath = "/usr/bin/chromium"
@@ -75,7 +75,7 @@ func TestBrowserSeesLivePoints(t *testing.T) {
 	requireChromium(t)
 	ctx := context.Background()
 	dir := t.TempDir()
-	w, err := trackio.OpenWriter(ctx, dir, "demo", trackio.WriterOptions{})
+	w, err := trackiotest.OpenWriter(ctx, dir, "demo", trackiotest.WriterOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

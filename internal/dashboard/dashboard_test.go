@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mlagent/mlagent/internal/trackio"
+	"github.com/mlagent/mlagent/internal/trackio/trackiotest"
 )
 
 // sseClient reads events from the dashboard's stream.
@@ -121,7 +122,7 @@ func TestPageIsEmbeddedAndSelfContained(t *testing.T) {
 func TestSnapshotThenLiveDelta(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	w, err := trackio.OpenWriter(ctx, dir, "proj", trackio.WriterOptions{})
+	w, err := trackiotest.OpenWriter(ctx, dir, "proj", trackiotest.WriterOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +180,7 @@ func TestBrokenProjectDoesNotStopOthers(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "broken.db"), []byte(strings.Repeat("garbage!", 512)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	w, err := trackio.OpenWriter(ctx, dir, "good", trackio.WriterOptions{})
+	w, err := trackiotest.OpenWriter(ctx, dir, "good", trackiotest.WriterOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +243,7 @@ func nan() float64 {
 func TestReplacedDatabaseStartsOver(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	w, err := trackio.OpenWriter(ctx, dir, "p", trackio.WriterOptions{})
+	w, err := trackiotest.OpenWriter(ctx, dir, "p", trackiotest.WriterOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +264,7 @@ func TestReplacedDatabaseStartsOver(t *testing.T) {
 	for _, suffix := range []string{"", "-wal", "-shm"} {
 		os.Remove(filepath.Join(dir, "p.db"+suffix))
 	}
-	w2, err := trackio.OpenWriter(ctx, dir, "p", trackio.WriterOptions{})
+	w2, err := trackiotest.OpenWriter(ctx, dir, "p", trackiotest.WriterOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/mlagent/mlagent/internal/trackio"
+	"github.com/mlagent/mlagent/internal/trackio/trackiotest"
 	_ "modernc.org/sqlite"
 )
 
@@ -153,7 +154,7 @@ t.finish()
 		t.Fatal(err)
 	}
 	defer ref.Close()
-	if err := trackio.CreateSchema(context.Background(), ref, false); err != nil {
+	if err := trackiotest.CreateSchema(context.Background(), ref, false); err != nil {
 		t.Fatal(err)
 	}
 	for _, table := range []string{trackio.TableMetrics, trackio.TableConfigs, trackio.TableSystemMetrics, trackio.TableProjectMetadata} {

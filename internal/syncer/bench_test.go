@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mlagent/mlagent/internal/trackio"
+	"github.com/mlagent/mlagent/internal/trackio/trackiotest"
 )
 
 // BenchmarkSyncBytes measures the commit bytes one sync uploads for 100
@@ -22,7 +23,7 @@ func BenchmarkSyncBytes(b *testing.B) {
 			dir := filepath.Join(root, "trackio")
 			h, srv := newFakeHub(b, testToken)
 			_ = h
-			w, err := trackio.OpenWriter(ctx, dir, "proj", trackio.WriterOptions{})
+			w, err := trackiotest.OpenWriter(ctx, dir, "proj", trackiotest.WriterOptions{})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -31,8 +32,8 @@ func BenchmarkSyncBytes(b *testing.B) {
 			logN := func(n int) {
 				tx, _ := w.DB().Begin()
 				for i := 0; i < n; i++ {
-					js, _ := trackio.EncodeValues(map[string]any{"loss": 1.0 / float64(step+1), "lr": 1e-4, "grad_norm": 0.5})
-					if _, err := tx.Exec(trackio.InsertMetricSQL, trackio.FormatTimestamp(time.Now()), "rid", "run", step, js); err != nil {
+					js, _ := trackiotest.EncodeValues(map[string]any{"loss": 1.0 / float64(step+1), "lr": 1e-4, "grad_norm": 0.5})
+					if _, err := tx.Exec(trackio.InsertMetricSQL, trackiotest.FormatTimestamp(time.Now()), "rid", "run", step, js); err != nil {
 						b.Fatal(err)
 					}
 					step++

@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -474,15 +473,4 @@ func chunkFile[T any](project, table string, r *rangeOf, rows []T) File {
 		enc.Encode(row)
 	}
 	return File{Path: ChunkPath(project, table, r.First, r.Last), Content: buf.Bytes()}
-}
-
-// Projects lists the projects with recorded progress for a Space, sorted.
-func (s *Syncer) Projects(spaceID string) []string {
-	sp := s.state.space(spaceID)
-	out := make([]string, 0, len(sp.Projects))
-	for p := range sp.Projects {
-		out = append(out, p)
-	}
-	sort.Strings(out)
-	return out
 }

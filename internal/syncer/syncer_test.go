@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mlagent/mlagent/internal/trackio"
+	"github.com/mlagent/mlagent/internal/trackio/trackiotest"
 )
 
 const (
@@ -26,7 +27,7 @@ type env struct {
 	hub        *fakeHub
 	url        string
 	log        *bytes.Buffer
-	w          *trackio.Writer
+	w          *trackiotest.Writer
 	step       int64
 }
 
@@ -37,7 +38,7 @@ func newEnv(t *testing.T) *env {
 	e := &env{dir: filepath.Join(root, "trackio"), state: filepath.Join(root, "home", "syncer.json"), log: &bytes.Buffer{}}
 	h, srv := newFakeHub(t, testToken)
 	e.hub, e.url = h, srv.URL
-	w, err := trackio.OpenWriter(ctx, e.dir, "proj", trackio.WriterOptions{})
+	w, err := trackiotest.OpenWriter(ctx, e.dir, "proj", trackiotest.WriterOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math"
 	"net/url"
-	"sort"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -386,14 +385,4 @@ func Values(raw json.RawMessage) (map[string]float64, error) {
 		}
 	}
 	return out, nil
-}
-
-// SortedKeys returns m's keys in order, for stable output.
-func SortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -1,4 +1,4 @@
-// Package trackio reads and writes Trackio's SQLite project databases in
+// Package trackio reads Trackio's SQLite project databases in
 // the exact layout the `trackio` Python package uses (one <project>.db per
 // project in the Trackio directory), so training code in the sandbox can log
 // with Trackio while the dashboard and the syncer follow along read-only.

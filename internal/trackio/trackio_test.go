@@ -1,4 +1,4 @@
-package trackio
+package trackio_test
 
 import (
 	"context"
@@ -12,6 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mlagent/mlagent/internal/trackio"
+	"github.com/mlagent/mlagent/internal/trackio/trackiotest"
 )
 
 func TestDBFileName(t *testing.T) {
@@ -25,8 +28,8 @@ func TestDBFileName(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			if got := DBFileName(tt.in); got != tt.want {
-				t.Errorf("DBFileName(%q) = %q; want %q", tt.in, got, tt.want)
+			if got := trackio.DBFileName(tt.in); got != tt.want {
+				t.Errorf("trackio.DBFileName(%q) = %q; want %q", tt.in, got, tt.want)
 			}
 		})
 	}
@@ -37,7 +40,7 @@ func TestRoundTripBothLayouts(t *testing.T) {
 		t.Run("legacy="+strconv.FormatBool(legacy), func(t *testing.T) {
 			ctx := context.Background()
 			dir := t.TempDir()
-			w, err := OpenWriter(ctx, dir, "proj", WriterOptions{Legacy: legacy})
+			w, err := trackiotest.OpenWriter(ctx, dir, "proj", trackiotest.WriterOptions{Legacy: legacy})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -56,7 +59,7 @@ func TestRoundTripBothLayouts(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			r, err := OpenReader(w.Path)
+			r, err := trackio.OpenReader(w.Path)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -65,10 +68,10 @@ func TestRoundTripBothLayouts(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			wantLayout := LayoutRunID
+			wantLayout := trackio.LayoutRunID
 			wantRunID := "id-a"
 			if legacy {
-				wantLayout, wantRunID = LayoutLegacy, "run-a"
+				wantLayout, wantRunID = trackio.LayoutLegacy, "run-a"
 			}
 			if l, _ := r.Layout(ctx); l != wantLayout {
 				t.Errorf("layout = %v; want %v", l, wantLayout)
@@ -82,7 +85,7 @@ func TestRoundTripBothLayouts(t *testing.T) {
 			if b.Metrics[0].Timestamp != "2026-01-02T03:04:05+00:00" {
 				t.Errorf("timestamp = %q; want 2026-01-02T03:04:05+00:00", b.Metrics[0].Timestamp)
 			}
-			v, err := Values(b.Metrics[1].Raw)
+			v, err := trackio.Values(b.Metrics[1].Raw)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -128,7 +131,7 @@ func TestOldestLayoutWithProjectName(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
-	r, err := OpenReader(path)
+	r, err := trackio.OpenReader(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,21 +148,21 @@ func TestOldestLayoutWithProjectName(t *testing.T) {
 // TestBlobJSON: Trackio writes orjson bytes, which SQLite stores as BLOB.
 func TestBlobJSON(t *testing.T) {
 	ctx := context.Background()
-	w, err := OpenWriter(ctx, t.TempDir(), "p", WriterOptions{})
+	w, err := trackiotest.OpenWriter(ctx, t.TempDir(), "p", trackiotest.WriterOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	if _, err := w.DB().Exec(InsertMetricSQL, "2026-01-01T00:00:00+00:00", "i", "n", 3, []byte(`{"loss":1.5,"img":{"_type":"trackio.image"}}`)); err != nil {
+	if _, err := w.DB().Exec(trackio.InsertMetricSQL, "2026-01-01T00:00:00+00:00", "i", "n", 3, []byte(`{"loss":1.5,"img":{"_type":"trackio.image"}}`)); err != nil {
 		t.Fatal(err)
 	}
-	r, _ := OpenReader(w.Path)
+	r, _ := trackio.OpenReader(w.Path)
 	defer r.Close()
 	rows, err := r.ReadMetrics(ctx, 0, 10)
 	if err != nil || len(rows) != 1 {
 		t.Fatalf("got %v, %v; want one row", rows, err)
 	}
-	v, _ := Values(rows[0].Raw)
+	v, _ := trackio.Values(rows[0].Raw)
 	if len(v) != 1 || v["loss"] != 1.5 {
 		t.Errorf("values = %v; want only loss=1.5", v)
 	}
@@ -171,7 +174,7 @@ func TestMissingTablesIsEmptyNotError(t *testing.T) {
 	db, _ := sql.Open("sqlite", path)
 	db.Exec(`CREATE TABLE other (x)`)
 	db.Close()
-	r, _ := OpenReader(path)
+	r, _ := trackio.OpenReader(path)
 	defer r.Close()
 	b, err := r.Poll(ctx, 0)
 	if err != nil || !b.Empty() {
@@ -182,7 +185,7 @@ func TestMissingTablesIsEmptyNotError(t *testing.T) {
 func TestTruncatedAndCorrupt(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	w, err := OpenWriter(ctx, dir, "good", WriterOptions{JournalMode: "DELETE"})
+	w, err := trackiotest.OpenWriter(ctx, dir, "good", trackiotest.WriterOptions{JournalMode: "DELETE"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,14 +210,14 @@ func TestTruncatedAndCorrupt(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			path := filepath.Join(dir, name+".db")
 			os.WriteFile(path, data, 0o644)
-			r, err := OpenReader(path)
+			r, err := trackio.OpenReader(path)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer r.Close()
 			_, err = r.Poll(ctx, 0)
-			if !errors.Is(err, ErrCorrupt) {
-				t.Fatalf("Poll error = %v; want ErrCorrupt", err)
+			if !errors.Is(err, trackio.ErrCorrupt) {
+				t.Fatalf("Poll error = %v; want trackio.ErrCorrupt", err)
 			}
 			if !strings.Contains(err.Error(), path) {
 				t.Errorf("error %q does not name the file", err)
@@ -224,11 +227,11 @@ func TestTruncatedAndCorrupt(t *testing.T) {
 }
 
 // TestLockedByWriter: in rollback-journal mode a writer holding an
-// exclusive lock makes the reader report ErrBusy (retry next poll) quickly,
+// exclusive lock makes the reader report trackio.ErrBusy (retry next poll) quickly,
 // and the writer's transaction still commits.
 func TestLockedByWriter(t *testing.T) {
 	ctx := context.Background()
-	w, err := OpenWriter(ctx, t.TempDir(), "locked", WriterOptions{JournalMode: "DELETE"})
+	w, err := trackiotest.OpenWriter(ctx, t.TempDir(), "locked", trackiotest.WriterOptions{JournalMode: "DELETE"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,11 +245,11 @@ func TestLockedByWriter(t *testing.T) {
 	if _, err := conn.ExecContext(ctx, "BEGIN EXCLUSIVE"); err != nil {
 		t.Fatal(err)
 	}
-	conn.ExecContext(ctx, InsertMetricSQL, "t", "i", "n", 1, `{"loss":0.5}`)
-	r, _ := OpenReader(w.Path)
+	conn.ExecContext(ctx, trackio.InsertMetricSQL, "t", "i", "n", 1, `{"loss":0.5}`)
+	r, _ := trackio.OpenReader(w.Path)
 	defer r.Close()
-	if _, err := r.Poll(ctx, 0); !errors.Is(err, ErrBusy) {
-		t.Fatalf("Poll under exclusive lock = %v; want ErrBusy", err)
+	if _, err := r.Poll(ctx, 0); !errors.Is(err, trackio.ErrBusy) {
+		t.Fatalf("Poll under exclusive lock = %v; want trackio.ErrBusy", err)
 	}
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
 		t.Fatalf("writer commit after reader retried: %v", err)
@@ -267,7 +270,7 @@ func TestConcurrentPythonWriter(t *testing.T) {
 	}
 	ctx := context.Background()
 	dir := t.TempDir()
-	path := filepath.Join(dir, DBFileName("live"))
+	path := filepath.Join(dir, trackio.DBFileName("live"))
 	const n = 300
 	script := `
 import sqlite3, sys, json
@@ -279,7 +282,7 @@ for i in range(int(sys.argv[3])):
     conn.commit()
 conn.close()
 `
-	cmd := exec.Command(py, "-c", script, path, SchemaSQL, strconv.Itoa(n), InsertMetricSQL)
+	cmd := exec.Command(py, "-c", script, path, trackio.SchemaSQL, strconv.Itoa(n), trackio.InsertMetricSQL)
 	out := &strings.Builder{}
 	cmd.Stderr = out
 	if err := cmd.Start(); err != nil {
@@ -288,7 +291,7 @@ conn.close()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 
-	var r *Reader
+	var r *trackio.Reader
 	var seen []int64
 	finished := false
 	for !finished || len(seen) < n {
@@ -306,13 +309,13 @@ conn.close()
 				continue
 			}
 			var err error
-			if r, err = OpenReader(path); err != nil {
+			if r, err = trackio.OpenReader(path); err != nil {
 				t.Fatal(err)
 			}
 			defer r.Close()
 		}
 		b, err := r.Poll(ctx, 50)
-		if errors.Is(err, ErrBusy) {
+		if errors.Is(err, trackio.ErrBusy) {
 			continue
 		}
 		if err != nil {
@@ -345,7 +348,7 @@ func FuzzValues(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		v, err := Values(data)
+		v, err := trackio.Values(data)
 		if err != nil {
 			return
 		}
@@ -360,11 +363,11 @@ func FuzzValues(f *testing.F) {
 func TestReplacedDetectsRestartedIDs(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	w, _ := OpenWriter(ctx, dir, "p", WriterOptions{})
+	w, _ := trackiotest.OpenWriter(ctx, dir, "p", trackiotest.WriterOptions{})
 	for i := 0; i < 3; i++ {
 		w.Log(ctx, "a", "a", int64(i), map[string]any{"loss": 1.0}, time.Now())
 	}
-	r, _ := OpenReader(w.Path)
+	r, _ := trackio.OpenReader(w.Path)
 	defer r.Close()
 	r.Poll(ctx, 0)
 	if rep, err := r.Replaced(ctx); err != nil || rep {

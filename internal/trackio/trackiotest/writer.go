@@ -1,4 +1,7 @@
-package trackio
+// Package trackiotest writes Trackio databases the way the trackio Python
+// package does, for tests and benchmarks that need a training process's
+// side of the format. mlagent itself never writes to a training database.
+package trackiotest
 
 import (
 	"context"
@@ -11,11 +14,12 @@ import (
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/mlagent/mlagent/internal/trackio"
 )
 
 // Writer writes rows in Trackio's format, the way trackio.log does (WAL
-// journal, one transaction per call). Tests and the demo use it; mlagent
-// itself never writes to a training database.
+// journal, one transaction per call).
 type Writer struct {
 	db     *sql.DB
 	legacy bool
@@ -33,9 +37,9 @@ type WriterOptions struct {
 
 // CreateSchema creates Trackio's tables in db (current or legacy layout).
 func CreateSchema(ctx context.Context, db *sql.DB, legacy bool) error {
-	ddl := SchemaSQL
+	ddl := trackio.SchemaSQL
 	if legacy {
-		ddl = LegacySchemaSQL
+		ddl = trackio.LegacySchemaSQL
 	}
 	if _, err := db.ExecContext(ctx, ddl); err != nil {
 		return fmt.Errorf("create trackio schema: %w", err)
@@ -43,12 +47,12 @@ func CreateSchema(ctx context.Context, db *sql.DB, legacy bool) error {
 	return nil
 }
 
-// OpenWriter opens (creating if needed) dir/DBFileName(project).
+// OpenWriter opens (creating if needed) dir/trackio.DBFileName(project).
 func OpenWriter(ctx context.Context, dir, project string, opts WriterOptions) (*Writer, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("trackio writer: %w", err)
 	}
-	path := filepath.Join(dir, DBFileName(project))
+	path := filepath.Join(dir, trackio.DBFileName(project))
 	jm := opts.JournalMode
 	if jm == "" {
 		jm = "WAL"
@@ -79,9 +83,9 @@ func (w *Writer) Log(ctx context.Context, runID, runName string, step int64, val
 	}
 	var res sql.Result
 	if w.legacy {
-		res, err = w.db.ExecContext(ctx, LegacyInsertMetricSQL, FormatTimestamp(ts), runName, step, js)
+		res, err = w.db.ExecContext(ctx, trackio.LegacyInsertMetricSQL, FormatTimestamp(ts), runName, step, js)
 	} else {
-		res, err = w.db.ExecContext(ctx, InsertMetricSQL, FormatTimestamp(ts), runID, runName, step, js)
+		res, err = w.db.ExecContext(ctx, trackio.InsertMetricSQL, FormatTimestamp(ts), runID, runName, step, js)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("trackio log: %w", err)
@@ -98,7 +102,7 @@ func (w *Writer) LogSystem(ctx context.Context, runID, runName string, values ma
 	if err != nil {
 		return 0, err
 	}
-	res, err := w.db.ExecContext(ctx, InsertSystemMetricSQL, FormatTimestamp(ts), runID, runName, js)
+	res, err := w.db.ExecContext(ctx, trackio.InsertSystemMetricSQL, FormatTimestamp(ts), runID, runName, js)
 	if err != nil {
 		return 0, fmt.Errorf("trackio log system: %w", err)
 	}
@@ -112,9 +116,9 @@ func (w *Writer) SetConfig(ctx context.Context, runID, runName string, config ma
 		return err
 	}
 	if w.legacy {
-		_, err = w.db.ExecContext(ctx, LegacyUpsertConfigSQL, runName, js, FormatTimestamp(ts))
+		_, err = w.db.ExecContext(ctx, trackio.LegacyUpsertConfigSQL, runName, js, FormatTimestamp(ts))
 	} else {
-		_, err = w.db.ExecContext(ctx, UpsertConfigSQL, runID, runName, js, FormatTimestamp(ts))
+		_, err = w.db.ExecContext(ctx, trackio.UpsertConfigSQL, runID, runName, js, FormatTimestamp(ts))
 	}
 	if err != nil {
 		return fmt.Errorf("trackio config: %w", err)
@@ -124,7 +128,7 @@ func (w *Writer) SetConfig(ctx context.Context, runID, runName string, config ma
 
 // FormatTimestamp formats t as Trackio does (ISO 8601, UTC offset).
 func FormatTimestamp(t time.Time) string {
-	return t.UTC().Format(TimestampLayout)
+	return t.UTC().Format(trackio.TimestampLayout)
 }
 
 // EncodeValues encodes a metrics or config object as Trackio stores it.
