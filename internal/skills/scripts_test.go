@@ -10,6 +10,7 @@ import (
 	"image/jpeg"
 	"image/png"
 	"io/fs"
+	"maps"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -616,7 +618,7 @@ print("{}")`
 			}
 		}
 		if len(byStep[step]) != len(kv) {
-			t.Errorf("step %d keys = %v; want exactly %v", step, trackio.SortedKeys(byStep[step]), trackio.SortedKeys(kv))
+			t.Errorf("step %d keys = %v; want exactly %v", step, slices.Sorted(maps.Keys(byStep[step])), slices.Sorted(maps.Keys(kv)))
 		}
 	}
 	cfgs, err := r.ReadConfigs(ctx, 0)
