@@ -53,6 +53,21 @@ type Options struct {
 	Out, Err io.Writer
 	// TTY styles the output and animates the spinner.
 	TTY bool
+	// Editor reads the person's input with the line editor: In and Out
+	// must be the terminal. It gives multi-line input, bracketed paste,
+	// history, arrow-key editing and choices, Esc to interrupt, and a live
+	// area (spinner, editor, hints) kept to the terminal's width. Without
+	// it, In is read a line at a time.
+	Editor bool
+	// HistoryPath is the editor's history file, shared by every chat; ""
+	// keeps no history.
+	HistoryPath string
+	// NoColor drops all styling (the NO_COLOR convention); the layout
+	// (bullets, aligned tables) stays.
+	NoColor bool
+	// Env is the environment the editor reads the terminal's type from;
+	// nil is the process's.
+	Env []string
 	// Print runs FirstPrompt to the end of its turn and returns.
 	Print bool
 	// OutputFormat is FormatChat, FormatText or FormatStreamJSON; ""
@@ -65,6 +80,9 @@ type Options struct {
 	// person to type one).
 	FirstPrompt  string
 	DashboardURL string
+	// Header is the chat's one header line (session, model, sandbox…),
+	// shown first; the agent's ready event then adds no line of its own.
+	Header string
 
 	// Interrupt delivers Ctrl-C presses.
 	Interrupt <-chan struct{}
@@ -122,8 +140,13 @@ type driver struct {
 	readErr chan error
 	lines   <-chan string
 
+	ui      *termUI // the line editor and live area; nil without Editor
+	uiReady <-chan struct{}
+
 	busy        bool
-	interrupted bool // a Ctrl-C is pending: the next one exits
+	lastCtrlC   time.Time // a Ctrl-C within exitWindow of it exits
+	hintUntil   time.Time // when the editor's hint goes away
+	confirmFree string    // an out-of-range number the person must type again
 	asks        []protocol.Event
 	queued      []string
 	turnText    strings.Builder
@@ -152,8 +175,11 @@ func newDriver(o Options) *driver {
 	if f != FormatChat {
 		w = io.Discard
 	}
-	return &driver{o: o, format: f, r: newRenderer(w, o.TTY && f == FormatChat, o.Now)}
+	return &driver{o: o, format: f, r: newRenderer(w, o.TTY && f == FormatChat, !o.NoColor, o.Now)}
 }
+
+// exitWindow is how soon a second Ctrl-C must follow the first to exit.
+const exitWindow = 2 * time.Second
 
 func (d *driver) run(ctx context.Context) (Result, error) {
 	o := d.o
@@ -168,7 +194,16 @@ func (d *driver) run(ctx context.Context) (Result, error) {
 	defer d.closeAgentIn()
 	d.readErr = make(chan error, 1)
 	d.events = readEvents(o.AgentOut, d.readErr)
-	if !o.Print && o.In != nil {
+	switch {
+	case o.Print:
+	case o.Editor && d.format == FormatChat:
+		ui, err := startUI(o.In, o.Out, uiConfig{color: !o.NoColor, historyPath: o.HistoryPath, env: o.Env})
+		if err != nil {
+			return d.res, err
+		}
+		d.ui, d.r.ui, d.uiReady = ui, ui, ui.events.ready
+		defer ui.close()
+	case o.In != nil:
 		d.lines = readLines(o.In)
 	}
 	tick := o.Tick
@@ -178,7 +213,13 @@ func (d *driver) run(ctx context.Context) (Result, error) {
 		tick = t.C
 	}
 
+	if o.Header != "" && d.format == FormatChat {
+		d.r.line(d.r.style(sgrDim, oneLine(o.Header, 400)))
+	}
 	if p := strings.TrimSpace(o.FirstPrompt); p != "" {
+		if d.ui != nil {
+			d.echo(p)
+		}
 		if err := d.send(ctx, p); err != nil {
 			return d.res, err
 		}
@@ -186,10 +227,11 @@ func (d *driver) run(ctx context.Context) (Result, error) {
 	// Without a first prompt, the prompt appears once the agent is ready.
 
 	for {
+		var exit bool
+		var err error
 		select {
 		case <-ctx.Done():
-			d.shutdown(context.WithoutCancel(ctx))
-			return d.res, ctx.Err()
+			exit, err = true, ctx.Err()
 		case al, ok := <-d.events:
 			if !ok {
 				err := <-d.readErr
@@ -201,53 +243,125 @@ func (d *driver) run(ctx context.Context) (Result, error) {
 				d.r.endText()
 				return d.res, err
 			}
-			done, err := d.handle(ctx, al)
-			if done || err != nil {
-				if err == nil && d.o.Print {
-					err = d.finishPrint()
-				}
-				d.shutdown(context.WithoutCancel(ctx))
-				return d.res, err
+			exit, err = d.handle(ctx, al)
+			if exit && err == nil && d.o.Print {
+				err = d.finishPrint()
 			}
+			exit = exit || err != nil
 		case line, ok := <-d.lines:
 			if !ok {
 				d.lines = nil
-				if !d.busy || len(d.asks) == 0 {
-					d.r.endText()
-					d.shutdown(context.WithoutCancel(ctx))
-					return d.res, nil
-				}
-				// Ctrl-D at a question: stop the turn, then leave.
-				d.sendInput(protocol.Input{Type: protocol.InputInterrupt})
-				d.shutdown(context.WithoutCancel(ctx))
-				return d.res, nil
+				exit, err = d.eof()
+				break
 			}
-			exit, err := d.typed(ctx, line)
-			if exit || err != nil {
-				d.shutdown(context.WithoutCancel(ctx))
-				return d.res, err
+			exit, err = d.typed(ctx, line)
+		case <-d.uiReady:
+			for _, ev := range d.ui.events.drain() {
+				if exit, err = d.uiEvent(ctx, ev); exit || err != nil {
+					break
+				}
 			}
 		case <-o.Interrupt:
-			if d.interrupted || !d.busy {
-				if d.interrupted {
-					d.r.notice("exiting")
-					d.shutdown(context.WithoutCancel(ctx))
-					return d.res, ErrInterrupted
-				}
-				d.interrupted = true
-				d.r.notice("(Ctrl-C again, /exit or Ctrl-D to quit)")
-				d.r.prompt("> ")
-				continue
-			}
-			d.interrupted = true
-			d.r.notice("^C interrupting the turn… (Ctrl-C again to exit)")
-			if err := d.sendInput(protocol.Input{Type: protocol.InputInterrupt}); err != nil {
-				return d.res, err
-			}
+			exit, err = d.ctrlC()
 		case <-tick:
 			d.r.tick()
+			if !d.hintUntil.IsZero() && d.o.Now().After(d.hintUntil) {
+				d.hintUntil = time.Time{}
+				d.ui.hint("")
+			}
+		}
+		if exit || err != nil {
+			d.shutdown(context.WithoutCancel(ctx))
+			return d.res, err
 		}
 	}
+}
+
+// uiEvent acts on what the person did in the editor.
+func (d *driver) uiEvent(ctx context.Context, ev uiEvent) (exit bool, err error) {
+	switch ev.kind {
+	case evSubmit:
+		d.echo(ev.text)
+		return d.typed(ctx, ev.text)
+	case evChoose:
+		if len(d.asks) == 0 || ev.choice < 0 || ev.choice >= len(d.asks[0].Choices) {
+			return false, nil
+		}
+		return d.typed(ctx, strconv.Itoa(ev.choice+1))
+	case evInterrupt:
+		return d.ctrlC()
+	case evEscape:
+		if d.busy {
+			d.r.notice("interrupting the turn (Esc)…")
+			return false, d.sendInput(protocol.Input{Type: protocol.InputInterrupt})
+		}
+	case evEOF:
+		return d.eof()
+	}
+	return false, nil
+}
+
+// echo shows what the person sent above the live area, as the terminal
+// would have echoed it.
+func (d *driver) echo(text string) {
+	p := "> "
+	if len(d.asks) > 0 {
+		p = "answer> "
+	}
+	lines := strings.Split(strings.TrimRight(sanitize(text), "\n"), "\n")
+	for i, l := range lines {
+		if i > 0 {
+			p = strings.Repeat(" ", len(p))
+		}
+		d.r.line(d.r.style(sgrBold, p) + l)
+	}
+}
+
+// ctrlC handles a Ctrl-C press: the first interrupts a running turn (or,
+// between turns, says what a second does); a second within exitWindow
+// exits.
+func (d *driver) ctrlC() (exit bool, err error) {
+	now := d.o.Now()
+	if !d.lastCtrlC.IsZero() && now.Sub(d.lastCtrlC) <= exitWindow {
+		d.hint("")
+		d.r.notice("exiting")
+		return true, ErrInterrupted
+	}
+	d.lastCtrlC = now
+	if !d.busy {
+		d.hint("Ctrl-C again within 2 s exits · Ctrl-D or /exit also leave")
+		return false, nil
+	}
+	d.r.notice("^C interrupting the turn: running tools stop, background jobs keep running")
+	d.hint("Ctrl-C again within 2 s exits")
+	return false, d.sendInput(protocol.Input{Type: protocol.InputInterrupt})
+}
+
+// hint says what a key does next: under the editor for a moment, or as a
+// line of its own without one.
+func (d *driver) hint(s string) {
+	if d.ui == nil {
+		if s != "" {
+			d.r.notice("(" + s + ")")
+			d.reprompt()
+		}
+		return
+	}
+	d.ui.hint(s)
+	d.hintUntil = time.Time{}
+	if s != "" {
+		d.hintUntil = d.o.Now().Add(exitWindow)
+	}
+}
+
+// eof is Ctrl-D (or the end of piped input): leave; at a question, stop
+// the turn first.
+func (d *driver) eof() (exit bool, err error) {
+	d.r.endText()
+	if d.busy && len(d.asks) > 0 {
+		d.sendInput(protocol.Input{Type: protocol.InputInterrupt})
+	}
+	return true, nil
 }
 
 // handle renders one event and reacts to it; done means print mode is
@@ -264,12 +378,17 @@ func (d *driver) handle(ctx context.Context, al agentLine) (done bool, err error
 	switch ev.Type {
 	case protocol.EventReady:
 		d.res.Session, d.res.Model = ev.Session, ev.Model
-		s := "session " + oneLine(ev.Session, 80) + " · " + oneLine(ev.Model, 60)
-		if ev.ResumedMessages > 0 {
-			s += fmt.Sprintf(" · resumed %d messages", ev.ResumedMessages)
-		}
 		r.clearSpinner()
-		r.line(r.style(sgrDim, s))
+		switch {
+		case d.o.Header == "":
+			s := "session " + oneLine(ev.Session, 80) + " · " + oneLine(ev.Model, 60)
+			if ev.ResumedMessages > 0 {
+				s += fmt.Sprintf(" · resumed %d messages", ev.ResumedMessages)
+			}
+			r.line(r.style(sgrDim, s))
+		case ev.ResumedMessages > 0:
+			r.notice(fmt.Sprintf("resumed %d messages", ev.ResumedMessages))
+		}
 		if !d.busy && !d.o.Print {
 			r.prompt("> ")
 		}
@@ -320,8 +439,14 @@ func (d *driver) handle(ctx context.Context, al agentLine) (done bool, err error
 
 func (d *driver) turnEnd(ev protocol.Event) (bool, error) {
 	d.busy = false
-	d.interrupted = false
 	d.asks = nil
+	d.confirmFree = ""
+	d.r.busySince = time.Time{}
+	d.r.asking = false
+	if d.ui != nil {
+		d.ui.endAsk()
+		d.ui.setBusy(false)
+	}
 	d.res.Turns++
 	d.res.StopReason = ev.StopReason
 	d.res.Final = strings.TrimSpace(d.turnText.String())
@@ -385,6 +510,16 @@ func (d *driver) ask(ctx context.Context, ev protocol.Event) error {
 
 func (d *driver) showAsk() {
 	d.r.ask(d.asks[0], "")
+	if d.ui != nil {
+		var cs []string
+		for _, c := range d.asks[0].Choices {
+			cs = append(cs, oneLine(c, 200))
+		}
+		d.ui.ask(cs)
+		d.r.asking = true
+		d.r.drawSpinner()
+		return
+	}
 	d.r.prompt("answer> ")
 }
 
@@ -392,8 +527,8 @@ func (d *driver) showAsk() {
 func (d *driver) typed(ctx context.Context, line string) (exit bool, err error) {
 	line = strings.TrimRight(line, "\r\n")
 	text := strings.TrimSpace(line)
-	d.interrupted = false
-	if d.r.tty {
+	d.lastCtrlC = time.Time{}
+	if d.r.tty && d.ui == nil {
 		d.r.col0 = true // the terminal echoed the newline
 	}
 	if strings.HasPrefix(text, "/") && !strings.Contains(text, "\n") {
@@ -415,11 +550,26 @@ func (d *driver) typed(ctx context.Context, line string) (exit bool, err error) 
 			return false, nil
 		}
 		ans := text
-		if n, err := strconv.Atoi(text); err == nil && n >= 1 && n <= len(q.Choices) {
-			ans = q.Choices[n-1]
-			d.r.notice("  → " + oneLine(ans, 200))
+		if n, err := strconv.Atoi(text); err == nil && len(q.Choices) > 0 {
+			switch {
+			case n >= 1 && n <= len(q.Choices):
+				ans = q.Choices[n-1]
+				d.r.notice("  → " + oneLine(ans, 200))
+			case d.confirmFree != text:
+				// A typo for a choice more likely than an answer: ask.
+				d.confirmFree = text
+				d.r.warn(fmt.Sprintf("there is no choice %d (1–%d); type %s again to send it as your own answer", n, len(q.Choices), text))
+				d.reprompt()
+				return false, nil
+			}
 		}
+		d.confirmFree = ""
 		d.asks = d.asks[1:]
+		if d.ui != nil && len(d.asks) == 0 {
+			d.ui.endAsk()
+			d.r.asking = false
+			d.r.drawSpinner()
+		}
 		if err := d.sendInput(protocol.Input{Type: protocol.InputAnswer, ID: q.ID, Text: ans}); err != nil {
 			return false, err
 		}
@@ -484,6 +634,11 @@ func (d *driver) send(ctx context.Context, text string) error {
 	}
 	d.busy = true
 	d.turnText.Reset()
+	if d.ui != nil {
+		d.r.busySince = d.o.Now()
+		d.ui.setBusy(true)
+		d.r.drawSpinner()
+	}
 	return d.sendInput(protocol.Input{Type: protocol.InputUserMessage, Text: text})
 }
 

@@ -3,6 +3,7 @@ package chat
 import (
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
 	"time"
 
@@ -15,10 +16,15 @@ var spinnerFrames = []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "�
 // spinner on a terminal, plain lines when piped. It is used by the
 // driver's one goroutine only.
 type renderer struct {
-	w   io.Writer
-	tty bool
-	now func() time.Time
-	md  *markdown
+	w     io.Writer
+	tty   bool // a person reads this on a terminal: prompts, spinner
+	color bool // styled (false with NO_COLOR or when piped)
+	now   func() time.Time
+	md    *markdown
+	ui    *termUI // the live area, when the line editor runs
+
+	busySince time.Time // with ui: when the turn began, for "working"
+	asking    bool      // with ui: a question waits for the person
 
 	col0    bool // the cursor is at the start of a line
 	spinner bool // the last line on screen is the spinner line
@@ -32,12 +38,14 @@ type runningTool struct {
 	start             time.Time
 }
 
-func newRenderer(w io.Writer, tty bool, now func() time.Time) *renderer {
-	return &renderer{w: w, tty: tty, now: now, md: newMarkdown(tty), col0: true}
+func newRenderer(w io.Writer, tty, color bool, now func() time.Time) *renderer {
+	// The Markdown layout (bullets, aligned tables) is for terminals even
+	// without colour; write strips the styling then.
+	return &renderer{w: w, tty: tty, color: tty && color, now: now, md: newMarkdown(tty), col0: true}
 }
 
 func (r *renderer) style(sgr, s string) string {
-	if !r.tty {
+	if !r.color {
 		return s
 	}
 	return sgr + s + sgrReset
@@ -48,11 +56,18 @@ func (r *renderer) write(s string) {
 	if s == "" {
 		return
 	}
-	if r.spinner {
-		io.WriteString(r.w, clearLine)
-		r.spinner = false
+	if r.tty && !r.color {
+		s = stripSGR(s)
 	}
-	io.WriteString(r.w, s)
+	if r.ui != nil {
+		r.ui.write(s)
+	} else {
+		if r.spinner {
+			io.WriteString(r.w, clearLine)
+			r.spinner = false
+		}
+		io.WriteString(r.w, s)
+	}
 	if v := stripTrailingSGR(s); v != "" {
 		r.col0 = v[len(v)-1] == '\n'
 	}
@@ -143,21 +158,17 @@ func (r *renderer) tick() {
 }
 
 func (r *renderer) drawSpinner() {
+	if r.ui != nil {
+		r.ui.setSpinner(r.spinnerLine())
+		return
+	}
 	if !r.tty || len(r.running) == 0 {
 		return
 	}
 	if !r.col0 && !r.spinner {
 		return // text is mid-line; the next tool line redraws it
 	}
-	t := r.running[len(r.running)-1]
-	s := r.style(sgrYellow, spinnerFrames[r.frame%len(spinnerFrames)]) + " " + r.style(sgrBold, t.name)
-	if t.summary != "" {
-		s += "  " + t.summary
-	}
-	s += r.style(sgrDim, "  "+fmtElapsed(r.now().Sub(t.start)))
-	if n := len(r.running) - 1; n > 0 {
-		s += r.style(sgrDim, fmt.Sprintf("  (+%d running)", n))
-	}
+	s := r.spinnerLine()
 	if r.spinner {
 		io.WriteString(r.w, clearLine)
 	}
@@ -166,8 +177,34 @@ func (r *renderer) drawSpinner() {
 	r.col0 = false
 }
 
+// spinnerLine is the running tool's line (the latest, with a count of the
+// others), or with the editor, "working" while the model is at it.
+func (r *renderer) spinnerLine() string {
+	frame := r.style(sgrYellow, spinnerFrames[r.frame%len(spinnerFrames)])
+	if len(r.running) == 0 {
+		if r.busySince.IsZero() || r.asking {
+			return ""
+		}
+		return frame + " " + r.style(sgrDim, "working  "+fmtElapsed(r.now().Sub(r.busySince))+"  · Esc interrupts")
+	}
+	t := r.running[len(r.running)-1]
+	s := frame + " " + r.style(sgrBold, t.name)
+	if t.summary != "" {
+		s += "  " + t.summary
+	}
+	s += r.style(sgrDim, "  "+fmtElapsed(r.now().Sub(t.start)))
+	if n := len(r.running) - 1; n > 0 {
+		s += r.style(sgrDim, fmt.Sprintf("  (+%d running)", n))
+	}
+	return s
+}
+
 // clearSpinner takes the spinner off the screen before a prompt.
 func (r *renderer) clearSpinner() {
+	if r.ui != nil {
+		r.ui.setSpinner("")
+		return
+	}
 	if r.spinner {
 		io.WriteString(r.w, clearLine)
 		r.spinner = false
@@ -219,6 +256,10 @@ func (r *renderer) ask(ev protocol.Event, auto string) {
 	r.clearSpinner()
 	var b strings.Builder
 	b.WriteString(r.style(sgrBold, "? "+oneLineKeepBreaks(ev.Question)) + "\n")
+	if r.ui != nil && auto == "" {
+		r.write(b.String()) // the choices are in the live area, to pick with the arrows
+		return
+	}
 	for i, c := range ev.Choices {
 		fmt.Fprintf(&b, "  %d) %s\n", i+1, oneLine(c, 200))
 	}
@@ -237,8 +278,8 @@ func (r *renderer) fail(s string)   { r.line(r.style(sgrRed, s)) }
 // prompt shows the input prompt on a terminal; the cursor stays after
 // it. Piped output gets no prompts: they would only be noise in a log.
 func (r *renderer) prompt(p string) {
-	if !r.tty {
-		return
+	if !r.tty || r.ui != nil {
+		return // the editor shows its own prompt
 	}
 	r.endText()
 	r.clearSpinner()
@@ -312,3 +353,13 @@ func lastLines(s string, n int) []string {
 	}
 	return lines
 }
+
+// stripSGR removes the renderer's styling, for NO_COLOR.
+func stripSGR(s string) string {
+	if !strings.Contains(s, "\x1b[") {
+		return s
+	}
+	return sgrOnly.ReplaceAllString(s, "")
+}
+
+var sgrOnly = regexp.MustCompile(`\x1b\[[0-9;]*m`)

@@ -40,8 +40,9 @@ the data and Trackio volumes, runs the agent inside and holds the conversation:
 streamed text, one line per tool call, the plan, questions (type a choice's
 number or your own answer), usage and cost after each turn.
 
-In the chat: /cost, /todo, /dashboard, /exit (or Ctrl-D). Ctrl-C interrupts the
-turn; a second Ctrl-C exits. On exit the sandbox ends and its token is revoked;
+In the chat: /cost, /todo, /dashboard, /exit (or Ctrl-D). Enter sends, Ctrl-J
+starts a new line, ↑/↓ recall earlier messages; Esc or Ctrl-C interrupts the
+turn, a second Ctrl-C within 2 s exits. On exit the sandbox ends and its token is revoked;
 volumes and the transcript stay ("mlagent sessions", "mlagent resume").
 
 The model key comes from the secret store, then $ANTHROPIC_API_KEY; with
@@ -363,26 +364,32 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 
 	out := env.Stdout
 	tty := writerIsTerminal(out)
+	in := cs.In
+	if in == nil {
+		in = env.Stdin
+	}
+	// The line editor needs the terminal on both sides; a scripted or
+	// piped chat reads lines.
+	editor := tty && cs.In == nil && readerIsTerminal(in)
+	header := ""
 	if format == chat.FormatChat {
 		verb := "new session"
 		if cs.Resume {
 			verb = "resuming session"
 		}
-		fmt.Fprintf(out, "mlagent · %s %s · sandbox %s · model %s\n", verb, cs.ID, sb.Name(), cf.model)
-		switch {
-		case dashURL != "" && cs.In != nil: // scripted: nobody types
-			fmt.Fprintf(out, "live metrics: %s\n", dashURL)
-		case dashURL != "":
-			fmt.Fprintf(out, "live metrics: %s · /help for commands · Ctrl-D to leave\n", dashURL)
+		header = fmt.Sprintf("mlagent · %s %s · model %s · sandbox %s", verb, cs.ID, cf.model, sb.Name())
+		if dashURL != "" {
+			header += " · live metrics: " + dashURL
 		}
-	}
-	in := cs.In
-	if in == nil {
-		in = env.Stdin
+		if cs.In == nil {
+			header += " · /help"
+		}
 	}
 	res, err := chat.Run(ctx, chat.Options{
 		AgentIn: agentInW, AgentOut: agentOutR,
 		In: in, Out: out, Err: env.Stderr, TTY: tty,
+		Editor: editor, HistoryPath: env.Config.HistoryPath(),
+		NoColor: env.Getenv("NO_COLOR") != "", Header: header,
 		Print: cf.print, OutputFormat: format, Answers: answers,
 		FirstPrompt: cs.Prompt, DashboardURL: dashURL, Interrupt: interrupts,
 		OnUserMessage: func(text string) {

@@ -49,3 +49,10 @@ func writerIsTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
 }
+
+// readerIsTerminal reports whether r is a terminal a person types at
+// (the line editor) rather than piped input (read a line at a time).
+func readerIsTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}

@@ -185,6 +185,7 @@ func configDir(getenv func(string) string) string {
 func (c *Config) StorePath() string   { return filepath.Join(c.Home, "mlagent.db") }
 func (c *Config) SecretsPath() string { return filepath.Join(c.Home, "secrets.json") }
 func (c *Config) VolumesDir() string  { return filepath.Join(c.Home, "volumes") }
+func (c *Config) HistoryPath() string { return filepath.Join(c.Home, "history") } // what the chat's person typed
 func (c *Config) SandboxesDir() string {
 	return filepath.Join(c.Home, "sandboxes")
 }
