@@ -9,10 +9,10 @@ package chat
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -601,29 +601,16 @@ func (d *driver) reprompt() {
 // slash runs a slash command; handled is false for text that merely
 // starts with a slash (a path, say).
 func (d *driver) slash(cmd string) (exit, handled bool) {
-	name, _, _ := strings.Cut(cmd, " ")
-	r := d.r
-	switch name {
-	case "/exit", "/quit":
-		return true, true
-	case "/cost":
-		r.line(fmt.Sprintf("%d turn(s) · %s in this chat", d.res.Turns, fmtUSD(d.res.CostUSD)))
-	case "/todo":
-		r.showTodo()
-	case "/dashboard":
-		if d.o.DashboardURL == "" {
-			r.line("no dashboard is running")
-		} else {
-			r.line("dashboard: " + d.o.DashboardURL)
+	name, args, _ := strings.Cut(cmd, " ")
+	for _, c := range slashCommands {
+		if name == "/"+c.name || slices.Contains(c.aliases, strings.TrimPrefix(name, "/")) {
+			return c.run(d, strings.TrimSpace(args)), true
 		}
-	case "/help":
-		r.line("/cost  cost so far · /todo  the plan · /dashboard  its URL · /exit  leave (also Ctrl-D)\nCtrl-C interrupts the turn; a second Ctrl-C exits.")
-	default:
-		if strings.Count(name, "/") > 1 {
-			return false, false
-		}
-		r.line("unknown command " + oneLine(name, 40) + "; /help lists them")
 	}
+	if strings.Count(name, "/") > 1 {
+		return false, false
+	}
+	d.r.line("unknown command " + oneLine(name, 40) + "; /help lists them")
 	return false, true
 }
 
@@ -643,12 +630,11 @@ func (d *driver) send(ctx context.Context, text string) error {
 }
 
 func (d *driver) sendInput(in protocol.Input) error {
-	in.V = protocol.Version
-	b, err := json.Marshal(in)
+	b, err := protocol.MarshalInput(in)
 	if err != nil {
-		return fmt.Errorf("encode input: %w", err)
+		return err
 	}
-	if _, err := d.o.AgentIn.Write(append(b, '\n')); err != nil {
+	if _, err := d.o.AgentIn.Write(b); err != nil {
 		return fmt.Errorf("%w: send %s: %w", ErrAgentExited, in.Type, err)
 	}
 	return nil
@@ -686,41 +672,26 @@ func (d *driver) closeAgentIn() {
 	}
 }
 
-// readEvents parses the agent's stdout. A line that is not a valid event
-// is skipped (the agent logs to stderr, but a sandboxed program could
-// write anything); a line over protocol.MaxLine ends the stream.
+// readEvents parses the agent's stdout; a line over protocol.MaxLine
+// ends the stream.
 func readEvents(r io.Reader, errc chan<- error) <-chan agentLine {
 	ch := make(chan agentLine, 64)
 	go func() {
 		defer close(ch)
-		s := bufio.NewScanner(r)
-		s.Buffer(make([]byte, 64<<10), protocol.MaxLine)
-		for s.Scan() {
-			ev, err := ParseEvent(s.Bytes())
+		er := protocol.NewEventReader(r)
+		for {
+			ev, raw, err := er.Next()
 			if err != nil {
-				continue
+				if errors.Is(err, io.EOF) {
+					err = nil
+				}
+				errc <- err
+				return
 			}
-			raw := append(append([]byte(nil), s.Bytes()...), '\n')
 			ch <- agentLine{ev: ev, raw: raw}
 		}
-		errc <- s.Err()
 	}()
 	return ch
-}
-
-// ParseEvent decodes one line of the agent's output.
-func ParseEvent(line []byte) (protocol.Event, error) {
-	var ev protocol.Event
-	if err := json.Unmarshal(line, &ev); err != nil {
-		return ev, fmt.Errorf("bad event line: %w", err)
-	}
-	if ev.V > protocol.Version {
-		return ev, fmt.Errorf("event v=%d: %w", ev.V, protocol.ErrVersion)
-	}
-	if ev.Type == "" {
-		return ev, errors.New("bad event line: no type")
-	}
-	return ev, nil
 }
 
 func readLines(r io.Reader) <-chan string {

@@ -432,11 +432,40 @@ func FuzzRender(f *testing.F) {
 	f.Fuzz(func(t *testing.T, line string, tty bool) {
 		var buf bytes.Buffer
 		d := newDriver(Options{Out: &buf, AgentIn: &bytes.Buffer{}, TTY: tty, Tick: make(chan time.Time), Now: fakeClock(time.Second)})
-		if ev, err := ParseEvent([]byte(line)); err == nil {
+		if ev, err := protocol.ParseEvent([]byte(line)); err == nil {
 			d.handle(context.Background(), agentLine{ev: ev, raw: []byte(line)})
 		}
 		d.r.text(line)
 		d.r.endText()
 		checkNoForeignEscapes(t, buf.String())
 	})
+}
+
+// TestSlashHelpListsEveryCommand: /help is generated from the table, so a
+// new command shows up in it, and each name (and alias) is handled.
+func TestSlashHelpListsEveryCommand(t *testing.T) {
+	var buf bytes.Buffer
+	d := newDriver(Options{Out: &buf, AgentIn: &bytes.Buffer{}, Now: fakeClock(time.Second)})
+	if exit, handled := d.slash("/help"); exit || !handled {
+		t.Fatalf("/help: got exit %v handled %v; want false, true", exit, handled)
+	}
+	for _, c := range slashCommands {
+		if !strings.Contains(buf.String(), "/"+c.name) || !strings.Contains(buf.String(), c.help) {
+			t.Errorf("/help lacks /%s (%s):\n%s", c.name, c.help, buf.String())
+		}
+	}
+	for _, tc := range []struct {
+		line          string
+		exit, handled bool
+	}{
+		{"/exit", true, true},
+		{"/quit", true, true},
+		{"/cost", false, true},
+		{"/nope", false, true},
+		{"/usr/bin/python3 train.py", false, false},
+	} {
+		if exit, handled := d.slash(tc.line); exit != tc.exit || handled != tc.handled {
+			t.Errorf("%s: got exit %v handled %v; want %v, %v", tc.line, exit, handled, tc.exit, tc.handled)
+		}
+	}
 }

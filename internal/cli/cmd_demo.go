@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/mlagent/mlagent/internal/sessions"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/mlagent/mlagent/internal/chat"
@@ -17,6 +15,7 @@ import (
 	"github.com/mlagent/mlagent/internal/launch"
 	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/sandbox/bwrap"
+	"github.com/mlagent/mlagent/internal/sessions"
 )
 
 func init() {
@@ -141,28 +140,4 @@ func demoSummary(ctx context.Context, env *Env, host *launch.Host, tokenID strin
 		}
 	}
 	fmt.Fprintln(out, "`mlagent usage` shows the ledger; `mlagent volume ls data` lists the volume.")
-}
-
-type limitedBuilder struct {
-	b   *strings.Builder
-	max int
-}
-
-func (l *limitedBuilder) Write(p []byte) (int, error) {
-	if room := l.max - l.b.Len(); room > 0 {
-		if len(p) > room {
-			l.b.Write(p[:room])
-		} else {
-			l.b.Write(p)
-		}
-	}
-	return len(p), nil
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -6,11 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -18,10 +16,7 @@ import (
 	"github.com/mlagent/mlagent/internal/config"
 	"github.com/mlagent/mlagent/internal/launch"
 	"github.com/mlagent/mlagent/internal/sandbox"
-	"github.com/mlagent/mlagent/internal/secrets"
 	"github.com/mlagent/mlagent/internal/sessions"
-	"github.com/mlagent/mlagent/internal/store"
-	"github.com/mlagent/mlagent/internal/volume"
 )
 
 func init() {
@@ -200,8 +195,9 @@ Or point mlagent at an Anthropic-compatible local server, which needs no key:
   mlagent %s --base-url http://localhost:8080 ...                        (llama.cpp's llama-server)
 `
 
-// runChat is run and resume after their flags: keys, gateway, sandbox,
-// agent, conversation, and the cleanup that revokes the sandbox's token.
+// runChat is run, resume and demo after their flags: it starts the host
+// and the agent (internal/launch) and renders the conversation
+// (internal/chat).
 func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatSession) int {
 	fail := func(code int, format string, a ...any) int {
 		fmt.Fprintf(env.Stderr, "mlagent "+name+": "+format+"\n", a...)
@@ -241,22 +237,19 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 		return fail(ExitUsage, "%v", err)
 	}
 
-	// 1. The model key, before anything is created.
+	// The model key, before anything is created.
 	keys, err := launch.ResolveKeys(env.Config, env.Getenv)
 	if err != nil {
 		return fail(ExitFailure, "%v", err)
 	}
-	var adminToken string
-	if cf.gateway != "" {
-		if adminToken, err = secrets.Open(env.Config.SecretsPath()).Resolve(secrets.AdminToken, env.Getenv); err != nil {
-			return fail(ExitFailure, "%v", err)
-		}
-		if adminToken == "" {
+	switch {
+	case cf.gateway != "":
+		if keys.Admin == "" {
 			return fail(ExitUsage, "--gateway needs the shared gateway's admin token: mlagent secret set gateway-admin MLAGENT_ADMIN_TOKEN=...")
 		}
-	} else if cs.ModelKey != "" {
+	case cs.ModelKey != "":
 		keys.Model = cs.ModelKey
-	} else if keys.Model == "" && cf.baseURL == "" {
+	case keys.Model == "" && cf.baseURL == "":
 		fmt.Fprintf(env.Stderr, noKeyHelp, name, name, name)
 		return ExitUsage
 	}
@@ -264,51 +257,33 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 	cfg.Sandbox.Backend = cf.backend
 	log := env.Log.With("cmd", name, "session", cs.ID)
 
-	// 2. The gateway (in-process, or a shared one) and the backend.
 	host, err := launch.Start(ctx, launch.Options{
 		Config: &cfg, Log: log,
 		Upstream: firstNonEmpty(cs.Upstream, cf.baseURL), HFUpstream: cs.HFUpstream,
 		ModelKey: keys.Model, HFToken: keys.HF, GitHubToken: keys.GitHub,
-		RemoteGateway: cf.gateway, AdminURL: cf.gatewayAdmin, AdminToken: adminToken,
+		RemoteGateway: cf.gateway, AdminURL: cf.gatewayAdmin, AdminToken: keys.Admin,
 	})
 	if err != nil {
 		return fail(ExitFailure, "%v", err)
 	}
 	defer host.Close()
-	idx, err := openIndex(ctx, host.DB())
+	cs.Model = cf.model
+	agent, err := host.StartAgent(ctx, launch.AgentRequest{
+		Session: cs.Session, Resume: cs.Resume, MaxTurns: cf.maxTurns,
+		BudgetUSD: cf.budgetUSD, CPUs: cpus, MemoryBytes: memory,
+	})
 	if err != nil {
 		return fail(ExitFailure, "%v", err)
 	}
-
-	// 3. The sandbox, with the session's volumes and a token with its budget.
-	gpu, err := sandbox.ParseGPUMode(cs.GPU)
-	if err != nil {
-		return fail(ExitUsage, "%v", err)
-	}
-	sb, err := host.NewSandbox(ctx, launch.SandboxRequest{
-		Volumes: cs.Volumes, GPU: gpu, BudgetUSD: cf.budgetUSD,
-		Labels: map[string]string{"mlagent.session": cs.ID},
-		CPUs:   cpus, MemoryBytes: memory,
-	})
-	if err != nil {
-		return fail(ExitFailure, "create sandbox: %v", err)
-	}
 	terminate := func() {
-		if err := sb.Terminate(context.WithoutCancel(ctx)); err != nil {
-			fmt.Fprintf(env.Stderr, "mlagent %s: terminate sandbox %s: %v\n", name, sb.Name(), err)
+		if err := agent.Terminate(context.WithoutCancel(ctx)); err != nil {
+			fmt.Fprintf(env.Stderr, "mlagent %s: terminate sandbox %s: %v\n", name, agent.Sandbox.Name(), err)
 		}
 	}
 	defer terminate()
-	// The index row exists before the first turn, so a killed CLI leaves
-	// a session that resume finds.
-	if cs.Resume {
-		err = idx.Touch(ctx, cs.ID, sb.Name(), cf.model)
-	} else {
-		cs.Sandbox = sb.Name()
-		err = idx.Create(ctx, cs.Session)
-	}
-	if err != nil {
-		return fail(ExitFailure, "%v", err)
+	if cs.Resume && !agent.Resumed {
+		// Killed before the first model request: nothing to reload.
+		fmt.Fprintf(env.Stderr, "mlagent %s: session %s has no transcript yet; starting it afresh\n", name, cs.ID)
 	}
 
 	dashURL := ""
@@ -321,33 +296,6 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 			dashURL = url
 		}
 	}
-
-	// 4. The agent inside, its stdio piped to the chat.
-	argv := []string{"mlagent", "agent", "--session", cs.ID, "--model", cf.model, "--max-turns", strconv.Itoa(cf.maxTurns)}
-	if cs.Resume && !transcriptExists(&cfg, cs.Volumes, cs.ID) {
-		// Killed before the first model request: nothing to reload.
-		fmt.Fprintf(env.Stderr, "mlagent %s: session %s has no transcript yet; starting it afresh\n", name, cs.ID)
-		cs.Resume = false
-	}
-	if cs.Resume {
-		argv = append(argv, "--resume")
-	}
-	agentInR, agentInW := io.Pipe()
-	agentOutR, agentOutW := io.Pipe()
-	execDone := make(chan error, 1)
-	var stderr strings.Builder
-	go func() {
-		code, err := sb.Exec(ctx, sandbox.ExecRequest{
-			Argv: argv, Stdin: agentInR, Stdout: agentOutW,
-			Stderr: &limitedBuilder{b: &stderr, max: 64 << 10},
-		})
-		if err == nil && code != 0 {
-			err = fmt.Errorf("agent exited with code %d: %s", code, lastLines(stderr.String(), 5))
-		}
-		agentInR.Close()
-		agentOutW.CloseWithError(io.EOF)
-		execDone <- err
-	}()
 
 	interrupts := make(chan struct{}, 1)
 	sig := make(chan os.Signal, 1)
@@ -374,10 +322,10 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 	header := ""
 	if format == chat.FormatChat {
 		verb := "new session"
-		if cs.Resume {
+		if agent.Resumed {
 			verb = "resuming session"
 		}
-		header = fmt.Sprintf("mlagent · %s %s · model %s · sandbox %s", verb, cs.ID, cf.model, sb.Name())
+		header = fmt.Sprintf("mlagent · %s %s · model %s · sandbox %s", verb, cs.ID, cf.model, agent.Sandbox.Name())
 		if dashURL != "" {
 			header += " · live metrics: " + dashURL
 		}
@@ -386,7 +334,7 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 		}
 	}
 	res, err := chat.Run(ctx, chat.Options{
-		AgentIn: agentInW, AgentOut: agentOutR,
+		AgentIn: agent.Input(), AgentOut: agent.Events(),
 		In: in, Out: out, Err: env.Stderr, TTY: tty,
 		Editor: editor, HistoryPath: env.Config.HistoryPath(),
 		NoColor: env.Getenv("NO_COLOR") != "", Header: header,
@@ -397,38 +345,21 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 				// Piped or scripted input is not echoed; show what was sent.
 				fmt.Fprintf(out, "> %s\n", strings.Join(strings.Fields(text), " "))
 			}
-			if err := idx.SetTitle(context.WithoutCancel(ctx), cs.ID, text); err != nil {
-				log.Warn("session title", "err", err)
-			}
 		},
-		OnTurn: func(t chat.Turn) {
-			var cost float64
-			if t.Usage != nil {
-				cost = t.Usage.CostUSD
-			}
-			if err := idx.RecordTurn(context.WithoutCancel(ctx), cs.ID, cost); err != nil {
-				log.Warn("record turn", "err", err)
-			}
-			if cs.OnTurn != nil {
-				cs.OnTurn(t)
-			}
-		},
+		OnTurn: cs.OnTurn,
 	})
 
-	// 5. Wait (bounded) for the agent to exit, then end the sandbox.
-	var xerr error
-	select {
-	case xerr = <-execDone:
-	case <-time.After(15 * time.Second):
-		xerr = errors.New("the agent did not exit after shutdown; terminating the sandbox")
-	}
+	// Wait (bounded) for the agent to exit, then end the sandbox.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	xerr := agent.Wait(wctx)
+	cancel()
 	terminate()
 	if format == chat.FormatChat {
 		fmt.Fprintf(out, "session %s saved · mlagent resume %s\n", cs.ID, cs.ID)
 	}
 	code := chatExitCode(cf, res, err, xerr, fail)
 	if cs.Done != nil {
-		code = cs.Done(host, sb, res, code)
+		code = cs.Done(host, agent.Sandbox, res, code)
 	}
 	return code
 }
@@ -447,26 +378,4 @@ func chatExitCode(cf *chatFlags, res chat.Result, err, xerr error, fail func(int
 		return ExitFailure
 	}
 	return ExitOK
-}
-
-// transcriptExists reports whether the session's transcript is on the
-// data volume; true when that cannot be told from here (the agent then
-// says what is wrong).
-func transcriptExists(cfg *config.Config, mounts []sandbox.Mount, id string) bool {
-	for _, m := range mounts {
-		if m.Path != config.DataMount {
-			continue
-		}
-		dir, err := volume.New(cfg.VolumesDir()).Path(m.Volume)
-		if err != nil {
-			return true
-		}
-		_, err = os.Stat(filepath.Join(dir, "sessions", id+".jsonl"))
-		return !errors.Is(err, fs.ErrNotExist)
-	}
-	return true
-}
-
-func openIndex(ctx context.Context, db *store.DB) (*sessions.Index, error) {
-	return sessions.Open(ctx, db)
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/mlagent/mlagent/internal/gateway"
 	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/secrets"
+	"github.com/mlagent/mlagent/internal/sessions"
 	"github.com/mlagent/mlagent/internal/store"
 )
 
@@ -60,25 +61,28 @@ type tokenIssuer interface {
 // Host owns a gateway connection, the Unix socket sandboxes reach it by,
 // and a sandbox backend. Safe for concurrent use.
 type Host struct {
-	opts    Options
-	log     *slog.Logger
-	db      *store.DB
-	gw      *gateway.Gateway // nil with a remote gateway
-	tokens  tokenIssuer
-	socket  string
-	ln      net.Listener
-	srv     *http.Server
-	backend sandbox.Backend
+	opts     Options
+	log      *slog.Logger
+	db       *store.DB
+	gw       *gateway.Gateway // nil with a remote gateway
+	tokens   tokenIssuer
+	socket   string
+	ln       net.Listener
+	srv      *http.Server
+	backend  sandbox.Backend
+	sessions *sessions.Index
 
 	mu     sync.Mutex
 	closed bool
 }
 
-// Keys are the real secrets a host passes to its gateway.
-type Keys struct{ Model, HF, GitHub string }
+// Keys are the real secrets a host passes to its gateway, and the admin
+// token of a shared gateway.
+type Keys struct{ Model, HF, GitHub, Admin string }
 
-// ResolveKeys reads the model key, HF token and GitHub token from the
-// secret store, falling back to the environment.
+// ResolveKeys reads the model key, HF token, GitHub token and a shared
+// gateway's admin token from the secret store, falling back to the
+// environment.
 func ResolveKeys(cfg *config.Config, getenv func(string) string) (Keys, error) {
 	st := secrets.Open(cfg.SecretsPath())
 	var k Keys
@@ -90,6 +94,9 @@ func ResolveKeys(cfg *config.Config, getenv func(string) string) (Keys, error) {
 		return Keys{}, err
 	}
 	if k.GitHub, err = st.Resolve(secrets.GitHubToken, getenv); err != nil {
+		return Keys{}, err
+	}
+	if k.Admin, err = st.Resolve(secrets.AdminToken, getenv); err != nil {
 		return Keys{}, err
 	}
 	return k, nil
@@ -117,6 +124,9 @@ func Start(ctx context.Context, o Options) (_ *Host, err error) {
 	h.socket = filepath.Join(runDir, "gw-"+strconv.Itoa(os.Getpid())+".sock")
 	os.Remove(h.socket)
 	if h.db, err = store.Open(ctx, o.Config.StorePath()); err != nil {
+		return nil, err
+	}
+	if h.sessions, err = sessions.Open(ctx, h.db); err != nil {
 		return nil, err
 	}
 	var handler http.Handler
@@ -215,6 +225,9 @@ func (h *Host) Gateway() *gateway.Gateway { return h.gw }
 
 // DB is the store the host opened.
 func (h *Host) DB() *store.DB { return h.db }
+
+// Sessions is the sessions index in the host's store.
+func (h *Host) Sessions() *sessions.Index { return h.sessions }
 
 // Backend is the sandbox backend in use.
 func (h *Host) Backend() sandbox.Backend { return h.backend }

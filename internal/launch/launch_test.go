@@ -119,13 +119,20 @@ func TestCreateFailureRevokesToken(t *testing.T) {
 	if _, err := h.NewSandbox(ctx, SandboxRequest{}); err == nil {
 		t.Fatal("NewSandbox succeeded with a failing backend")
 	}
-	usage, err := h.Gateway().Usage(ctx)
+	checkAllRevoked(t, h, "after a failed create")
+}
+
+// checkAllRevoked fails the test for each token of h's gateway that is
+// still valid.
+func checkAllRevoked(t *testing.T, h *Host, when string) {
+	t.Helper()
+	usage, err := h.Gateway().Usage(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, u := range usage {
 		if u.RevokedAt == nil {
-			t.Errorf("token %s still valid after a failed create", u.ID)
+			t.Errorf("token %s still valid %s", u.ID, when)
 		}
 	}
 }

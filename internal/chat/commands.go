@@ -1,0 +1,57 @@
+package chat
+
+import (
+	"fmt"
+	"strings"
+)
+
+// slashCommand is one command typed in the chat. Adding a command is one
+// entry in slashCommands; /help is generated from the table.
+type slashCommand struct {
+	name    string
+	aliases []string
+	help    string
+	// run does the command; exit ends the chat.
+	run func(d *driver, args string) (exit bool)
+}
+
+// slashCommands is set in init: /help reads the table it is in.
+var slashCommands []slashCommand
+
+func init() {
+	slashCommands = []slashCommand{
+		{name: "cost", help: "cost so far", run: func(d *driver, _ string) bool {
+			d.r.line(fmt.Sprintf("%d turn(s) · %s in this chat", d.res.Turns, fmtUSD(d.res.CostUSD)))
+			return false
+		}},
+		{name: "todo", help: "the plan", run: func(d *driver, _ string) bool {
+			d.r.showTodo()
+			return false
+		}},
+		{name: "dashboard", help: "its URL", run: func(d *driver, _ string) bool {
+			if d.o.DashboardURL == "" {
+				d.r.line("no dashboard is running")
+			} else {
+				d.r.line("dashboard: " + d.o.DashboardURL)
+			}
+			return false
+		}},
+		{name: "help", help: "this list", run: func(d *driver, _ string) bool {
+			d.r.line(slashHelp())
+			return false
+		}},
+		{name: "exit", aliases: []string{"quit"}, help: "leave (also Ctrl-D)", run: func(*driver, string) bool {
+			return true
+		}},
+	}
+}
+
+// slashHelp lists the commands, one a line, then the keys.
+func slashHelp() string {
+	var b strings.Builder
+	for _, c := range slashCommands {
+		fmt.Fprintf(&b, "/%-10s %s\n", c.name, c.help)
+	}
+	b.WriteString("Esc or Ctrl-C interrupts the turn; a second Ctrl-C within 2 s exits.")
+	return b.String()
+}

@@ -1,0 +1,274 @@
+package launch
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/mlagent/mlagent/internal/config"
+	"github.com/mlagent/mlagent/internal/protocol"
+	"github.com/mlagent/mlagent/internal/sandbox"
+	"github.com/mlagent/mlagent/internal/sessions"
+	"github.com/mlagent/mlagent/internal/volume"
+)
+
+// AgentRequest describes a chat's agent and the sandbox it runs in.
+type AgentRequest struct {
+	// Session is the session's row in the index: its ID, Model, Volumes
+	// and GPU make the sandbox and the agent. A new session is recorded
+	// (with Title, if any); a resumed one is touched (its model updated).
+	Session sessions.Session
+	// Resume continues the session's transcript; when the session never
+	// reached its first model request there is none, and the agent starts
+	// afresh (AgentSession.Resumed says which).
+	Resume   bool
+	MaxTurns int
+	// BudgetUSD bounds what the sandbox's token may spend; 0: no limit.
+	BudgetUSD float64
+	// CPUs and MemoryBytes limit the sandbox where the backend can.
+	CPUs        float64
+	MemoryBytes int64
+}
+
+// AgentSession is `mlagent agent` running in its own sandbox. A front end
+// (the terminal chat, a bot serving many threads) writes protocol inputs
+// with Send or Input, reads events from Events, and ends it with
+// Terminate. The session's index row is kept current from what passes:
+// the title from the first user message, turns and cost from the events.
+// Send, Input and Terminate are safe for concurrent use; Events has one
+// reader.
+type AgentSession struct {
+	Sandbox *Sandbox
+	// Resumed: the agent reloaded the session's transcript.
+	Resumed bool
+
+	id     string
+	host   *Host
+	in     *inputWriter
+	events *io.PipeReader
+	exited chan struct{}
+	err    error // how the agent exited; set before exited closes
+}
+
+// StartAgent creates a sandbox for the session (with a token carrying the
+// budget), records the session in the index before the first turn (so a
+// killed front end leaves a session that resume finds), and starts the
+// agent inside with its stdio piped to the returned session. ctx bounds
+// the agent's life.
+func (h *Host) StartAgent(ctx context.Context, r AgentRequest) (_ *AgentSession, err error) {
+	s := r.Session
+	gpu, err := sandbox.ParseGPUMode(s.GPU)
+	if err != nil {
+		return nil, err
+	}
+	sb, err := h.NewSandbox(ctx, SandboxRequest{
+		Volumes: s.Volumes, GPU: gpu, BudgetUSD: r.BudgetUSD,
+		Labels: map[string]string{"mlagent.session": s.ID},
+		CPUs:   r.CPUs, MemoryBytes: r.MemoryBytes,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create sandbox: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			sb.Terminate(context.WithoutCancel(ctx))
+		}
+	}()
+	if r.Resume {
+		err = h.sessions.Touch(ctx, s.ID, sb.Name(), s.Model)
+	} else {
+		s.Sandbox = sb.Name()
+		err = h.sessions.Create(ctx, s)
+	}
+	if err != nil {
+		return nil, err
+	}
+
+	a := &AgentSession{Sandbox: sb, id: s.ID, host: h, exited: make(chan struct{})}
+	a.Resumed = r.Resume && h.transcriptExists(s)
+	argv := []string{"mlagent", "agent", "--session", s.ID, "--model", s.Model, "--max-turns", strconv.Itoa(r.MaxTurns)}
+	if a.Resumed {
+		argv = append(argv, "--resume")
+	}
+	bg := context.WithoutCancel(ctx)
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	evR, evW := io.Pipe()
+	a.in = &inputWriter{w: inW, onInput: func(in protocol.Input) {
+		if in.Type != protocol.InputUserMessage {
+			return
+		}
+		if err := h.sessions.SetTitle(bg, s.ID, in.Text); err != nil {
+			h.log.Warn("session title", "session", s.ID, "err", err)
+		}
+	}}
+	a.events = evR
+	go a.book(bg, outR, evW)
+	go func() {
+		stderr := &limitedBuilder{max: 64 << 10}
+		code, err := sb.Exec(ctx, sandbox.ExecRequest{Argv: argv, Stdin: inR, Stdout: outW, Stderr: stderr})
+		if err == nil && code != 0 {
+			err = fmt.Errorf("agent exited with code %d: %s", code, lastLines(stderr.b.String(), 5))
+		}
+		inR.Close()
+		outW.CloseWithError(io.EOF)
+		a.err = err
+		close(a.exited)
+	}()
+	return a, nil
+}
+
+// ID is the session's id.
+func (a *AgentSession) ID() string { return a.id }
+
+// Events is the agent's event stream, one JSON line each (read it with
+// protocol.NewEventReader); it ends when the agent exits.
+func (a *AgentSession) Events() io.Reader { return a.events }
+
+// Input is the agent's stdin: protocol inputs, one JSON line each.
+// Closing it ends the agent's input (it finishes its turn and exits).
+func (a *AgentSession) Input() io.WriteCloser { return a.in }
+
+// Send writes one input to the agent.
+func (a *AgentSession) Send(in protocol.Input) error {
+	b, err := protocol.MarshalInput(in)
+	if err != nil {
+		return err
+	}
+	_, err = a.in.Write(b)
+	return err
+}
+
+// Wait waits for the agent to exit, at most until ctx is done, and says
+// how it ended: nil for a clean exit, else the exit code and the tail of
+// its stderr.
+func (a *AgentSession) Wait(ctx context.Context) error {
+	select {
+	case <-a.exited:
+		return a.err
+	case <-ctx.Done():
+		return fmt.Errorf("the agent did not exit: %w", ctx.Err())
+	}
+}
+
+// Terminate ends the sandbox (and the agent with it) and revokes its
+// token. Later calls return the first result.
+func (a *AgentSession) Terminate(ctx context.Context) error {
+	err := a.Sandbox.Terminate(ctx)
+	// A reader that stopped reading must not keep the copy blocked.
+	a.events.CloseWithError(io.EOF)
+	return err
+}
+
+// book passes the agent's events to Events and keeps the index current:
+// each finished turn is counted with the cost its usage event reported.
+func (a *AgentSession) book(ctx context.Context, agentOut io.Reader, events *io.PipeWriter) {
+	r := protocol.NewEventReader(agentOut)
+	var cost float64
+	for {
+		ev, raw, err := r.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = nil
+			}
+			events.CloseWithError(err)
+			return
+		}
+		switch ev.Type {
+		case protocol.EventUsage:
+			if ev.Usage != nil {
+				cost = ev.Usage.CostUSD
+			}
+		case protocol.EventTurnEnd:
+			if err := a.host.sessions.RecordTurn(ctx, a.id, cost); err != nil {
+				a.host.log.Warn("record turn", "session", a.id, "err", err)
+			}
+			cost = 0
+		}
+		if _, err := events.Write(raw); err != nil {
+			// Nobody reads any more: drain, so the agent is not blocked.
+			io.Copy(io.Discard, agentOut)
+			return
+		}
+	}
+}
+
+// inputWriter passes inputs to the agent and shows each whole line to
+// onInput. Safe for concurrent use.
+type inputWriter struct {
+	mu      sync.Mutex
+	w       io.WriteCloser
+	partial []byte
+	onInput func(protocol.Input)
+}
+
+func (w *inputWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n, err := w.w.Write(p)
+	w.partial = append(w.partial, p[:n]...)
+	for {
+		i := bytes.IndexByte(w.partial, '\n')
+		if i < 0 {
+			break
+		}
+		if in, perr := protocol.ParseInput(w.partial[:i]); perr == nil {
+			w.onInput(in)
+		}
+		w.partial = w.partial[i+1:]
+	}
+	if len(w.partial) > protocol.MaxLine {
+		w.partial = nil // the agent refuses such a line too
+	}
+	return n, err
+}
+
+func (w *inputWriter) Close() error { return w.w.Close() }
+
+// transcriptExists reports whether the session's transcript is on its
+// data volume; true when that cannot be told from here (the agent then
+// says what is wrong).
+func (h *Host) transcriptExists(s sessions.Session) bool {
+	for _, m := range s.Volumes {
+		if m.Path != config.DataMount {
+			continue
+		}
+		dir, err := volume.New(h.opts.Config.VolumesDir()).Path(m.Volume)
+		if err != nil {
+			return true
+		}
+		_, err = os.Stat(filepath.Join(dir, "sessions", s.ID+".jsonl"))
+		return !errors.Is(err, fs.ErrNotExist)
+	}
+	return true
+}
+
+// limitedBuilder keeps the first max bytes written to it.
+type limitedBuilder struct {
+	b   strings.Builder
+	max int
+}
+
+func (l *limitedBuilder) Write(p []byte) (int, error) {
+	if room := l.max - l.b.Len(); room > 0 {
+		l.b.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
+}
+
+// lastLines returns the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
