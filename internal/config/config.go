@@ -47,6 +47,9 @@ type SandboxConfig struct {
 	IdleTimeout string  `toml:"idle_timeout"` // idle limit, Go duration; "" = none
 	CPUs        float64 `toml:"cpus"`         // CPU limit per sandbox, e.g. 4; 0 = none
 	Memory      string  `toml:"memory"`       // memory limit per sandbox, e.g. "16G"; "" = none
+	// Image is the OCI image sandboxes run on (a registry reference, an
+	// OCI layout directory or an archive); "" = the host's /usr.
+	Image string `toml:"image"`
 }
 
 // RunConfig configures `mlagent run`.
@@ -131,6 +134,7 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		"MLAGENT_HF_UPSTREAM":      &c.Gateway.HFUpstream,
 		"MLAGENT_SANDBOX_BACKEND":  &c.Sandbox.Backend,
 		"MLAGENT_BWRAP":            &c.Sandbox.Bwrap,
+		"MLAGENT_SANDBOX_IMAGE":    &c.Sandbox.Image,
 		"MLAGENT_MODEL":            &c.Run.Model,
 		"MLAGENT_BASE_URL":         &c.Run.BaseURL,
 		"MLAGENT_DASHBOARD_LISTEN": &c.Dashboard.Listen,
@@ -186,6 +190,7 @@ func (c *Config) StorePath() string   { return filepath.Join(c.Home, "mlagent.db
 func (c *Config) SecretsPath() string { return filepath.Join(c.Home, "secrets.json") }
 func (c *Config) VolumesDir() string  { return filepath.Join(c.Home, "volumes") }
 func (c *Config) HistoryPath() string { return filepath.Join(c.Home, "history") } // what the chat's person typed
+func (c *Config) ImagesDir() string   { return filepath.Join(c.Home, "images") }
 func (c *Config) SandboxesDir() string {
 	return filepath.Join(c.Home, "sandboxes")
 }

@@ -68,6 +68,11 @@ type Spec struct {
 	// log and in Info.Notes rather than failing.
 	CPUs        float64
 	MemoryBytes int64
+	// Image is the OCI image reference the sandbox runs on; "" is the
+	// backend's default (the host's /usr locally). Each backend resolves
+	// it its own way: bubblewrap through the host's image cache, a pod
+	// backend as the pod's image.
+	Image string
 	// Gateway, when set, is the only way out of the sandbox.
 	Gateway *GatewayAccess
 	Labels  map[string]string
@@ -158,6 +163,9 @@ type Info struct {
 	// OOMKills counts processes killed for exceeding the sandbox's memory
 	// limit, where the backend knows.
 	OOMKills int64
+	// Image is the image reference the sandbox runs on ("" for the
+	// default), ImageID its resolved id where the backend knows it.
+	Image, ImageID string
 }
 
 // In-sandbox layout shared by every backend.

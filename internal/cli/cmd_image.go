@@ -1,0 +1,252 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mlagent/mlagent/internal/image"
+)
+
+func init() {
+	register(&Command{
+		Name:    "image",
+		Summary: "OCI images sandboxes run on (pull, ls, rm, inspect)",
+		Run:     runImage,
+	})
+}
+
+const imageHelp = `Sandboxes run on the host's /usr by default; with --image REF (on run, resume
+and sandbox run; config sandbox.image) they run on an OCI image instead, with
+the same isolation, user, volumes and gateway. Images are pulled on the host
+with your Docker credentials (~/.docker/config.json; they never enter a
+sandbox), each layer extracted once into $MLAGENT_HOME/images (layers shared
+between images) and flattened into a read-only root. A sandbox pulls a missing
+image itself; "image pull" fetches a tag again.
+
+REF is a registry reference (pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime,
+ghcr.io/org/img@sha256:…), a path to an OCI layout directory, an OCI archive or
+a "docker save" archive (absolute, or starting with ./), or one of
+oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:TAG].
+
+  mlagent image pull REF...      pull (again) and flatten
+  mlagent image ls               pulled images: size, when pulled, last used
+  mlagent image rm REF|ID...     forget images; delete layers no image uses
+  mlagent image inspect REF...   the cached image as JSON (env, workdir, layers)
+
+Example:
+  mlagent image pull pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
+  mlagent run --gpu --image pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime "…"`
+
+func runImage(ctx context.Context, env *Env, args []string) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprintln(env.Stdout, "Usage: mlagent image pull|ls|rm|inspect ...\n\n"+imageHelp)
+		if len(args) == 0 {
+			return ExitUsage
+		}
+		return ExitOK
+	}
+	sub, rest := args[0], args[1:]
+	cmds := map[string]func(context.Context, *Env, *image.Store, []string) int{
+		"pull": imagePull, "ls": imageLs, "list": imageLs, "rm": imageRm, "remove": imageRm, "inspect": imageInspect,
+	}
+	run, ok := cmds[sub]
+	if !ok {
+		fmt.Fprintf(env.Stderr, "mlagent image: unknown subcommand %q\n\n%s\n", sub, imageHelp)
+		return ExitUsage
+	}
+	fs := newFlagSet(env, "image "+sub, "image "+sub+" ...", imageHelp)
+	if code := parseFlags(fs, rest, env); code >= 0 {
+		return code
+	}
+	st, err := image.Open(env.Config.ImagesDir(), env.Log)
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "mlagent image %s: %v\n", sub, err)
+		return ExitFailure
+	}
+	return run(ctx, env, st, fs.Args())
+}
+
+func imagePull(ctx context.Context, env *Env, st *image.Store, refs []string) int {
+	if len(refs) == 0 {
+		fmt.Fprintln(env.Stderr, "usage: mlagent image pull REF...")
+		return ExitUsage
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
+	defer stop()
+	code := ExitOK
+	for _, ref := range refs {
+		start := time.Now()
+		img, err := st.Pull(ctx, ref, image.PullOptions{Progress: progressBar(env.Stderr, writerIsTerminal(env.Stderr))})
+		if err != nil {
+			fmt.Fprintf(env.Stderr, "mlagent image pull: %v\n", err)
+			code = ExitFailure
+			continue
+		}
+		fmt.Fprintf(env.Stdout, "%s %s (%s, %s) in %s\n", img.Ref, shortID(img.ID), img.Platform, formatBytes(img.Size),
+			time.Since(start).Round(100*time.Millisecond))
+	}
+	return code
+}
+
+func imageLs(ctx context.Context, env *Env, st *image.Store, args []string) int {
+	if len(args) > 0 {
+		fmt.Fprintln(env.Stderr, "usage: mlagent image ls")
+		return ExitUsage
+	}
+	imgs, err := st.List()
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "mlagent image ls: %v\n", err)
+		return ExitFailure
+	}
+	if len(imgs) == 0 {
+		fmt.Fprintln(env.Stdout, "no images; sandboxes use the host's /usr (pull one with: mlagent image pull REF)")
+		return ExitOK
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "REF\tID\tPLATFORM\tSIZE\tPULLED\tLAST USED")
+	for _, img := range imgs {
+		used := "never"
+		if !img.LastUsed.IsZero() {
+			used = img.LastUsed.Local().Format(time.DateTime)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", img.Ref, shortID(img.ID), img.Platform, formatBytes(img.Size),
+			img.Pulled.Local().Format(time.DateTime), used)
+	}
+	tw.Flush()
+	return ExitOK
+}
+
+func imageRm(ctx context.Context, env *Env, st *image.Store, refs []string) int {
+	if len(refs) == 0 {
+		fmt.Fprintln(env.Stderr, "usage: mlagent image rm REF|ID...")
+		return ExitUsage
+	}
+	inUse := imagesInUse(ctx, env)
+	code := ExitOK
+	for _, ref := range refs {
+		removed, err := st.Remove(ref, inUse)
+		for _, r := range removed {
+			fmt.Fprintf(env.Stdout, "removed %s\n", r)
+		}
+		if err != nil {
+			fmt.Fprintf(env.Stderr, "mlagent image rm: %v\n", err)
+			code = ExitFailure
+		}
+	}
+	return code
+}
+
+// imagesInUse says whether a running sandbox runs on an image id.
+func imagesInUse(ctx context.Context, env *Env) func(id string) bool {
+	return func(id string) bool {
+		b, closeDB, err := openBackend(ctx, env)
+		if err != nil {
+			return false // no backend here, so no sandbox of it either
+		}
+		defer closeDB()
+		infos, err := b.List(ctx)
+		if err != nil {
+			return false
+		}
+		for _, in := range infos {
+			if in.State == "running" && in.ImageID == id {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+func imageInspect(ctx context.Context, env *Env, st *image.Store, refs []string) int {
+	if len(refs) == 0 {
+		fmt.Fprintln(env.Stderr, "usage: mlagent image inspect REF...")
+		return ExitUsage
+	}
+	var out []*image.Image
+	for _, ref := range refs {
+		img, err := st.Lookup(ref)
+		if err != nil {
+			fmt.Fprintf(env.Stderr, "mlagent image inspect: %v\n", err)
+			return ExitFailure
+		}
+		out = append(out, img)
+	}
+	enc := json.NewEncoder(env.Stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(out); err != nil {
+		fmt.Fprintf(env.Stderr, "mlagent image inspect: %v\n", err)
+		return ExitFailure
+	}
+	return ExitOK
+}
+
+// progressBar draws a pull's progress: one line redrawn in place on a
+// terminal, a line per phase otherwise.
+func progressBar(w io.Writer, tty bool) func(image.Progress) {
+	start := time.Now()
+	lastPhase := ""
+	return func(p image.Progress) {
+		if !tty {
+			if p.Phase != lastPhase {
+				switch p.Phase {
+				case "download":
+					fmt.Fprintf(w, "pulling %s: %d layers (%d cached), %s to fetch\n", p.Ref, p.Layers, p.Cached, formatBytesOrUnknown(p.Total))
+				case "flatten":
+					fmt.Fprintf(w, "pulling %s: flattening\n", p.Ref)
+				}
+			}
+			lastPhase = p.Phase
+			return
+		}
+		lastPhase = p.Phase
+		const width = 24
+		var bar string
+		if p.Total > 0 {
+			n := int(float64(width) * float64(min(p.Bytes, p.Total)) / float64(p.Total))
+			bar = "[" + strings.Repeat("#", n) + strings.Repeat(".", width-n) + "] "
+		}
+		rate := float64(p.Bytes) / max(time.Since(start).Seconds(), 0.001)
+		line := fmt.Sprintf("%s %s layers %d/%d %s%s", p.Phase, p.Ref, p.Done, p.Layers, bar, formatBytes(p.Bytes))
+		if p.Total > 0 {
+			line += " / " + formatBytes(p.Total)
+		}
+		if p.Phase == "download" {
+			line += fmt.Sprintf("  %s/s", formatBytes(int64(rate)))
+		}
+		fmt.Fprintf(w, "\r\x1b[K%s", line)
+		if p.Phase == "done" {
+			fmt.Fprint(w, "\r\x1b[K")
+		}
+	}
+}
+
+func shortID(id string) string {
+	_, h, _ := strings.Cut(id, ":")
+	return h[:min(12, len(h))]
+}
+
+func formatBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func formatBytesOrUnknown(n int64) string {
+	if n <= 0 {
+		return "size unknown"
+	}
+	return formatBytes(n)
+}

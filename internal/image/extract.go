@@ -1,0 +1,222 @@
+package image
+
+import (
+	"archive/tar"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"slices"
+	"strings"
+	"time"
+)
+
+// layerMeta is what a layer says beyond its files, kept beside its
+// extracted tree (layer.json) and applied when a root is composed.
+type layerMeta struct {
+	DiffID string `json:"diff_id"`
+	// Whiteouts are paths the layer deletes from the layers below
+	// (.wh.NAME), Opaque directories whose lower contents it hides
+	// (.wh..wh..opq).
+	Whiteouts []string `json:"whiteouts,omitempty"`
+	Opaque    []string `json:"opaque,omitempty"`
+	// Links are hard links to files of lower layers: [new, old].
+	Links [][2]string `json:"links,omitempty"`
+	// Skipped counts entries not extracted: device nodes, FIFOs.
+	Skipped int `json:"skipped,omitempty"`
+	// Size is the bytes of its regular files.
+	Size int64 `json:"size"`
+}
+
+const (
+	whiteoutPrefix = ".wh."
+	opaqueMarker   = ".wh..wh..opq"
+)
+
+// extractLayer writes the layer tar read from r into dir (which must
+// exist and be empty) and returns its metadata. Every path is resolved
+// inside dir by os.Root, so no entry, symlink or hard link reaches
+// outside it; setuid and setgid bits are dropped; device nodes are
+// skipped; files keep their mode bits and modification times but belong
+// to whoever extracts them (the sandbox maps that user to its own).
+func extractLayer(r io.Reader, dir string) (*layerMeta, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	meta := &layerMeta{}
+	type dirAttr struct {
+		mode  fs.FileMode
+		mtime time.Time
+	}
+	dirs := map[string]dirAttr{}
+	buf := make([]byte, 1<<20)
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: layer tar: %v", ErrCorrupt, err)
+		}
+		if strings.ContainsRune(h.Name, 0) {
+			return nil, fmt.Errorf("%w: layer entry name with a NUL byte", ErrCorrupt)
+		}
+		// Clean against "/" so that ../ cannot climb out.
+		name := strings.TrimPrefix(path.Clean("/"+h.Name), "/")
+		if name == "" {
+			continue // the layer's root directory itself
+		}
+		dirName, base := path.Split(name)
+		dirName = strings.TrimSuffix(dirName, "/")
+		if dirName == "" {
+			dirName = "."
+		}
+		if strings.HasPrefix(base, whiteoutPrefix) {
+			switch {
+			case base == opaqueMarker:
+				meta.Opaque = append(meta.Opaque, dirName)
+			case strings.HasPrefix(base, whiteoutPrefix+whiteoutPrefix):
+				// Other AUFS bookkeeping (.wh..wh.plnk, .wh..wh.aufs): not content.
+				continue
+			default:
+				meta.Whiteouts = append(meta.Whiteouts, path.Join(dirName, base[len(whiteoutPrefix):]))
+			}
+			// The directory holding a whiteout is part of the layer, as
+			// in an overlay upper directory.
+			if err := root.MkdirAll(dirName, 0o755); err != nil {
+				return nil, entryErr(name, err, dir)
+			}
+			continue
+		}
+		if err := root.MkdirAll(dirName, 0o755); err != nil {
+			return nil, entryErr(name, err, dir)
+		}
+		mode := fs.FileMode(h.Mode) & (fs.ModePerm | 0o1000) // drop setuid/setgid
+		if h.Mode&0o1000 != 0 {
+			mode = mode&fs.ModePerm | fs.ModeSticky
+		}
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if fi, err := root.Lstat(name); err == nil && !fi.IsDir() {
+				if err := root.RemoveAll(name); err != nil {
+					return nil, entryErr(name, err, dir)
+				}
+			}
+			if err := root.Mkdir(name, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+				return nil, entryErr(name, err, dir)
+			}
+			dirs[name] = dirAttr{mode, h.ModTime}
+		case tar.TypeReg, tar.TypeRegA:
+			if err := replace(root, name); err != nil {
+				return nil, entryErr(name, err, dir)
+			}
+			n, err := writeFile(root, name, tr, mode&fs.ModePerm, h.ModTime, buf)
+			if err != nil {
+				return nil, entryErr(name, err, dir)
+			}
+			if n != h.Size {
+				return nil, fmt.Errorf("%w: layer entry %s: %d bytes, header says %d", ErrCorrupt, name, n, h.Size)
+			}
+			meta.Size += n
+		case tar.TypeSymlink:
+			if err := replace(root, name); err != nil {
+				return nil, entryErr(name, err, dir)
+			}
+			// The target is stored as written and never followed here.
+			if err := root.Symlink(h.Linkname, name); err != nil {
+				return nil, entryErr(name, err, dir)
+			}
+		case tar.TypeLink:
+			old := strings.TrimPrefix(path.Clean("/"+h.Linkname), "/")
+			if old == "" {
+				return nil, fmt.Errorf("%w: layer entry %s: hard link to the root", ErrCorrupt, name)
+			}
+			if err := replace(root, name); err != nil {
+				return nil, entryErr(name, err, dir)
+			}
+			fi, err := root.Lstat(old)
+			switch {
+			case errors.Is(err, fs.ErrNotExist):
+				// Not in this layer: a file of a lower one, linked when
+				// the root is composed.
+				meta.Links = append(meta.Links, [2]string{name, old})
+			case err != nil:
+				return nil, entryErr(name, err, dir)
+			case fi.IsDir():
+				return nil, fmt.Errorf("%w: layer entry %s: hard link to directory %s", ErrCorrupt, name, old)
+			default:
+				if err := root.Link(old, name); err != nil {
+					return nil, entryErr(name, err, dir)
+				}
+			}
+		default:
+			// Device nodes would be host devices outside the sandbox's
+			// /dev; FIFOs and the rest are not worth the risk.
+			meta.Skipped++
+		}
+	}
+	// Directory modes last, deepest first: a read-only directory must not
+	// stop its own entries from being written.
+	names := make([]string, 0, len(dirs))
+	for n := range dirs {
+		names = append(names, n)
+	}
+	slices.SortFunc(names, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
+	for _, n := range names {
+		fi, err := root.Lstat(n)
+		if err != nil || !fi.IsDir() {
+			continue // replaced by a later entry
+		}
+		a := dirs[n]
+		if err := root.Chmod(n, a.mode|0o700); err != nil {
+			return nil, entryErr(n, err, dir)
+		}
+		root.Chtimes(n, a.mtime, a.mtime)
+	}
+	return meta, nil
+}
+
+// replace removes whatever a later entry of the same name replaces.
+func replace(root *os.Root, name string) error {
+	if _, err := root.Lstat(name); err == nil {
+		return root.RemoveAll(name)
+	}
+	return nil
+}
+
+// writeFile creates name (which must not exist) with the entry's bytes,
+// mode and modification time.
+func writeFile(root *os.Root, name string, r io.Reader, mode fs.FileMode, mtime time.Time, buf []byte) (int64, error) {
+	f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	n, err := io.CopyBuffer(onlyWriter{f}, r, buf)
+	if err == nil {
+		err = f.Chmod(mode)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && !mtime.IsZero() {
+		// Python compares a module's mtime with its .pyc's: a changed
+		// time would make every import recompile.
+		err = root.Chtimes(name, mtime, mtime)
+	}
+	return n, err
+}
+
+// onlyWriter hides ReadFrom, so CopyBuffer uses our buffer.
+type onlyWriter struct{ io.Writer }
+
+func entryErr(name string, err error, dir string) error {
+	if e := noSpace(err, dir); e != err {
+		return e
+	}
+	return fmt.Errorf("layer entry %s: %w", name, err)
+}
