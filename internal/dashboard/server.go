@@ -13,7 +13,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
-	"os"
 	"sort"
 	"sync"
 	"time"
@@ -32,6 +31,11 @@ type Options struct {
 	// Debounce delays a poll after a notification so a burst of writes
 	// becomes one read (default 20ms).
 	Debounce time.Duration
+	// ReadTimeout bounds each read of a database (default 2s); a database
+	// that needs longer shows an error and is retried with backoff.
+	ReadTimeout time.Duration
+	// MaxProjects bounds the databases followed (default 1000).
+	MaxProjects int
 }
 
 // Server follows a Trackio directory and serves the dashboard.
@@ -42,10 +46,12 @@ type Server struct {
 	opts   Options
 	cancel context.CancelFunc
 	done   chan struct{}
+	wg     sync.WaitGroup // the per-project followers
 
-	mu       sync.Mutex
-	projects map[string]*projectState
-	subs     map[*subscriber]struct{}
+	mu        sync.Mutex
+	projects  map[string]*projectState
+	followers map[string]chan struct{} // wake-up of each project's follower
+	subs      map[*subscriber]struct{}
 }
 
 type subscriber struct {
@@ -72,27 +78,41 @@ func NewWithOptions(dir string, log *slog.Logger, opts Options) (*Server, error)
 	if opts.Debounce <= 0 {
 		opts.Debounce = 20 * time.Millisecond
 	}
+	if opts.ReadTimeout <= 0 {
+		opts.ReadTimeout = 2 * time.Second
+	}
+	if opts.MaxProjects <= 0 {
+		opts.MaxProjects = 1000
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		dir: dir, log: log.With("component", "dashboard"), opts: opts,
 		cancel: cancel, done: make(chan struct{}),
-		projects: map[string]*projectState{}, subs: map[*subscriber]struct{}{},
+		projects: map[string]*projectState{}, followers: map[string]chan struct{}{},
+		subs: map[*subscriber]struct{}{},
 	}
 	go s.follow(ctx)
 	return s, nil
 }
 
+// closeWait bounds how long Close waits for followers: a read is
+// interrupted within ReadTimeout, but Close must return even if one is not
+// (mlagent run calls it on its way out).
+const closeWait = 5 * time.Second
+
 // Close stops following and ends open event streams.
 func (s *Server) Close() error {
 	s.cancel()
 	<-s.done
+	stopped := make(chan struct{})
+	go func() { s.wg.Wait(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(closeWait):
+		s.log.Warn("dashboard: a Trackio read did not stop; leaving it")
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, p := range s.projects {
-		if p.reader != nil {
-			p.reader.Close()
-		}
-	}
 	for sub := range s.subs {
 		close(sub.ch)
 		delete(s.subs, sub)
@@ -100,9 +120,12 @@ func (s *Server) Close() error {
 	return nil
 }
 
+// follow lists the databases on every wake-up and wakes one follower per
+// project, so a slow or broken database delays only its own project.
 func (s *Server) follow(ctx context.Context) {
 	defer close(s.done)
 	wake := trackio.Watch(ctx, s.dir, s.opts.Fallback, s.log)
+	warned := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -112,116 +135,174 @@ func (s *Server) follow(ctx context.Context) {
 				return
 			}
 		}
+		paths, err := trackio.ListDBs(s.dir, s.opts.MaxProjects)
+		if err != nil && len(paths) == 0 {
+			continue // directory not created yet
+		}
+		if err != nil && !warned {
+			s.log.Warn("too many Trackio databases", "err", err)
+			warned = true
+		}
+		listChanged := false
+		s.mu.Lock()
+		for _, path := range paths {
+			name := trackio.ProjectOf(path)
+			w := s.followers[name]
+			if w == nil {
+				w = make(chan struct{}, 1)
+				s.followers[name] = w
+				s.projects[name] = newProject(name, path)
+				listChanged = true
+				s.wg.Add(1)
+				go s.followProject(ctx, name, path, w)
+			}
+			select {
+			case w <- struct{}{}:
+			default:
+			}
+		}
+		if listChanged {
+			s.broadcastLocked("", "projects", s.projectListLocked())
+		}
+		s.mu.Unlock()
+	}
+}
+
+// followProject reads one database whenever woken. It owns the project's
+// reader; errors back off (1s doubling to 5 min), so a database built to
+// be slow costs little.
+func (s *Server) followProject(ctx context.Context, name, path string, wake <-chan struct{}) {
+	defer s.wg.Done()
+	f := &projectFollower{s: s, name: name, path: path}
+	defer f.close()
+	var retry time.Time
+	backoff := time.Second
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-wake:
+		}
 		// Let a burst of WAL writes settle into one read.
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(s.opts.Debounce):
 		}
-		s.pollOnce(ctx)
-	}
-}
-
-// pollOnce reads every database whose files changed. A broken database
-// marks its own project with an error; the others keep updating.
-func (s *Server) pollOnce(ctx context.Context) {
-	paths, err := trackio.ListDBs(s.dir)
-	if err != nil {
-		return // directory not created yet
-	}
-	listChanged := false
-	for _, path := range paths {
-		name := trackio.ProjectOf(path)
-		s.mu.Lock()
-		p := s.projects[name]
-		if p == nil {
-			p = newProject(name, path)
-			s.projects[name] = p
-			listChanged = true
-		}
-		s.mu.Unlock()
-
-		// A database deleted and created again restarts its row ids: start
-		// the project over, and tell its pages to fetch a new snapshot.
-		if fi, err := os.Stat(path); err == nil {
-			replaced := p.file != nil && !os.SameFile(p.file, fi)
-			if !replaced && p.reader != nil && trackio.Sig(path) != p.sig {
-				replaced, _ = p.reader.Replaced(ctx)
-			}
-			if replaced {
-				if p.reader != nil {
-					p.reader.Close()
-				}
-				s.mu.Lock()
-				p = newProject(name, path)
-				s.projects[name] = p
-				s.broadcastLocked(name, "reset", map[string]string{"project": name})
-				s.mu.Unlock()
-				listChanged = true
-			}
-			p.file = fi
-		}
-		sig := trackio.Sig(path)
-		if sig == p.sig && p.Error == "" {
+		if time.Now().Before(retry) {
 			continue
 		}
-		if p.reader == nil {
-			r, err := trackio.OpenReader(path)
-			if err != nil {
-				s.setError(p, err)
-				listChanged = true
-				continue
+		if err := f.poll(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
 			}
-			p.reader = r
+			s.setError(name, err)
+			retry = time.Now().Add(backoff)
+			backoff = min(2*backoff, 5*time.Minute)
+			continue
 		}
-		for {
-			b, err := p.reader.Poll(ctx, 5000)
-			if errors.Is(err, trackio.ErrBusy) {
-				break // a writer holds the lock: retry on the next wake-up
-			}
-			if err != nil {
-				if s.setError(p, err) {
-					listChanged = true
-				}
-				break
-			}
+		backoff = time.Second
+	}
+}
+
+// projectFollower is one project's reading side, used by one goroutine.
+type projectFollower struct {
+	s          *Server
+	name, path string
+	reader     *trackio.Reader
+}
+
+func (f *projectFollower) close() {
+	if f.reader != nil {
+		f.reader.Close()
+		f.reader = nil
+	}
+}
+
+// poll reads what is new in the database, if anything. ErrBusy (a writer
+// holds the lock) is not an error: the next wake-up retries.
+func (f *projectFollower) poll(ctx context.Context) error {
+	s := f.s
+	if f.reader == nil {
+		r, err := trackio.OpenReaderLimits(ctx, f.path, trackio.Limits{Timeout: s.opts.ReadTimeout})
+		if errors.Is(err, trackio.ErrBusy) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		f.reader = r
+	} else {
+		changed, err := f.reader.Changed(ctx)
+		if errors.Is(err, trackio.ErrBusy) {
+			return nil
+		}
+		if err != nil {
+			f.close()
+			return err
+		}
+		if !changed {
+			return nil
+		}
+		// A database deleted and created again restarts its row ids:
+		// start the project over, and tell its pages to fetch a new
+		// snapshot.
+		replaced, err := f.reader.Replaced(ctx)
+		if errors.Is(err, trackio.ErrBusy) {
+			return nil
+		}
+		if err != nil {
+			f.close()
+			return err
+		}
+		if replaced {
+			f.close()
 			s.mu.Lock()
-			hadErr := p.Error != ""
-			p.Error = ""
-			p.sig = sig
-			if l, err := p.reader.Layout(ctx); err == nil {
-				p.Layout = l.String()
-			}
-			if b.Empty() {
-				s.mu.Unlock()
-				if hadErr {
-					listChanged = true
-				}
-				break
-			}
-			d := p.apply(b)
-			s.broadcastLocked(name, "delta", d)
+			s.projects[f.name] = newProject(f.name, f.path)
+			s.broadcastLocked(f.name, "reset", map[string]string{"project": f.name})
+			s.broadcastLocked("", "projects", s.projectListLocked())
 			s.mu.Unlock()
+			return f.poll(ctx)
 		}
 	}
-	if listChanged {
+	for {
+		b, err := f.reader.Poll(ctx, 5000)
+		if errors.Is(err, trackio.ErrBusy) {
+			return nil
+		}
+		if err != nil {
+			f.close()
+			return err
+		}
 		s.mu.Lock()
-		s.broadcastLocked("", "projects", s.projectListLocked())
+		p := s.projects[f.name]
+		hadErr := p.Error != ""
+		p.Error = ""
+		p.Layout = f.reader.Layout().String()
+		if hadErr {
+			s.broadcastLocked("", "projects", s.projectListLocked())
+		}
+		if b.Empty() {
+			s.mu.Unlock()
+			return nil
+		}
+		s.broadcastLocked(f.name, "delta", p.apply(b))
 		s.mu.Unlock()
 	}
 }
 
-// setError records a project error; it reports whether it changed.
-func (s *Server) setError(p *projectState, err error) bool {
+// setError records a project's error and tells the pages if it changed.
+func (s *Server) setError(name string, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	p := s.projects[name]
 	msg := err.Error()
-	if p.Error == msg {
-		return false
+	if p == nil || p.Error == msg {
+		return
 	}
 	p.Error = msg
-	s.log.Warn("trackio database unreadable", "project", p.Name, "err", err)
-	return true
+	s.log.Warn("trackio database unreadable", "project", name, "err", err)
+	s.broadcastLocked("", "projects", s.projectListLocked())
 }
 
 type projectSummary struct {

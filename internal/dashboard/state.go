@@ -3,7 +3,6 @@ package dashboard
 import (
 	"encoding/json"
 	"math"
-	"os"
 	"strconv"
 	"time"
 
@@ -43,11 +42,8 @@ type projectState struct {
 	Metadata map[string]string `json:"metadata,omitempty"`
 	Runs     []*runState       `json:"runs"`
 
-	path   string
-	file   os.FileInfo // identity of the database file, to notice it being replaced
-	reader *trackio.Reader
-	sig    trackio.FileSig
-	byID   map[string]*runState
+	path string
+	byID map[string]*runState
 }
 
 func newProject(name, path string) *projectState {

@@ -131,7 +131,7 @@ func TestDemoEndToEnd(t *testing.T) {
 
 	// The Trackio database holds the logged steps.
 	db := filepath.Join(home, "volumes", "trackio", metrics.Project+".db")
-	r, err := trackio.OpenReader(db)
+	r, err := trackio.OpenReader(context.Background(), db)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,9 @@ import (
 // SpaceIDFile is the file at the Trackio directory root naming the Space.
 const SpaceIDFile = "space_id"
 
+// maxProjects bounds the databases synced from one directory.
+const maxProjects = 1000
+
 // DataPrefix is the folder of the dataset repo holding uploaded chunks.
 const DataPrefix = "mlagent"
 
@@ -208,8 +211,10 @@ func (s *Syncer) SyncOnce(ctx context.Context) (Stats, error) {
 		return stats, err
 	}
 	s.succeed("space:" + spaceID)
-	paths, err := trackio.ListDBs(s.cfg.Dir)
-	if err != nil {
+	paths, err := trackio.ListDBs(s.cfg.Dir, maxProjects)
+	if err != nil && len(paths) > 0 {
+		s.log.Warn("too many Trackio databases", "err", err)
+	} else if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return stats, nil
 		}
@@ -301,16 +306,29 @@ func (s *Syncer) ensureSpace(ctx context.Context, spaceID string) error {
 	return s.state.save(s.cfg.StatePath)
 }
 
-func (s *Syncer) reader(project, path string) (*trackio.Reader, error) {
+// reader returns the project's open reader, opening it again when the
+// file at path is no longer the one open (the reader checks a new file
+// before reading it).
+func (s *Syncer) reader(ctx context.Context, project, path string) (*trackio.Reader, error) {
 	if r := s.readers[project]; r != nil {
-		return r, nil
+		if !r.Stale() {
+			return r, nil
+		}
+		s.dropReader(project)
 	}
-	r, err := trackio.OpenReader(path)
+	r, err := trackio.OpenReader(ctx, path)
 	if err != nil {
 		return nil, err
 	}
 	s.readers[project] = r
 	return r, nil
+}
+
+func (s *Syncer) dropReader(project string) {
+	if r := s.readers[project]; r != nil {
+		r.Close()
+		delete(s.readers, project)
+	}
 }
 
 // syncProject uploads one project's new rows in one commit. The ranges
@@ -319,10 +337,22 @@ func (s *Syncer) reader(project, path string) (*trackio.Reader, error) {
 // re-sending exactly the same files.
 func (s *Syncer) syncProject(ctx context.Context, spaceID, project, path string) (Stats, error) {
 	var stats Stats
-	r, err := s.reader(project, path)
+	r, err := s.reader(ctx, project, path)
 	if err != nil {
 		return stats, err
 	}
+	stats, err = s.syncReader(ctx, r, spaceID, project)
+	if err != nil {
+		// Whatever went wrong, the next attempt opens (and checks) the
+		// file again.
+		s.dropReader(project)
+	}
+	return stats, err
+}
+
+func (s *Syncer) syncReader(ctx context.Context, r *trackio.Reader, spaceID, project string) (Stats, error) {
+	var stats Stats
+	var err error
 	ps := s.state.space(spaceID).project(project)
 	// A database deleted and created again restarts its ids below the
 	// cursor; uploading would silently skip rows, so stop and say so.

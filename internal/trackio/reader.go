@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net/url"
+	"strings"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -17,9 +17,14 @@ import (
 var (
 	// ErrBusy: a writer holds a lock right now; retry on the next poll.
 	ErrBusy = errors.New("trackio database busy")
-	// ErrCorrupt: the file is not a readable SQLite database (truncated,
-	// corrupt, or not SQLite at all).
+	// ErrCorrupt: the file is not a readable Trackio database (truncated,
+	// corrupt, not SQLite at all, or with a view where Trackio has a table).
 	ErrCorrupt = errors.New("trackio database unreadable")
+	// ErrRefused: the path is not a regular file (a symbolic link, a FIFO,
+	// a directory), so it is not opened at all.
+	ErrRefused = errors.New("trackio database refused")
+	// ErrTimeout: a read ran past Limits.Timeout and was interrupted.
+	ErrTimeout = errors.New("trackio database too slow")
 )
 
 // Layout is the schema generation of a database.
@@ -49,6 +54,8 @@ type Row struct {
 	Step      int64           `json:"step"` // 0 for system metrics
 	Timestamp string          `json:"timestamp"`
 	Raw       json.RawMessage `json:"metrics"` // the stored JSON object, verbatim
+	// Oversize: the stored value was over Limits.MaxValue; Raw is {}.
+	Oversize bool `json:"-"`
 }
 
 // Config is one run's config row.
@@ -58,6 +65,7 @@ type Config struct {
 	RunName   string          `json:"run_name"`
 	CreatedAt string          `json:"created_at"`
 	Raw       json.RawMessage `json:"config"`
+	Oversize  bool            `json:"-"`
 }
 
 // Cursor is the last row id read from each table.
@@ -79,26 +87,54 @@ func (b Batch) Empty() bool { return len(b.Metrics)+len(b.System)+len(b.Configs)
 
 // Reader follows one Trackio database read-only and incrementally (by row
 // id). It never writes, never checkpoints, and holds no lock between
-// queries, so it cannot block or corrupt the training process writing.
-// A Reader is not safe for concurrent use.
+// reads, so it cannot block or corrupt the training process writing.
+//
+// The database sits in a volume the sandbox can write, so the Reader
+// trusts nothing in it: it opens only a regular file that is not a
+// symbolic link (nor a FIFO, which would block open(2) forever), reads only
+// tables (a view could be a query that never ends), bounds every read in
+// time and every value in size. A Reader is not safe for concurrent use.
 type Reader struct {
-	Path   string
+	Path   string // canonical: absolute, directory symlinks resolved
 	db     *sql.DB
+	id     fileID
+	limits Limits
 	layout Layout
-	tables map[string]bool
 	cur    Cursor
+
+	version int64 // PRAGMA data_version when the last Poll began
+	polled  bool
+	more    bool // the last Poll stopped at its limit
 }
 
-// OpenReader opens path read-only. It does not fail if the database has no
-// tables yet; errors surface on Poll.
-func OpenReader(path string) (*Reader, error) {
-	u := url.URL{Scheme: "file", Path: path, RawQuery: "mode=ro&_pragma=busy_timeout(250)&_pragma=query_only(1)"}
-	db, err := sql.Open("sqlite", u.String())
+// OpenReader opens path read-only with the default Limits.
+func OpenReader(ctx context.Context, path string) (*Reader, error) {
+	return OpenReaderLimits(ctx, path, Limits{})
+}
+
+// OpenReaderLimits opens path read-only. It fails at once if path is not a
+// regular file (ErrRefused) or not a database SQLite can open; a database
+// without Trackio's tables yet is not an error (its reads are empty).
+func OpenReaderLimits(ctx context.Context, path string, limits Limits) (*Reader, error) {
+	cpath, err := canonical(path)
 	if err != nil {
 		return nil, fmt.Errorf("open trackio db %s: %w", path, err)
 	}
-	db.SetMaxOpenConns(1)
-	return &Reader{Path: path, db: db, tables: map[string]bool{}}, nil
+	id, err := checkFile(cpath, false)
+	if err != nil {
+		return nil, err
+	}
+	db, err := openDB(cpath)
+	if err != nil {
+		return nil, fmt.Errorf("open trackio db %s: %w", cpath, err)
+	}
+	r := &Reader{Path: cpath, db: db, id: id, limits: limits.withDefaults()}
+	// Connect now, so a refused or unreadable file fails the open.
+	if err := r.read(ctx, func(context.Context, *sql.Tx, schema) error { return nil }); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return r, nil
 }
 
 // Close closes the connection.
@@ -108,101 +144,158 @@ func (r *Reader) Close() error { return r.db.Close() }
 func (r *Reader) Cursor() Cursor { return r.cur }
 
 // SetCursor makes the next Poll start after c (a restored position).
-func (r *Reader) SetCursor(c Cursor) { r.cur = c }
+func (r *Reader) SetCursor(c Cursor) { r.cur = c; r.polled = false }
 
-// Layout detects (and caches) the schema generation.
-func (r *Reader) Layout(ctx context.Context) (Layout, error) {
-	if r.layout != LayoutUnknown {
-		return r.layout, nil
-	}
-	rows, err := r.db.QueryContext(ctx, `SELECT name FROM pragma_table_info('metrics')`)
+// Layout is the schema generation seen by the last read.
+func (r *Reader) Layout() Layout { return r.layout }
+
+// schema is what one read transaction found in sqlite_master.
+type schema struct {
+	layout Layout
+	// run-id column of each table present ("run_id" or "run_name");
+	// "" when the table is absent.
+	metrics, system, configs string
+	metadata                 bool
+}
+
+// inspect reads the schema inside the read transaction that then reads
+// the rows, so a table swapped for a view after the check is not read.
+func inspect(ctx context.Context, tx *sql.Tx) (schema, error) {
+	var s schema
+	rows, err := tx.QueryContext(ctx, `SELECT m.name, m.type, coalesce(m.sql, '') LIKE 'CREATE VIRTUAL%',
+		EXISTS (SELECT 1 FROM pragma_table_info(m.name) WHERE name = 'run_id')
+		FROM main.sqlite_master AS m
+		WHERE m.name IN ('metrics', 'configs', 'system_metrics', 'project_metadata') AND m.type IN ('table', 'view')`)
 	if err != nil {
-		return LayoutUnknown, r.wrap(err)
+		return s, err
 	}
 	defer rows.Close()
-	found := false
-	l := LayoutLegacy
 	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
-			return LayoutUnknown, r.wrap(err)
+		var name, typ string
+		var virtual, hasRunID bool
+		if err := rows.Scan(&name, &typ, &virtual, &hasRunID); err != nil {
+			return s, err
 		}
-		found = true
-		if name == "run_id" {
-			l = LayoutRunID
+		if typ != "table" || virtual {
+			kind := "a view"
+			if virtual {
+				kind = "a virtual table"
+			}
+			return s, fmt.Errorf("%w: %s is %s, not a table (Trackio writes tables)", ErrCorrupt, name, kind)
+		}
+		col := "run_name"
+		if hasRunID {
+			col = "run_id"
+		}
+		switch name {
+		case TableMetrics:
+			s.metrics, s.layout = col, LayoutLegacy
+			if hasRunID {
+				s.layout = LayoutRunID
+			}
+		case TableSystemMetrics:
+			s.system = col
+		case TableConfigs:
+			s.configs = col
+		case TableProjectMetadata:
+			s.metadata = true
 		}
 	}
-	if err := rows.Err(); err != nil {
-		return LayoutUnknown, r.wrap(err)
-	}
-	if !found {
-		return LayoutUnknown, nil
-	}
-	r.layout = l
-	return l, nil
+	return s, rows.Err()
 }
 
-func (r *Reader) hasTable(ctx context.Context, name string) (bool, error) {
-	if r.tables[name] {
-		return true, nil
-	}
-	var n int
-	if err := r.db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type='table' AND name=?`, name).Scan(&n); err != nil {
-		return false, r.wrap(err)
-	}
-	if n > 0 {
-		r.tables[name] = true
-	}
-	return n > 0, nil
+// read runs fn in one read transaction, after inspect, within the time
+// limit; SQLite is interrupted when it runs out.
+func (r *Reader) read(ctx context.Context, fn func(context.Context, *sql.Tx, schema) error) error {
+	tctx, cancel := context.WithTimeout(ctx, r.limits.Timeout)
+	defer cancel()
+	err := func() error {
+		tx, err := r.db.BeginTx(tctx, &sql.TxOptions{ReadOnly: true})
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback()
+		s, err := inspect(tctx, tx)
+		if err != nil {
+			return err
+		}
+		r.layout = s.layout
+		return fn(tctx, tx, s)
+	}()
+	return r.wrap(ctx, tctx, err)
 }
 
-// hasColumn reports whether table has column; system_metrics and configs
-// gained run_id at the same time as metrics, but check each table anyway.
-func (r *Reader) hasColumn(ctx context.Context, table, col string) (bool, error) {
-	var n int
-	if err := r.db.QueryRowContext(ctx, `SELECT count(*) FROM pragma_table_info(?) WHERE name=?`, table, col).Scan(&n); err != nil {
-		return false, r.wrap(err)
-	}
-	return n > 0, nil
+// text bounds a text column: a longer value is replaced without being
+// read (octet_length does not load the value).
+func (r *Reader) text(col string) string {
+	return fmt.Sprintf(`CASE WHEN octet_length(%[1]s) > %[2]d THEN '%[3]s' ELSE coalesce(CAST(%[1]s AS TEXT), '') END`, col, r.limits.MaxName, LongName)
+}
+
+// value bounds a JSON column the same way; too long reads as NULL.
+func (r *Reader) value(col string) string {
+	return fmt.Sprintf(`CASE WHEN octet_length(%[1]s) > %[2]d THEN NULL ELSE CAST(%[1]s AS BLOB) END`, col, r.limits.MaxValue)
+}
+
+func (r *Reader) metricsQuery(s schema) string {
+	return `SELECT id, ` + r.text(s.metrics) + `, ` + r.text("run_name") + `, coalesce(CAST(step AS INTEGER), 0), ` +
+		r.text("timestamp") + `, ` + r.value("metrics") + ` FROM main.metrics WHERE id > ? ORDER BY id LIMIT ?`
+}
+
+func (r *Reader) systemQuery(s schema) string {
+	return `SELECT id, ` + r.text(s.system) + `, ` + r.text("run_name") + `, 0, ` +
+		r.text("timestamp") + `, ` + r.value("metrics") + ` FROM main.system_metrics WHERE id > ? ORDER BY id LIMIT ?`
+}
+
+func (r *Reader) configsQuery(s schema) string {
+	return `SELECT id, ` + r.text(s.configs) + `, ` + r.text("run_name") + `, ` + r.text("created_at") + `, ` +
+		r.value("config") + ` FROM main.configs WHERE id > ? ORDER BY id LIMIT ?`
 }
 
 // ReadMetrics returns up to limit metrics rows with id > after, by id.
 func (r *Reader) ReadMetrics(ctx context.Context, after int64, limit int) ([]Row, error) {
-	l, err := r.Layout(ctx)
-	if err != nil || l == LayoutUnknown {
-		return nil, err
-	}
-	runID := "run_name"
-	if l == LayoutRunID {
-		runID = "run_id"
-	}
-	q := `SELECT id, ` + runID + `, run_name, step, timestamp, CAST(metrics AS BLOB) FROM metrics WHERE id > ? ORDER BY id LIMIT ?`
-	return r.readRows(ctx, q, after, limit)
+	var out []Row
+	err := r.read(ctx, func(ctx context.Context, tx *sql.Tx, s schema) (err error) {
+		if s.metrics != "" {
+			out, err = readRows(ctx, tx, r.metricsQuery(s), after, limit)
+		}
+		return err
+	})
+	return out, err
 }
 
 // ReadSystem returns up to limit system_metrics rows with id > after.
 func (r *Reader) ReadSystem(ctx context.Context, after int64, limit int) ([]Row, error) {
-	ok, err := r.hasTable(ctx, TableSystemMetrics)
-	if err != nil || !ok {
-		return nil, err
-	}
-	runID := "run_name"
-	if has, err := r.hasColumn(ctx, TableSystemMetrics, "run_id"); err != nil {
-		return nil, err
-	} else if has {
-		runID = "run_id"
-	}
-	q := `SELECT id, ` + runID + `, run_name, 0, timestamp, CAST(metrics AS BLOB) FROM system_metrics WHERE id > ? ORDER BY id LIMIT ?`
-	return r.readRows(ctx, q, after, limit)
+	var out []Row
+	err := r.read(ctx, func(ctx context.Context, tx *sql.Tx, s schema) (err error) {
+		if s.system != "" {
+			out, err = readRows(ctx, tx, r.systemQuery(s), after, limit)
+		}
+		return err
+	})
+	return out, err
 }
 
-func (r *Reader) readRows(ctx context.Context, q string, after int64, limit int) ([]Row, error) {
+// ReadConfigs returns config rows with id > after (Trackio replaces a
+// run's config with a new row, so a changed config has a new id), at most
+// Limits.MaxConfigs of them.
+func (r *Reader) ReadConfigs(ctx context.Context, after int64) ([]Config, error) {
+	var out []Config
+	err := r.read(ctx, func(ctx context.Context, tx *sql.Tx, s schema) (err error) {
+		if s.configs != "" {
+			out, err = readConfigs(ctx, tx, r.configsQuery(s), after, r.limits.MaxConfigs)
+		}
+		return err
+	})
+	return out, err
+}
+
+func readRows(ctx context.Context, tx *sql.Tx, q string, after int64, limit int) ([]Row, error) {
 	if limit <= 0 {
 		limit = 1 << 30
 	}
-	rows, err := r.db.QueryContext(ctx, q, after, limit)
+	rows, err := tx.QueryContext(ctx, q, after, limit)
 	if err != nil {
-		return nil, r.wrap(err)
+		return nil, err
 	}
 	defer rows.Close()
 	var out []Row
@@ -210,38 +303,18 @@ func (r *Reader) readRows(ctx context.Context, q string, after int64, limit int)
 		var row Row
 		var raw []byte
 		if err := rows.Scan(&row.ID, &row.RunID, &row.RunName, &row.Step, &row.Timestamp, &raw); err != nil {
-			return nil, r.wrap(err)
+			return nil, err
 		}
-		if !json.Valid(raw) {
-			// A row Trackio did not write (or a torn value): keep the row so
-			// ids stay contiguous, but with an empty object.
-			raw = []byte("{}")
-		}
-		row.Raw = raw
+		row.Raw, row.Oversize = jsonValue(raw)
 		out = append(out, row)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, r.wrap(err)
-	}
-	return out, nil
+	return out, rows.Err()
 }
 
-// ReadConfigs returns config rows with id > after (Trackio replaces a
-// run's config with a new row, so a changed config has a new id).
-func (r *Reader) ReadConfigs(ctx context.Context, after int64) ([]Config, error) {
-	ok, err := r.hasTable(ctx, TableConfigs)
-	if err != nil || !ok {
-		return nil, err
-	}
-	runID := "run_name"
-	if has, err := r.hasColumn(ctx, TableConfigs, "run_id"); err != nil {
-		return nil, err
-	} else if has {
-		runID = "run_id"
-	}
-	rows, err := r.db.QueryContext(ctx, `SELECT id, `+runID+`, run_name, created_at, CAST(config AS BLOB) FROM configs WHERE id > ? ORDER BY id`, after)
+func readConfigs(ctx context.Context, tx *sql.Tx, q string, after int64, limit int) ([]Config, error) {
+	rows, err := tx.QueryContext(ctx, q, after, limit)
 	if err != nil {
-		return nil, r.wrap(err)
+		return nil, err
 	}
 	defer rows.Close()
 	var out []Config
@@ -249,73 +322,147 @@ func (r *Reader) ReadConfigs(ctx context.Context, after int64) ([]Config, error)
 		var c Config
 		var raw []byte
 		if err := rows.Scan(&c.ID, &c.RunID, &c.RunName, &c.CreatedAt, &raw); err != nil {
-			return nil, r.wrap(err)
+			return nil, err
 		}
-		if !json.Valid(raw) {
-			raw = []byte("{}")
-		}
-		c.Raw = raw
+		c.Raw, c.Oversize = jsonValue(raw)
 		out = append(out, c)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, r.wrap(err)
-	}
-	return out, nil
+	return out, rows.Err()
 }
 
-// Replaced reports whether the database no longer holds the rows the
-// cursor has passed (it was deleted and created again, restarting ids),
-// which a file-identity check misses when the inode number is reused.
+// jsonValue keeps a stored JSON object, or {} for one too large (NULL
+// from the query) or not valid JSON (a row Trackio did not write, or a torn
+// value): the row is kept so ids stay contiguous.
+func jsonValue(raw []byte) (json.RawMessage, bool) {
+	if raw == nil {
+		return json.RawMessage("{}"), true
+	}
+	if !json.Valid(raw) {
+		return json.RawMessage("{}"), false
+	}
+	return raw, false
+}
+
+// Replaced reports whether the file at Path is no longer the one this
+// reader has open (deleted, renamed over, swapped), or the database no
+// longer holds the rows the cursor has passed (ids restarted, which a
+// file-identity check misses when the inode number is reused). Either way
+// the caller should reopen and start over.
 func (r *Reader) Replaced(ctx context.Context) (bool, error) {
+	if r.Stale() {
+		return true, nil
+	}
 	if r.cur.Metrics == 0 {
 		return false, nil
 	}
-	r.layout = LayoutUnknown
-	r.tables = map[string]bool{}
-	if l, err := r.Layout(ctx); err != nil || l == LayoutUnknown {
-		return err == nil, err
-	}
 	var max sql.NullInt64
-	if err := r.db.QueryRowContext(ctx, `SELECT max(id) FROM metrics`).Scan(&max); err != nil {
-		return false, r.wrap(err)
+	err := r.read(ctx, func(ctx context.Context, tx *sql.Tx, s schema) error {
+		if s.metrics == "" {
+			return nil
+		}
+		return tx.QueryRowContext(ctx, `SELECT max(id) FROM main.metrics`).Scan(&max)
+	})
+	if err != nil {
+		return false, err
 	}
 	return !max.Valid || max.Int64 < r.cur.Metrics, nil
 }
 
-// Metadata returns the project_metadata table (empty when absent).
+// Stale reports whether the file at Path is no longer the one this reader
+// has open (deleted, renamed over, swapped for something else).
+func (r *Reader) Stale() bool {
+	id, ok := statID(r.Path)
+	return !ok || id != r.id
+}
+
+// Changed reports whether a Poll may find rows: the last Poll stopped at
+// its limit, or another connection committed since it began (PRAGMA
+// data_version, which SQLite guarantees to change on every commit by
+// another connection, unlike the size and mtime of the files: a WAL that
+// restarts from its beginning keeps its size, and mtime is coarse), or the
+// file at Path was replaced. An idle database costs one lstat and one
+// pragma, no table read.
+func (r *Reader) Changed(ctx context.Context) (bool, error) {
+	if !r.polled || r.more {
+		return true, nil
+	}
+	if r.Stale() {
+		return true, nil
+	}
+	v, err := r.dataVersion(ctx)
+	if err != nil {
+		return false, err
+	}
+	return v != r.version, nil
+}
+
+func (r *Reader) dataVersion(ctx context.Context) (int64, error) {
+	tctx, cancel := context.WithTimeout(ctx, r.limits.Timeout)
+	defer cancel()
+	var v int64
+	err := r.db.QueryRowContext(tctx, `PRAGMA data_version`).Scan(&v)
+	return v, r.wrap(ctx, tctx, err)
+}
+
+// Metadata returns the project_metadata table (empty when absent): at
+// most 1000 entries, each key and value at most Limits.MaxName and
+// Limits.MaxValue bytes.
 func (r *Reader) Metadata(ctx context.Context) (map[string]string, error) {
 	out := map[string]string{}
-	ok, err := r.hasTable(ctx, TableProjectMetadata)
-	if err != nil || !ok {
-		return out, err
-	}
-	rows, err := r.db.QueryContext(ctx, `SELECT key, CAST(value AS TEXT) FROM project_metadata`)
-	if err != nil {
-		return nil, r.wrap(err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var k, v string
-		if err := rows.Scan(&k, &v); err != nil {
-			return nil, r.wrap(err)
+	err := r.read(ctx, func(ctx context.Context, tx *sql.Tx, s schema) error {
+		if !s.metadata {
+			return nil
 		}
-		out[k] = v
+		rows, err := tx.QueryContext(ctx, `SELECT `+r.text("key")+`, `+
+			fmt.Sprintf(`CASE WHEN octet_length(value) > %d THEN '' ELSE coalesce(CAST(value AS TEXT), '') END`, r.limits.MaxValue)+
+			` FROM main.project_metadata LIMIT 1000`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var k, v string
+			if err := rows.Scan(&k, &v); err != nil {
+				return err
+			}
+			out[k] = v
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, err
 	}
-	return out, r.wrap(rows.Err())
+	return out, nil
 }
 
 // Poll reads every table past the reader's cursor (at most limit rows per
-// table; 0 = no limit) and advances the cursor past what it returns.
+// table; 0 = no limit), in one read transaction, and advances the cursor
+// past what it returns.
 func (r *Reader) Poll(ctx context.Context, limit int) (Batch, error) {
+	v, err := r.dataVersion(ctx)
+	if err != nil {
+		return Batch{}, err
+	}
 	var b Batch
-	var err error
-	if b.Metrics, err = r.ReadMetrics(ctx, r.cur.Metrics, limit); err != nil {
-		return Batch{}, err
-	}
-	if b.System, err = r.ReadSystem(ctx, r.cur.System, limit); err != nil {
-		return Batch{}, err
-	}
-	if b.Configs, err = r.ReadConfigs(ctx, r.cur.Configs); err != nil {
+	err = r.read(ctx, func(ctx context.Context, tx *sql.Tx, s schema) (err error) {
+		if s.metrics != "" {
+			if b.Metrics, err = readRows(ctx, tx, r.metricsQuery(s), r.cur.Metrics, limit); err != nil {
+				return err
+			}
+		}
+		if s.system != "" {
+			if b.System, err = readRows(ctx, tx, r.systemQuery(s), r.cur.System, limit); err != nil {
+				return err
+			}
+		}
+		if s.configs != "" {
+			if b.Configs, err = readConfigs(ctx, tx, r.configsQuery(s), r.cur.Configs, r.limits.MaxConfigs); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		return Batch{}, err
 	}
 	if n := len(b.Metrics); n > 0 {
@@ -327,14 +474,29 @@ func (r *Reader) Poll(ctx context.Context, limit int) (Batch, error) {
 	if n := len(b.Configs); n > 0 {
 		r.cur.Configs = b.Configs[n-1].ID
 	}
+	r.version, r.polled = v, true
+	r.more = limit > 0 && (len(b.Metrics) >= limit || len(b.System) >= limit) || len(b.Configs) >= r.limits.MaxConfigs
 	return b, nil
 }
 
-// wrap classifies SQLite errors so callers can tell "retry later" from
-// "this file is broken".
-func (r *Reader) wrap(err error) error {
+// wrap classifies errors so callers can tell "retry later" from "this
+// file is broken" from "this file took too long" (tctx is the read's own
+// deadline, ctx the caller's).
+func (r *Reader) wrap(ctx, tctx context.Context, err error) error {
 	if err == nil {
 		return nil
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("%s: %w", r.Path, ctx.Err())
+	}
+	if tctx.Err() != nil {
+		return fmt.Errorf("%s: %w: a read took longer than %v", r.Path, ErrTimeout, r.limits.Timeout)
+	}
+	if errors.Is(err, ErrRefused) || errors.Is(err, ErrCorrupt) {
+		if strings.HasPrefix(err.Error(), r.Path) {
+			return err
+		}
+		return fmt.Errorf("%s: %w", r.Path, err)
 	}
 	var se *sqlite.Error
 	if errors.As(err, &se) {
@@ -343,6 +505,8 @@ func (r *Reader) wrap(err error) error {
 			return fmt.Errorf("%s: %w: %v", r.Path, ErrBusy, err)
 		case sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB:
 			return fmt.Errorf("%s: %w: %v", r.Path, ErrCorrupt, err)
+		case sqlite3.SQLITE_INTERRUPT:
+			return fmt.Errorf("%s: %w: %v", r.Path, ErrTimeout, err)
 		}
 	}
 	return fmt.Errorf("%s: %w", r.Path, err)

@@ -59,7 +59,7 @@ func TestRoundTripBothLayouts(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			r, err := trackio.OpenReader(w.Path)
+			r, err := trackio.OpenReader(ctx, w.Path)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -73,7 +73,7 @@ func TestRoundTripBothLayouts(t *testing.T) {
 			if legacy {
 				wantLayout, wantRunID = trackio.LayoutLegacy, "run-a"
 			}
-			if l, _ := r.Layout(ctx); l != wantLayout {
+			if l := r.Layout(); l != wantLayout {
 				t.Errorf("layout = %v; want %v", l, wantLayout)
 			}
 			if len(b.Metrics) != 5 {
@@ -131,7 +131,7 @@ func TestOldestLayoutWithProjectName(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
-	r, err := trackio.OpenReader(path)
+	r, err := trackio.OpenReader(ctx, path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func TestBlobJSON(t *testing.T) {
 	if _, err := w.DB().Exec(trackio.InsertMetricSQL, "2026-01-01T00:00:00+00:00", "i", "n", 3, []byte(`{"loss":1.5,"img":{"_type":"trackio.image"}}`)); err != nil {
 		t.Fatal(err)
 	}
-	r, _ := trackio.OpenReader(w.Path)
+	r, _ := trackio.OpenReader(ctx, w.Path)
 	defer r.Close()
 	rows, err := r.ReadMetrics(ctx, 0, 10)
 	if err != nil || len(rows) != 1 {
@@ -174,7 +174,7 @@ func TestMissingTablesIsEmptyNotError(t *testing.T) {
 	db, _ := sql.Open("sqlite", path)
 	db.Exec(`CREATE TABLE other (x)`)
 	db.Close()
-	r, _ := trackio.OpenReader(path)
+	r, _ := trackio.OpenReader(ctx, path)
 	defer r.Close()
 	b, err := r.Poll(ctx, 0)
 	if err != nil || !b.Empty() {
@@ -210,14 +210,13 @@ func TestTruncatedAndCorrupt(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			path := filepath.Join(dir, name+".db")
 			os.WriteFile(path, data, 0o644)
-			r, err := trackio.OpenReader(path)
-			if err != nil {
-				t.Fatal(err)
+			r, err := trackio.OpenReader(ctx, path)
+			if err == nil {
+				_, err = r.Poll(ctx, 0)
+				r.Close()
 			}
-			defer r.Close()
-			_, err = r.Poll(ctx, 0)
 			if !errors.Is(err, trackio.ErrCorrupt) {
-				t.Fatalf("Poll error = %v; want trackio.ErrCorrupt", err)
+				t.Fatalf("open or Poll error = %v; want ErrCorrupt", err)
 			}
 			if !strings.Contains(err.Error(), path) {
 				t.Errorf("error %q does not name the file", err)
@@ -237,6 +236,11 @@ func TestLockedByWriter(t *testing.T) {
 	}
 	defer w.Close()
 	w.Log(ctx, "i", "n", 0, map[string]any{"loss": 1.0}, time.Now())
+	r, err := trackio.OpenReader(ctx, w.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
 	conn, err := w.DB().Conn(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -246,8 +250,6 @@ func TestLockedByWriter(t *testing.T) {
 		t.Fatal(err)
 	}
 	conn.ExecContext(ctx, trackio.InsertMetricSQL, "t", "i", "n", 1, `{"loss":0.5}`)
-	r, _ := trackio.OpenReader(w.Path)
-	defer r.Close()
 	if _, err := r.Poll(ctx, 0); !errors.Is(err, trackio.ErrBusy) {
 		t.Fatalf("Poll under exclusive lock = %v; want trackio.ErrBusy", err)
 	}
@@ -309,7 +311,7 @@ conn.close()
 				continue
 			}
 			var err error
-			if r, err = trackio.OpenReader(path); err != nil {
+			if r, err = trackio.OpenReader(ctx, path); err != nil {
 				t.Fatal(err)
 			}
 			defer r.Close()
@@ -367,7 +369,7 @@ func TestReplacedDetectsRestartedIDs(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		w.Log(ctx, "a", "a", int64(i), map[string]any{"loss": 1.0}, time.Now())
 	}
-	r, _ := trackio.OpenReader(w.Path)
+	r, _ := trackio.OpenReader(ctx, w.Path)
 	defer r.Close()
 	r.Poll(ctx, 0)
 	if rep, err := r.Replaced(ctx); err != nil || rep {

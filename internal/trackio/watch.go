@@ -2,19 +2,23 @@ package trackio
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
 )
 
-// ListDBs returns the Trackio project databases in dir, sorted. SQLite side
-// files (-wal, -shm, -journal), lock files and exports are not projects.
-func ListDBs(dir string) ([]string, error) {
+// ListDBs returns the Trackio project databases in dir, sorted, at most
+// max of them (0: no limit). SQLite side files (-wal, -shm, -journal), lock
+// files and exports are not projects. A name ending in .db that is not a
+// regular file (a FIFO, a symlink) is listed all the same, so the reader
+// refuses it and the user sees why; directories are skipped. A directory
+// with more entries than max returns the first max and an error saying so.
+func ListDBs(dir string, max int) ([]string, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
@@ -24,30 +28,12 @@ func ListDBs(dir string) ([]string, error) {
 		if e.IsDir() || !strings.HasSuffix(e.Name(), DBExt) || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
+		if max > 0 && len(out) == max {
+			return out, fmt.Errorf("%s: more than %d databases; following the first %d", dir, max, max)
+		}
 		out = append(out, filepath.Join(dir, e.Name()))
 	}
-	sort.Strings(out)
 	return out, nil
-}
-
-// FileSig is a cheap change detector for a database: size and mtime of the
-// main file and of its WAL. Polling compares signatures before querying, so
-// an idle project costs two stat calls per poll, not a query.
-type FileSig struct {
-	Size, WALSize   int64
-	MTime, WALMTime int64
-}
-
-// Sig stats path and path-wal.
-func Sig(path string) FileSig {
-	var s FileSig
-	if fi, err := os.Stat(path); err == nil {
-		s.Size, s.MTime = fi.Size(), fi.ModTime().UnixNano()
-	}
-	if fi, err := os.Stat(path + "-wal"); err == nil {
-		s.WALSize, s.WALMTime = fi.Size(), fi.ModTime().UnixNano()
-	}
-	return s
 }
 
 // Watch signals on the returned channel whenever something in dir may have

@@ -1,0 +1,293 @@
+package trackio
+
+// Databases a hostile sandbox can plant in the Trackio volume. Each test
+// would hang, leak a host file, or load a huge value with the reader as it
+// was; each bounds its own wait, so a regression fails instead of hanging
+// the suite.
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// makeDB writes a Trackio database (WAL, as trackio does) with one run.
+func makeDB(t testing.TB, path, run string, steps int) {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(SchemaSQL); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < steps; i++ {
+		if _, err := db.Exec(InsertMetricSQL, "2026-01-01T00:00:00+00:00", run, run, i, `{"loss":1.5}`); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// within runs f and fails the test if it has not returned after d; f is
+// left running (it may be blocked in a system call for good).
+func within[T any](t *testing.T, d time.Duration, what string, f func() T) T {
+	t.Helper()
+	done := make(chan T, 1)
+	go func() { done <- f() }()
+	select {
+	case v := <-done:
+		return v
+	case <-time.After(d):
+		t.Fatalf("%s still blocked after %v", what, d)
+		panic("unreachable")
+	}
+}
+
+type openResult struct {
+	r   *Reader
+	b   Batch
+	err error
+}
+
+// openAndPoll opens path and polls it once, as the dashboard does.
+func openAndPoll(ctx context.Context, path string, limits Limits) openResult {
+	r, err := OpenReaderLimits(ctx, path, limits)
+	if err != nil {
+		return openResult{err: err}
+	}
+	b, err := r.Poll(ctx, 0)
+	return openResult{r: r, b: b, err: err}
+}
+
+func TestRefusesWhatIsNotARegularFile(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	host := filepath.Join(t.TempDir(), "host.db")
+	makeDB(t, host, "host-secret-run", 3)
+
+	fifo := filepath.Join(dir, "fifo.db")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.db")
+	os.Symlink(host, link)
+	walFIFO := filepath.Join(dir, "walfifo.db")
+	makeDB(t, walFIFO, "r", 1)
+	os.Remove(walFIFO + "-wal")
+	syscall.Mkfifo(walFIFO+"-wal", 0o644)
+	walLink := filepath.Join(dir, "wallink.db")
+	makeDB(t, walLink, "r", 1)
+	os.Remove(walLink + "-wal")
+	os.Symlink(host+"-wal", walLink+"-wal")
+	shmLink := filepath.Join(dir, "shmlink.db")
+	makeDB(t, shmLink, "r", 1)
+	os.Remove(shmLink + "-shm")
+	os.Symlink(host+"-shm", shmLink+"-shm")
+	sub := filepath.Join(dir, "dir.db")
+	os.Mkdir(sub, 0o755)
+
+	tests := []struct{ name, path, want string }{
+		{"fifo", fifo, "named pipe"},
+		{"symlink to a host database", link, "symbolic link"},
+		{"fifo as the WAL", walFIFO, "named pipe"},
+		{"symlink as the WAL", walLink, "symbolic link"},
+		{"symlink as the shared memory", shmLink, "symbolic link"},
+		{"directory", sub, "directory"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := within(t, 10*time.Second, "open of "+tt.name, func() openResult { return openAndPoll(ctx, tt.path, Limits{}) })
+			if !errors.Is(res.err, ErrRefused) || !strings.Contains(res.err.Error(), tt.want) {
+				t.Fatalf("open = %v; want ErrRefused saying %q", res.err, tt.want)
+			}
+		})
+	}
+}
+
+// TestSwapAfterCheck swaps the file in the window between the reader's
+// check and SQLite's open by name, where a sandbox racing the host would.
+func TestSwapAfterCheck(t *testing.T) {
+	ctx := context.Background()
+	host := filepath.Join(t.TempDir(), "host.db")
+	makeDB(t, host, "host-secret-run", 3)
+	tests := []struct {
+		name string
+		swap func(t *testing.T, path string)
+		want error
+	}{
+		{"fifo", func(t *testing.T, path string) {
+			os.Remove(path)
+			if err := syscall.Mkfifo(path, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}, nil},
+		{"fifo with a writer that never writes", func(t *testing.T, path string) {
+			os.Remove(path)
+			if err := syscall.Mkfifo(path, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			// O_RDWR never blocks on a FIFO: the "sandbox" holds a write end.
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { f.Close() })
+		}, nil},
+		{"symlink to a host database", func(t *testing.T, path string) {
+			for _, s := range []string{"", "-wal", "-shm"} {
+				os.Remove(path + s)
+			}
+			os.Symlink(host, path)
+		}, ErrRefused},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "x.db")
+			makeDB(t, path, "sandbox-run", 2)
+			testHookBeforeOpen = func(p string) {
+				if p == path {
+					tt.swap(t, p)
+				}
+			}
+			defer func() { testHookBeforeOpen = func(string) {} }()
+			res := within(t, 10*time.Second, "open after the swap", func() openResult { return openAndPoll(ctx, path, Limits{}) })
+			if res.err == nil {
+				t.Fatalf("open after swapping in a %s succeeded with %d rows; want an error", tt.name, len(res.b.Metrics))
+			}
+			if tt.want != nil && !errors.Is(res.err, tt.want) {
+				t.Errorf("open = %v; want %v", res.err, tt.want)
+			}
+			if strings.Contains(res.err.Error(), "host-secret-run") {
+				t.Errorf("error %q shows the host database's content", res.err)
+			}
+		})
+	}
+}
+
+// TestViewsAreNotRead: a metrics "table" that is a recursive view never
+// finishes a query; the reader refuses it without running it.
+func TestViewsAreNotRead(t *testing.T) {
+	ctx := context.Background()
+	const forever = `WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c)
+		SELECT x AS id, 'r' AS run_id, 'r' AS run_name, x AS step, '' AS timestamp, '{}' AS metrics, '' AS config, '' AS created_at, '' AS key, '' AS value FROM c`
+	for _, table := range []string{TableMetrics, TableSystemMetrics, TableConfigs, TableProjectMetadata} {
+		t.Run(table, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "view.db")
+			db, _ := sql.Open("sqlite", path)
+			ddl := strings.ReplaceAll(SchemaSQL, "CREATE TABLE IF NOT EXISTS "+table+" (", "CREATE TABLE IF NOT EXISTS unused_"+table+" (")
+			ddl = strings.ReplaceAll(ddl, " ON "+table+"(", " ON unused_"+table+"(")
+			if _, err := db.Exec(ddl); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.Exec("CREATE VIEW " + table + " AS " + forever); err != nil {
+				t.Fatal(err)
+			}
+			db.Close()
+			res := within(t, 20*time.Second, "read of a recursive view", func() openResult {
+				res := openAndPoll(ctx, path, Limits{})
+				if res.err == nil {
+					_, res.err = res.r.Metadata(ctx)
+				}
+				return res
+			})
+			if !errors.Is(res.err, ErrCorrupt) || !strings.Contains(res.err.Error(), "view") {
+				t.Fatalf("read = %v; want ErrCorrupt saying it is a view", res.err)
+			}
+		})
+	}
+}
+
+// TestSlowReadIsInterrupted: a metrics table whose id is a generated
+// column building a 10 MB string per row makes every read crawl; the time
+// limit interrupts it.
+func TestSlowReadIsInterrupted(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "slow.db")
+	db, _ := sql.Open("sqlite", path)
+	if _, err := db.Exec(`CREATE TABLE metrics (n, run_id, timestamp, run_name, step, metrics,
+			id AS (length(printf('%.*c', 10000000, 'x')) - n));
+		WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000)
+		INSERT INTO metrics (n, run_id, timestamp, run_name, step, metrics) SELECT x, 'r', '', 'r', x, '{"loss":1}' FROM c`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	const limit = 300 * time.Millisecond
+	r, err := OpenReaderLimits(ctx, path, Limits{Timeout: limit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	start := time.Now()
+	res := within(t, 60*time.Second, "a slow read", func() openResult {
+		b, err := r.Poll(ctx, 10)
+		return openResult{b: b, err: err}
+	})
+	if !errors.Is(res.err, ErrTimeout) {
+		t.Fatalf("Poll = %d rows, %v after %v; want ErrTimeout", len(res.b.Metrics), res.err, time.Since(start))
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("Poll returned after %v; want soon after the %v limit", d, limit)
+	}
+}
+
+// TestOversizeValuesAreNotLoaded: values over the limits come back as
+// placeholders, not as the megabytes stored.
+func TestOversizeValuesAreNotLoaded(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "huge.db")
+	makeDB(t, path, "ok", 1)
+	db, _ := sql.Open("sqlite", path)
+	huge := `{"loss":1,"pad":"` + strings.Repeat("x", 8<<20) + `"}`
+	longName := strings.Repeat("n", 1<<20)
+	if _, err := db.Exec(InsertMetricSQL, "2026-01-01T00:00:00+00:00", longName, longName, 1, huge); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(UpsertConfigSQL, "ok", "ok", huge, "2026-01-01T00:00:00+00:00"); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	r, err := OpenReader(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	b, err := r.Poll(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b.Metrics) != 2 {
+		t.Fatalf("got %d rows; want 2 (an oversize row is kept, emptied)", len(b.Metrics))
+	}
+	got := b.Metrics[1]
+	if string(got.Raw) != "{}" || !got.Oversize || got.RunID != LongName || got.RunName != LongName {
+		t.Errorf("oversize row = run %.20q name %.20q, %d bytes, oversize %v; want %q, {} and oversize", got.RunID, got.RunName, len(got.Raw), got.Oversize, LongName)
+	}
+	if len(b.Configs) != 1 || string(b.Configs[0].Raw) != "{}" || !b.Configs[0].Oversize {
+		t.Errorf("oversize config = %d configs; want one, emptied", len(b.Configs))
+	}
+}
+
+// TestRelativePath: a relative directory (mlagent dashboard --dir tk)
+// used to become the URI's authority, "file://tk/x.db".
+func TestRelativePath(t *testing.T) {
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "tk"), 0o755)
+	makeDB(t, filepath.Join(dir, "tk", "x.db"), "r", 2)
+	t.Chdir(dir)
+	r, err := OpenReader(context.Background(), filepath.Join("tk", "x.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	b, err := r.Poll(context.Background(), 0)
+	if err != nil || len(b.Metrics) != 2 {
+		t.Fatalf("Poll = %d rows, %v; want 2", len(b.Metrics), err)
+	}
+}
