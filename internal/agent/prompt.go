@@ -4,13 +4,14 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/skills"
 )
 
 // PromptOptions are the facts of the sandbox the system prompt states.
 type PromptOptions struct {
-	Workdir    string // /workspace
-	DataDir    string // /data
+	Workdir    string // "": sandbox.Workspace
+	DataDir    string // "": sandbox.DataMount
 	TrackioDir string // $TRACKIO_DIR
 	Skills     []*skills.Skill
 	Extra      string // --system-extra
@@ -21,10 +22,10 @@ type PromptOptions struct {
 // prefix of every request.
 func SystemPrompt(o PromptOptions) string {
 	if o.Workdir == "" {
-		o.Workdir = "/workspace"
+		o.Workdir = sandbox.Workspace
 	}
 	if o.DataDir == "" {
-		o.DataDir = "/data"
+		o.DataDir = sandbox.DataMount
 	}
 	if o.TrackioDir == "" {
 		o.TrackioDir = "$TRACKIO_DIR"

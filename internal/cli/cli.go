@@ -12,11 +12,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
 
 	"github.com/mlagent/mlagent/internal/config"
+	"github.com/mlagent/mlagent/internal/volume"
 )
 
 // Exit codes shared by every command.
@@ -182,4 +184,10 @@ func parseFlags(fs *flag.FlagSet, args []string, env *Env) int {
 	default:
 		return ExitUsage
 	}
+}
+
+// trackioDir is the host directory of the Trackio volume, which the
+// dashboard and the syncer read.
+func trackioDir(cfg *config.Config) string {
+	return filepath.Join(cfg.VolumesDir(), volume.Trackio)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/mlagent/mlagent/internal/agent"
+	"github.com/mlagent/mlagent/internal/sandbox"
 )
 
 func init() {
@@ -29,14 +30,14 @@ every model request; --resume continues it.`
 
 func runAgent(ctx context.Context, env *Env, args []string) int {
 	flags := newFlagSet(env, "agent", "agent [flags]", agentHelp)
-	o := agent.RunOptions{DataDir: "/data", Getenv: env.Getenv, In: env.Stdin, Out: env.Stdout, Log: env.Log}
+	o := agent.RunOptions{DataDir: sandbox.DataMount, Getenv: env.Getenv, In: env.Stdin, Out: env.Stdout, Log: env.Log}
 	flags.StringVar(&o.Model, "model", env.Config.Run.Model, "model id")
 	flags.StringVar(&o.Session, "session", "", "session id (a new one if empty)")
-	flags.StringVar(&o.SessionsDir, "sessions-dir", "/data/sessions", "directory of session transcripts")
+	flags.StringVar(&o.SessionsDir, "sessions-dir", sandbox.SessionsDir, "directory of session transcripts")
 	flags.BoolVar(&o.Resume, "resume", false, "continue the transcript of --session")
 	flags.IntVar(&o.MaxTurns, "max-turns", env.Config.Run.MaxTurns, "most model requests per user message")
-	flags.StringVar(&o.SkillsDir, "skills-dir", "/data/skills", "folder of user skills (each a folder with SKILL.md)")
-	flags.StringVar(&o.Workdir, "workdir", "/workspace", "working directory of the tools")
+	flags.StringVar(&o.SkillsDir, "skills-dir", sandbox.SkillsDir, "folder of user skills (each a folder with SKILL.md)")
+	flags.StringVar(&o.Workdir, "workdir", sandbox.Workspace, "working directory of the tools")
 	flags.Int64Var(&o.MaxTokens, "max-tokens", 16384, "most output tokens per model response")
 	flags.StringVar(&o.SystemExtra, "system-extra", "", "text appended to the system prompt")
 	if code := parseFlags(flags, args, env); code >= 0 {

@@ -31,7 +31,7 @@ func runDashboard(ctx context.Context, env *Env, args []string) int {
 	fs := newFlagSet(env, "dashboard", "dashboard [--dir TRACKIO_DIR] [--listen ADDR]", dashboardHelp)
 	dir := env.Config.Dashboard.Dir
 	if dir == "" {
-		dir = env.Config.TrackioDir()
+		dir = trackioDir(env.Config)
 	}
 	fs.StringVar(&dir, "dir", dir, "Trackio directory to read (default: the trackio volume; config [dashboard] dir)")
 	listen := fs.String("listen", env.Config.Dashboard.Listen, "address to serve on (env MLAGENT_DASHBOARD_LISTEN)")

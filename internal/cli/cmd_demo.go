@@ -16,6 +16,7 @@ import (
 	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/sandbox/bwrap"
 	"github.com/mlagent/mlagent/internal/sessions"
+	"github.com/mlagent/mlagent/internal/volume"
 )
 
 func init() {
@@ -117,12 +118,12 @@ func demoPreflight(ctx context.Context, env *Env) error {
 func demoSummary(ctx context.Context, env *Env, host *launch.Host, tokenID string) {
 	out := env.Stdout
 	fmt.Fprintln(out, "\n── demo finished ──")
-	runs := filepath.Join(env.Config.VolumesDir(), "data", "runs")
+	runs := filepath.Join(env.Config.VolumesDir(), volume.Data, sandbox.RunsSubdir)
 	if entries, err := os.ReadDir(runs); err == nil && len(entries) > 0 {
 		latest := entries[len(entries)-1].Name()
 		fmt.Fprintf(out, "checkpoint and CSV on the data volume: %s\n", filepath.Join(runs, latest))
 	}
-	fmt.Fprintf(out, "Trackio databases: %s\n", env.Config.TrackioDir())
+	fmt.Fprintf(out, "Trackio databases: %s\n", trackioDir(env.Config))
 	if gw := host.Gateway(); gw != nil {
 		if usage, err := gw.Usage(ctx); err == nil {
 			for _, u := range usage {

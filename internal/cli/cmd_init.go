@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/mlagent/mlagent/internal/initproc"
+	"github.com/mlagent/mlagent/internal/sandbox"
 )
 
 func init() {
@@ -29,10 +30,10 @@ func runInit(ctx context.Context, env *Env, args []string) int {
 	controlFD := fs.Int("control-fd", -1, "inherited listening control socket (unixpacket)")
 	fs.StringVar(&opts.Control, "control", "", "control socket path, when no --control-fd")
 	fs.StringVar(&opts.GatewaySocket, "gateway-socket", "", "gateway Unix socket to bridge to (none: no bridge)")
-	fs.StringVar(&opts.BridgeListen, "bridge-listen", "127.0.0.1:8790", "loopback address of the gateway bridge")
+	fs.StringVar(&opts.BridgeListen, "bridge-listen", sandbox.GatewayAddr, "loopback address of the gateway bridge")
 	fs.DurationVar(&opts.Timeout, "timeout", 0, "wall-clock limit (0: none)")
 	fs.DurationVar(&opts.IdleTimeout, "idle-timeout", 0, "end after this long with no command running (0: none)")
-	fs.StringVar(&opts.DefaultDir, "dir", "/workspace", "default working directory of commands")
+	fs.StringVar(&opts.DefaultDir, "dir", sandbox.Workspace, "default working directory of commands")
 	if code := parseFlags(fs, args, env); code >= 0 {
 		return code
 	}

@@ -6,8 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/mlagent/mlagent/internal/config"
+	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/skills"
+	"github.com/mlagent/mlagent/internal/volume"
 )
 
 func init() {
@@ -30,7 +31,7 @@ bundled skill of the same name. Add one with:
 
 func runSkills(ctx context.Context, env *Env, args []string) int {
 	fs := newFlagSet(env, "skills", "skills ls|show [--skills-dir DIR]", skillsHelp)
-	dir := fs.String("skills-dir", filepath.Join(env.Config.VolumesDir(), config.DataVolume, "skills"), "folder of user skills")
+	dir := fs.String("skills-dir", filepath.Join(env.Config.VolumesDir(), volume.Data, sandbox.SkillsSubdir), "folder of user skills")
 	// Flags may come before or after the subcommand and its argument.
 	var rest []string
 	for {

@@ -38,7 +38,7 @@ func runSyncer(ctx context.Context, env *Env, args []string) int {
 	c := env.Config.Syncer
 	dir := c.Dir
 	if dir == "" {
-		dir = env.Config.TrackioDir()
+		dir = trackioDir(env.Config)
 	}
 	fs.StringVar(&dir, "dir", dir, "Trackio directory (default: the trackio volume; config [syncer] dir)")
 	space := fs.String("space", c.SpaceID, "Space id namespace/name (config [syncer] space_id, env MLAGENT_SPACE_ID)")

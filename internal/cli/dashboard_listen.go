@@ -18,10 +18,10 @@ import (
 // (falling back to a free loopback port when addr is taken, since a chat
 // should not fail over a busy port) and returns its URL.
 func listenDashboard(env *Env, addr string) (url string, stop func(), err error) {
-	if err := os.MkdirAll(env.Config.TrackioDir(), 0o755); err != nil {
+	if err := os.MkdirAll(trackioDir(env.Config), 0o755); err != nil {
 		return "", nil, err
 	}
-	d, err := dashboard.New(env.Config.TrackioDir(), env.Log.With("part", "dashboard"))
+	d, err := dashboard.New(trackioDir(env.Config), env.Log.With("part", "dashboard"))
 	if err != nil {
 		return "", nil, err
 	}

@@ -200,16 +200,3 @@ func (c *Config) AuditLogPath() string {
 	}
 	return filepath.Join(c.Home, "audit.jsonl")
 }
-
-// Well-known volume names and where sandboxes mount them (as in the
-// original system: data at /data, Trackio at ~/.cache/huggingface/trackio).
-const (
-	DataVolume    = "data"
-	TrackioVolume = "trackio"
-	DataMount     = "/data"
-	SandboxHome   = "/home/agent"
-	TrackioMount  = SandboxHome + "/.cache/huggingface/trackio"
-)
-
-// TrackioDir is the host directory of the Trackio volume.
-func (c *Config) TrackioDir() string { return filepath.Join(c.VolumesDir(), TrackioVolume) }

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/mlagent/mlagent/internal/fakeapi"
+	"github.com/mlagent/mlagent/internal/sandbox"
 )
 
 // The two things the demo's user says, as in the original session.
@@ -19,9 +20,9 @@ const (
 
 // Paths inside the sandbox.
 const (
-	dataDir  = "/data/datasets/eurosat-synth"
-	lastRun  = "/workspace/last_run"
-	workDir  = "/workspace"
+	dataDir  = sandbox.DataMount + "/datasets/eurosat-synth"
+	lastRun  = sandbox.Workspace + "/last_run"
+	workDir  = sandbox.Workspace
 	runStem  = "eurosat13-cnn"
 	trackioP = "eurosat-multispectral"
 )
@@ -159,7 +160,7 @@ func (r *Responder) propose() *fakeapi.Reply {
 		call("ask", "todo", 1, map[string]any{"items": []map[string]string{
 			{"content": "Agree on model, dataset and Hugging Face username", "status": "in_progress"},
 			{"content": "Write data, model (13-band expansion) and training code", "status": "pending"},
-			{"content": "Train with Trackio logging; checkpoint to /data/runs", "status": "pending"},
+			{"content": "Train with Trackio logging; checkpoint to " + sandbox.RunsDir, "status": "pending"},
 			{"content": "Report validation and test metrics", "status": "pending"},
 		}}),
 		call("ask", "ask_user", 2, map[string]any{
@@ -183,7 +184,7 @@ func (r *Responder) writeCode(answer string) *fakeapi.Reply {
 	calls = append(calls, call("write", "todo", len(calls)+1, map[string]any{"items": []map[string]string{
 		{"content": "Agree on model, dataset and Hugging Face username", "status": "completed"},
 		{"content": "Write data, model (13-band expansion) and training code", "status": "in_progress"},
-		{"content": "Train with Trackio logging; checkpoint to /data/runs", "status": "pending"},
+		{"content": "Train with Trackio logging; checkpoint to " + sandbox.RunsDir, "status": "pending"},
 		{"content": "Report validation and test metrics", "status": "pending"},
 	}}))
 	return fakeapi.ToolCalls(fmt.Sprintf("You chose: %q. Writing the code: the data set generator, the 13-band channel expansion, a Trackio logger and the training loop.", oneLine(answer)), calls...)
@@ -198,8 +199,8 @@ func (r *Responder) prepare() *fakeapi.Reply {
 }
 
 func (r *Responder) startTraining() *fakeapi.Reply {
-	cmd := fmt.Sprintf(`cd %s && RUN=/data/runs/%s-$(date +%%s) && echo "$RUN" > %s && /usr/bin/python3 train.py --data %s --out "$RUN" --epochs %d --lr 3e-3 --batch-size %d --project %s --run-name "$(basename "$RUN")"`,
-		workDir, runStem, lastRun, dataDir, r.Sizes.Epochs, r.Sizes.BatchSize, trackioP)
+	cmd := fmt.Sprintf(`cd %s && RUN=%s/%s-$(date +%%s) && echo "$RUN" > %s && /usr/bin/python3 train.py --data %s --out "$RUN" --epochs %d --lr 3e-3 --batch-size %d --project %s --run-name "$(basename "$RUN")"`,
+		workDir, sandbox.RunsDir, runStem, lastRun, dataDir, r.Sizes.Epochs, r.Sizes.BatchSize, trackioP)
 	return fakeapi.ToolCalls("The expansion check passed and the data is ready. Starting training in the background; the curves are on the dashboard while it runs.",
 		call("train", "bash", 1, map[string]any{"command": cmd, "background": true, "description": "train the 13-band classifier"}))
 }

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mlagent/mlagent/internal/sandbox"
 )
 
 // Options configure init.
@@ -120,7 +122,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if opts.GatewaySocket != "" {
 		addr := opts.BridgeListen
 		if addr == "" {
-			addr = "127.0.0.1:8790"
+			addr = sandbox.GatewayAddr
 		}
 		bl, err := net.Listen("tcp", addr)
 		if err != nil {

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/mlagent/mlagent/internal/config"
 	"github.com/mlagent/mlagent/internal/protocol"
 	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/sessions"
@@ -238,14 +237,14 @@ func (w *inputWriter) Close() error { return w.w.Close() }
 // says what is wrong).
 func (h *Host) transcriptExists(s sessions.Session) bool {
 	for _, m := range s.Volumes {
-		if m.Path != config.DataMount {
+		if m.Path != sandbox.DataMount {
 			continue
 		}
 		dir, err := volume.New(h.opts.Config.VolumesDir()).Path(m.Volume)
 		if err != nil {
 			return true
 		}
-		_, err = os.Stat(filepath.Join(dir, "sessions", s.ID+".jsonl"))
+		_, err = os.Stat(filepath.Join(dir, sandbox.SessionsSubdir, s.ID+".jsonl"))
 		return !errors.Is(err, fs.ErrNotExist)
 	}
 	return true

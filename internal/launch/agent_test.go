@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mlagent/mlagent/internal/config"
 	"github.com/mlagent/mlagent/internal/protocol"
 	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/sessions"
+	"github.com/mlagent/mlagent/internal/volume"
 )
 
 // agentBackend creates sandboxes whose Exec plays `mlagent agent` with
@@ -167,7 +167,7 @@ func TestStartAgentResume(t *testing.T) {
 		want       bool
 	}{{false, false}, {true, true}} {
 		if tc.transcript {
-			dir := filepath.Join(cfg.VolumesDir(), config.DataVolume, "sessions")
+			dir := filepath.Join(cfg.VolumesDir(), volume.Data, sandbox.SessionsSubdir)
 			if err := os.MkdirAll(dir, 0o700); err != nil {
 				t.Fatal(err)
 			}

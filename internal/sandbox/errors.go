@@ -5,16 +5,17 @@ import (
 	"fmt"
 	"path"
 	"strings"
+
+	"github.com/mlagent/mlagent/internal/volume"
 )
 
 var (
-	ErrNotFound      = errors.New("sandbox not found")
-	ErrNotRunning    = errors.New("sandbox is not running")
-	ErrExists        = errors.New("sandbox already exists")
-	ErrNoGPU         = errors.New("a GPU was requested but this host has none (no /dev/nvidia* device); use --gpu=optional to run without one")
-	ErrInvalidName   = errors.New("invalid sandbox name: want 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit")
-	ErrInvalidMount  = errors.New("invalid mount")
-	ErrInvalidVolume = errors.New("invalid volume name: want 1-63 characters of a-z, A-Z, 0-9, '.', '_' and '-', not starting with '.'")
+	ErrNotFound     = errors.New("sandbox not found")
+	ErrNotRunning   = errors.New("sandbox is not running")
+	ErrExists       = errors.New("sandbox already exists")
+	ErrNoGPU        = errors.New("a GPU was requested but this host has none (no /dev/nvidia* device); use --gpu=optional to run without one")
+	ErrInvalidName  = errors.New("invalid sandbox name: want 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit")
+	ErrInvalidMount = errors.New("invalid mount")
 )
 
 // ValidName checks a sandbox name: a DNS label, so that the same name works
@@ -31,28 +32,14 @@ func ValidName(name string) error {
 	return nil
 }
 
-// ValidVolumeName checks a volume name; it becomes a directory name on the
-// host, so it can hold no separator and cannot be "." or "..".
-func ValidVolumeName(name string) error {
-	if name == "" || len(name) > maxNameLen || name[0] == '.' || name[0] == '-' {
-		return fmt.Errorf("%w: %q", ErrInvalidVolume, name)
-	}
-	for _, c := range name {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return fmt.Errorf("%w: %q", ErrInvalidVolume, name)
-		}
-	}
-	return nil
-}
-
 // reservedMountRoots are paths a volume may not cover: the sandbox's own
 // system directories.
-var reservedMountRoots = []string{"/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc", "/proc", "/dev", "/sys", "/run", "/opt/mlagent", "/tmp"}
+var reservedMountRoots = []string{"/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc", "/proc", "/dev", "/sys", "/run", path.Dir(BinDir), "/tmp"}
 
 // ValidMount checks that m names a valid volume and an absolute, clean path
 // that neither is nor lies under a system directory of the sandbox.
 func ValidMount(m Mount) error {
-	if err := ValidVolumeName(m.Volume); err != nil {
+	if err := volume.ValidName(m.Volume); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidMount, err)
 	}
 	p := m.Path

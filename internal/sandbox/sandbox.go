@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mlagent/mlagent/internal/config"
+	"github.com/mlagent/mlagent/internal/volume"
 )
 
 // Backend creates sandboxes and finds existing ones. Implementations are
@@ -168,32 +168,10 @@ type Info struct {
 	Image, ImageID string
 }
 
-// In-sandbox layout shared by every backend.
 const (
-	Home         = config.SandboxHome
-	Workspace    = "/workspace"
-	BinaryPath   = "/opt/mlagent/bin/mlagent"
-	BinDir       = "/opt/mlagent/bin"
-	HFHome       = config.DataMount + "/hf-cache"
-	GitConfig    = "/etc/mlagent/gitconfig"
-	GatewayAddr  = "127.0.0.1:8790"
-	GatewayURL   = "http://" + GatewayAddr
-	SandboxUser  = "agent"
-	SandboxUID   = 1000
-	SandboxGID   = 1000
-	DefaultPATH  = BinDir + ":/usr/local/bin:/usr/bin:/bin"
 	maxNameLen   = 63
 	randomPrefix = "sb-"
 )
-
-// DefaultMounts are the original system's volumes: data at /data, Trackio
-// at ~/.cache/huggingface/trackio.
-func DefaultMounts() []Mount {
-	return []Mount{
-		{Volume: config.DataVolume, Path: config.DataMount},
-		{Volume: config.TrackioVolume, Path: config.TrackioMount},
-	}
-}
 
 // BaseEnv is the environment every sandbox starts with, before Spec.Env
 // and the gateway variables.
@@ -209,11 +187,11 @@ func BaseEnv(spec Spec) map[string]string {
 		"SHELL":   "/bin/sh",
 	}
 	for _, m := range spec.Volumes {
-		if m.Volume == config.TrackioVolume {
+		if m.Volume == volume.Trackio {
 			env["TRACKIO_DIR"] = m.Path
 		}
-		if m.Volume == config.DataVolume {
-			env["HF_HOME"] = path.Join(m.Path, "hf-cache")
+		if m.Volume == volume.Data {
+			env["HF_HOME"] = path.Join(m.Path, hfCacheSubdir)
 		}
 	}
 	return env

@@ -14,9 +14,34 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-
-	"github.com/mlagent/mlagent/internal/sandbox"
 )
+
+// The volumes every chat mounts (sandbox.DefaultMounts).
+const (
+	// Data holds datasets, the Hugging Face cache, runs, transcripts and
+	// user skills.
+	Data = "data"
+	// Trackio holds Trackio's databases, which the dashboard and the
+	// syncer read.
+	Trackio = "trackio"
+)
+
+// ErrInvalidName is returned for a name that cannot be a volume.
+var ErrInvalidName = errors.New("invalid volume name: want 1-63 characters of a-z, A-Z, 0-9, '.', '_' and '-', not starting with '.'")
+
+// ValidName checks a volume name; it becomes a directory name on the
+// host, so it can hold no separator and cannot be "." or "..".
+func ValidName(name string) error {
+	if name == "" || len(name) > 63 || name[0] == '.' || name[0] == '-' {
+		return fmt.Errorf("%w: %q", ErrInvalidName, name)
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return fmt.Errorf("%w: %q", ErrInvalidName, name)
+		}
+	}
+	return nil
+}
 
 // Store is the set of volumes under one directory. Safe for concurrent use.
 type Store struct {
@@ -39,7 +64,7 @@ var ErrNotFound = errors.New("volume not found")
 
 // Path returns the host directory of a volume, without creating it.
 func (s *Store) Path(name string) (string, error) {
-	if err := sandbox.ValidVolumeName(name); err != nil {
+	if err := ValidName(name); err != nil {
 		return "", err
 	}
 	return filepath.Join(s.Dir, name), nil
@@ -68,7 +93,7 @@ func (s *Store) List() ([]Info, error) {
 	}
 	var out []Info
 	for _, e := range entries {
-		if !e.IsDir() || sandbox.ValidVolumeName(e.Name()) != nil {
+		if !e.IsDir() || ValidName(e.Name()) != nil {
 			continue
 		}
 		info := Info{Name: e.Name(), Path: filepath.Join(s.Dir, e.Name())}

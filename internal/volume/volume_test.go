@@ -1,6 +1,7 @@
 package volume
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -101,4 +102,20 @@ func FuzzCleanRel(f *testing.F) {
 			t.Errorf("CleanRel(%q) = %q is not local", s, got)
 		}
 	})
+}
+
+func TestValidName(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ok   bool
+	}{
+		{Data, true}, {Trackio, true}, {"My_vol.2-x", true}, {strings.Repeat("a", 63), true},
+		{"", false}, {".", false}, {"..", false}, {".hidden", false}, {"-x", false}, {"a/b", false},
+		{"a\x00b", false}, {"é", false}, {strings.Repeat("a", 64), false},
+	} {
+		err := ValidName(tc.name)
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrInvalidName)) {
+			t.Errorf("ValidName(%q) = %v; want ok %v", tc.name, err, tc.ok)
+		}
+	}
 }
