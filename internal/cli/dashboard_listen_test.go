@@ -15,7 +15,7 @@ import (
 // Trackio volume (a FIFO kept the CLI from exiting, even on SIGTERM).
 func TestDashboardStopsWithHostileTrackioFiles(t *testing.T) {
 	env, _, _ := metricsTestEnv(t, nil)
-	trackiotest.PlantHostile(t, env.Config.TrackioDir())
+	trackiotest.PlantHostile(t, trackioDir(env.Config))
 	url, stop, err := listenDashboard(env, "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -575,12 +575,12 @@ print("{}")`
 	if _, code, stderr := runPython(t, py, dir, []string{"TRACKIO_DIR=" + tdir}, "-c", prog); code != 0 {
 		t.Fatalf("callback run: exit %d\n%s", code, stderr)
 	}
-	r, err := trackio.OpenReader(filepath.Join(tdir, trackio.DBFileName("pets")))
+	ctx := context.Background()
+	r, err := trackio.OpenReader(ctx, filepath.Join(tdir, trackio.DBFileName("pets")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	ctx := context.Background()
 	rows, err := r.ReadMetrics(ctx, 0, 100)
 	if err != nil {
 		t.Fatal(err)
