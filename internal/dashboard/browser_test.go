@@ -2,7 +2,11 @@ package dashboard
 
 import (
 	"context"
+	"database/sql"
+	"encoding/json"
+	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -10,6 +14,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/mlagent/mlagent/internal/trackio"
 	"github.com/mlagent/mlagent/internal/trackio/trackiotest"
 )
 
@@ -110,4 +115,109 @@ func TestBrowserSeesLivePoints(t *testing.T) {
 	if after <= renders {
 		t.Errorf("renders %d -> %d; want the live page to re-render, not reload", renders, after)
 	}
+}
+
+// Strings a sandbox controls, each a would-be injection: the project name
+// (the file name), run ids and names, metric names, config keys and
+// values. Executed, each sets window.__xss.
+const (
+	xssProject = `p<img src=x onerror="window.__xss=1">`
+	xssRunName = `<script>window.__xss=2</script>`
+	xssRunID   = `"><svg onload="window.__xss=3">`
+	xssMetric  = `<b onmouseover="window.__xss=4">m</b>`
+	xssConfig  = `<img src=y onerror="window.__xss=5">`
+)
+
+// TestHostileStringsStayText: every string from a Trackio database shows
+// as text, creates no element and runs no script; metric and config keys
+// that are Object.prototype's own names (constructor, __proto__,
+// toString) neither break the live page nor pollute prototypes.
+func TestHostileStringsStayText(t *testing.T) {
+	requireChromium(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := filepath.Join(dir, xssProject+".db")
+	w, err := trackiotest.OpenWriter(ctx, dir, "tmp", trackiotest.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	for _, s := range []string{"", "-wal", "-shm"} {
+		os.Rename(w.Path+s, path+s)
+	}
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	now := time.Now()
+	logRow := func(runID, runName string, step int64, values map[string]any) {
+		t.Helper()
+		js, _ := trackiotest.EncodeValues(values)
+		if _, err := db.Exec(trackio.InsertMetricSQL, trackiotest.FormatTimestamp(now), runID, runName, step, js); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hostile := func(v float64) map[string]any {
+		return map[string]any{"constructor": v, "__proto__": v, "toString": v, xssMetric: v}
+	}
+	logRow("plain", "plain", 0, map[string]any{"loss": 1.0})
+	if _, err := db.Exec(trackio.UpsertConfigSQL, xssRunID, xssRunName,
+		`{"`+strings.ReplaceAll(xssConfig, `"`, `\"`)+`":"`+strings.ReplaceAll(xssConfig, `"`, `\"`)+`","__proto__":{"polluted":1},"constructor":"c"}`,
+		trackiotest.FormatTimestamp(now)); err != nil {
+		t.Fatal(err)
+	}
+	_, hs := newTestServer(t, dir)
+
+	bctx := newBrowser(t)
+	if err := chromedp.Do(bctx, chromedp.Navigate(hs.URL+"/?project="+url.QueryEscape(xssProject))); err != nil {
+		t.Fatal(err)
+	}
+	waitPoints(t, bctx, 1)
+	// The hostile run and its metrics arrive live, after the snapshot.
+	logRow(xssRunID, xssRunName, 0, hostile(1))
+	logRow(xssRunID, xssRunName, 1, hostile(0.5))
+	logRow("plain", "plain", 1, map[string]any{"loss": 0.5})
+	waitPoints(t, bctx, 2)
+	for _, m := range []string{"constructor", "__proto__", "toString", xssMetric} {
+		wctx, cancel := context.WithTimeout(bctx, 30*time.Second)
+		_, err := chromedp.Run(wctx, chromedp.Poll[bool](metricPointsJS(m)+` === 2`, chromedp.WithPollingInterval(20*time.Millisecond)))
+		cancel()
+		if err != nil {
+			got, _ := chromedp.Run(bctx, chromedp.Evaluate[int](metricPointsJS(m)))
+			t.Errorf("chart %q has %d points; want 2 (%v)", m, got, err)
+		}
+	}
+	checks := map[string]string{
+		"no script ran":          `window.__xss === undefined`,
+		"no prototype polluted":  `({}).polluted === undefined && Object.prototype.polluted === undefined`,
+		"no element injected":    `document.querySelectorAll("img, script:not([src]), [onerror], [onload], [onmouseover], b").length === 0`,
+		"run name shown as text": `document.body.textContent.includes(` + jsString(xssRunName) + `)`,
+		"project shown as text":  `document.body.textContent.includes(` + jsString(xssProject) + `)`,
+		"config shown as text":   `document.body.textContent.includes(` + jsString(xssConfig) + `)`,
+	}
+	for what, js := range checks {
+		ok, err := chromedp.Run(bctx, chromedp.Evaluate[bool](js))
+		if err != nil || !ok {
+			t.Errorf("%s: %s is false (%v)", what, js, err)
+		}
+	}
+}
+
+// metricPointsJS counts the points drawn in the chart of metric m.
+func metricPointsJS(m string) string {
+	return `(() => {
+  for (const c of document.querySelectorAll('.chart')) {
+    if (c.dataset.metric !== ` + jsString(m) + `) continue;
+    let n = 0;
+    for (const p of c.querySelectorAll('polyline')) n += p.points.numberOfItems;
+    return n;
+  }
+  return -1;
+})()`
+}
+
+func jsString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
 }

@@ -21,7 +21,10 @@
       const snap = JSON.parse(ev.data);
       state.projects = snap.projects || [];
       state.project = snap.project || null;
-      if (state.project) state.project.runs = state.project.runs || [];
+      if (state.project) {
+        state.project.runs = state.project.runs || [];
+        for (const r of state.project.runs) { r.metrics = dict(r.metrics); r.system = dict(r.system); }
+      }
       renderProjects();
       schedule();
     });
@@ -54,11 +57,14 @@
     });
   }
 
+  // Keys come from the sandbox: a metric named "constructor" or
+  // "__proto__" must be an ordinary key, so keyed collections have no
+  // prototype.
+  function dict(o) { return Object.assign(Object.create(null), o || {}); }
+
   function findRun(p, id, name) {
     let r = p.runs.find((x) => x.id === id);
-    if (!r) { r = { id: id, name: name, metrics: {}, system: {} }; p.runs.push(r); }
-    r.metrics = r.metrics || {};
-    r.system = r.system || {};
+    if (!r) { r = { id: id, name: name, metrics: dict(), system: dict() }; p.runs.push(r); }
     return r;
   }
 
@@ -161,7 +167,7 @@
   function renderCharts(container, key, xlabel) {
     const p = state.project;
     const names = new Set();
-    for (const r of p.runs) for (const k of Object.keys(r[key] || {})) names.add(k);
+    for (const r of p.runs) for (const k of Object.keys(r[key])) names.add(k);
     const doSmooth = $("smooth").checked;
     const w = parseFloat($("smoothing").value);
     container.textContent = "";
