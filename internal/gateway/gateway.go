@@ -81,6 +81,9 @@ type Gateway struct {
 
 	tunnelsMu sync.Mutex
 	tunnels   map[net.Conn]struct{}
+
+	approversMu sync.RWMutex
+	approvers   map[string]Approver // token id → who approves its writes (approval.go)
 }
 
 // New opens the gateway's tables and loads its tokens.

@@ -356,6 +356,9 @@ func (g *Gateway) serveProxied(w http.ResponseWriter, r *http.Request, route str
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, MaxRequestBody)
+	if !g.hold(w, r, t, route) {
+		return
+	}
 	c := &call{g: g, t: t, route: route, method: r.Method, start: time.Now()}
 	rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
 }

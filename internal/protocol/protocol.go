@@ -26,6 +26,7 @@ const (
 	EventToolEnd    = "tool_end"   // a tool call finished
 	EventTodo       = "todo"       // the agent's plan changed
 	EventAskUser    = "ask_user"   // the agent asks the user; answer with an "answer" input
+	EventApproval   = "approval"   // an action waits for the user's approval; answer with an "approval" input
 	EventUsage      = "usage"      // token usage and cost of the turn just finished
 	EventCompaction = "compaction" // the conversation was summarised to fit the context window
 	EventRetry      = "retry"      // a model request failed and is retried; drop partial text since the last message
@@ -37,6 +38,7 @@ const (
 const (
 	InputUserMessage = "user_message"
 	InputAnswer      = "answer"
+	InputApproval    = "approval"
 	InputInterrupt   = "interrupt"
 	InputShutdown    = "shutdown"
 )
@@ -52,6 +54,33 @@ const (
 	ErrTranscript = "transcript" // the transcript could not be written
 	ErrInternal   = "internal"
 )
+
+// Approval decisions carried by an "approval" input.
+const (
+	DecisionAllow  = "allow"
+	DecisionDeny   = "deny"   // Text may say why, or what to do instead
+	DecisionAlways = "always" // allow, and actions like it for the rest of the chat
+)
+
+// Action is what an approval asks about: an action with an effect outside
+// the sandbox (a Hub write, a git push), or in ask-all mode a command.
+type Action struct {
+	// Kind is "bash", "hub:push", "hub:create", "hub:delete", "hub:move",
+	// "hub:write", "git:push", "git:write"…
+	Kind string `json:"kind"`
+	// Target is what it acts on: the command, a repo id, a repository.
+	Target string `json:"target,omitempty"`
+	// Detail says more, e.g. the request: "POST /api/models/you/x/commit/main".
+	Detail string `json:"detail,omitempty"`
+}
+
+// String is the action in a few words: "hub:push you/model".
+func (a Action) String() string {
+	if a.Target == "" {
+		return a.Kind
+	}
+	return a.Kind + " " + a.Target
+}
 
 // TodoItem is one entry of the agent's plan.
 type TodoItem struct {
@@ -111,6 +140,9 @@ type Event struct {
 	Question string   `json:"question,omitempty"`
 	Choices  []string `json:"choices,omitempty"`
 
+	// approval (ID names it in the answer)
+	Action *Action `json:"action,omitempty"`
+
 	// usage
 	Usage *Usage `json:"usage,omitempty"`
 
@@ -133,8 +165,10 @@ type Event struct {
 type Input struct {
 	V    int    `json:"v"`
 	Type string `json:"type"`
-	Text string `json:"text,omitempty"` // user_message, answer
-	ID   string `json:"id,omitempty"`   // answer: the ask_user id
+	Text string `json:"text,omitempty"` // user_message, answer; approval: why it was denied
+	ID   string `json:"id,omitempty"`   // answer: the ask_user id; approval: the approval's id
+	// Decision answers an approval: allow, deny or always.
+	Decision string `json:"decision,omitempty"`
 }
 
 // Bool returns a pointer to b, for Event.OK.
@@ -236,6 +270,15 @@ func ParseInput(line []byte) (Input, error) {
 	case InputAnswer:
 		if in.ID == "" {
 			return Input{}, errors.New("bad input line: answer needs the ask_user id")
+		}
+	case InputApproval:
+		if in.ID == "" {
+			return Input{}, errors.New("bad input line: approval needs the approval's id")
+		}
+		switch in.Decision {
+		case DecisionAllow, DecisionDeny, DecisionAlways:
+		default:
+			return Input{}, fmt.Errorf("bad input line: approval decision %q: want allow, deny or always", in.Decision)
 		}
 	case InputInterrupt, InputShutdown:
 	default:

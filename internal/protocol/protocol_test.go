@@ -24,6 +24,7 @@ func sampleEvents() []Event {
 		{Type: EventToolEnd, ID: "toolu_2", Name: "read", OK: Bool(false), Summary: "error", Output: "no such file"},
 		{Type: EventTodo, Items: []TodoItem{{Content: "pick a model", Status: "completed"}, {Content: "train", Status: "in_progress"}}},
 		{Type: EventAskUser, ID: "toolu_3", Question: "Which dataset?", Choices: []string{"imdb", "sst2"}},
+		{Type: EventApproval, ID: "toolu_4", Action: &Action{Kind: "bash", Target: "rm -rf /workspace/old"}},
 		{Type: EventUsage, Usage: &Usage{InputTokens: 120, OutputTokens: 80, CacheCreationInputTokens: 2000, CacheReadInputTokens: 9000, CostUSD: 0.0123, Requests: 3, SessionCostUSD: 0.05, SessionCacheReadRatio: 0.8}},
 		{Type: EventCompaction, Compaction: &Compaction{MessagesBefore: 40, MessagesAfter: 7, TokensBefore: 170000, SummaryChars: 2400}},
 		{Type: EventRetry, Attempt: 1, WaitMS: 2000, Message: "overloaded_error (529)"},
@@ -59,7 +60,11 @@ func TestInputsGolden(t *testing.T) {
 			out.WriteString("error: " + err.Error() + "\n")
 			continue
 		}
-		out.WriteString(in.Type + " id=" + in.ID + " text=" + in.Text + "\n")
+		out.WriteString(in.Type + " id=" + in.ID + " text=" + in.Text)
+		if in.Decision != "" {
+			out.WriteString(" decision=" + in.Decision)
+		}
+		out.WriteString("\n")
 	}
 	golden(t, "inputs.golden.txt", []byte(out.String()))
 }
