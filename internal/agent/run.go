@@ -29,6 +29,9 @@ type RunOptions struct {
 	MaxTokens   int64
 	MaxTurns    int
 	SystemExtra string // appended to the system prompt
+	// AskBeforeBash makes each command wait for the person's approval
+	// (the ask-all permission mode).
+	AskBeforeBash bool
 
 	// Getenv reads the gateway's address and this sandbox's token
 	// (ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY, HF_ENDPOINT, HF_TOKEN,
@@ -94,6 +97,10 @@ func Run(ctx context.Context, o RunOptions) error {
 		log.Warn("skill not loaded", "err", e)
 	}
 	sess := &Session{ID: o.Session, Model: o.Model, Resumed: resumed, Out: protocol.NewWriter(o.Out), Log: log}
+	var approver tools.Approver
+	if o.AskBeforeBash {
+		approver = sess
+	}
 	hf := o.Getenv("HF_ENDPOINT")
 	if hf == "" {
 		hf = "https://huggingface.co"
@@ -103,6 +110,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		StateDir: filepath.Join(o.SessionsDir, o.Session+".shell"),
 		Skills:   set,
 		Asker:    sess,
+		Approver: approver,
 		OnTodo: func(items []protocol.TodoItem) {
 			sess.Emit(protocol.Event{Type: protocol.EventTodo, Items: items})
 		},

@@ -14,7 +14,7 @@ import (
 // Session connects an Agent to the protocol: it reads inputs, runs one
 // turn at a time (queuing user messages that arrive meanwhile), routes
 // answers to pending ask_user calls, and handles interrupt and shutdown.
-// It implements tools.Asker.
+// It implements tools.Asker and tools.Approver.
 type Session struct {
 	Agent   *Agent
 	ID      string
@@ -23,9 +23,10 @@ type Session struct {
 	Out     *protocol.Writer
 	Log     *slog.Logger
 
-	mu     sync.Mutex
-	asks   map[string]chan string
-	closed bool // input ended: nobody can answer any more
+	mu        sync.Mutex
+	asks      map[string]chan string
+	approvals map[string]chan protocol.Input
+	closed    bool // input ended: nobody can answer any more
 }
 
 // ErrNoUser is returned by Ask when the input stream has ended.
@@ -71,6 +72,56 @@ func (s *Session) Ask(ctx context.Context, id, question string, choices []string
 	}
 }
 
+// Approve sends an approval event and waits for the decision with the
+// same id: nil for allow (or always), an error saying why not for deny.
+func (s *Session) Approve(ctx context.Context, id string, a protocol.Action) error {
+	if id == "" {
+		return errors.New("approval without a call id")
+	}
+	ch := make(chan protocol.Input, 1)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrNoUser
+	}
+	if s.approvals == nil {
+		s.approvals = map[string]chan protocol.Input{}
+	}
+	s.approvals[id] = ch
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.approvals, id)
+		s.mu.Unlock()
+	}()
+	s.Emit(protocol.Event{Type: protocol.EventApproval, ID: id, Action: &a})
+	select {
+	case in, ok := <-ch:
+		switch {
+		case !ok:
+			return ErrNoUser
+		case in.Decision == protocol.DecisionDeny && in.Text != "":
+			return errors.New(in.Text)
+		case in.Decision == protocol.DecisionDeny:
+			return errors.New("the user said no")
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Session) decide(in protocol.Input) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch, ok := s.approvals[in.ID]
+	if ok {
+		ch <- in
+		delete(s.approvals, in.ID)
+	}
+	return ok
+}
+
 func (s *Session) answer(id, text string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -89,6 +140,10 @@ func (s *Session) closeInput() {
 	for id, ch := range s.asks {
 		close(ch)
 		delete(s.asks, id)
+	}
+	for id, ch := range s.approvals {
+		close(ch)
+		delete(s.approvals, id)
 	}
 }
 
@@ -159,6 +214,10 @@ func (s *Session) Serve(ctx context.Context, in io.Reader) error {
 			case protocol.InputAnswer:
 				if !s.answer(inp.ID, inp.Text) {
 					s.Emit(protocol.Event{Type: protocol.EventError, Kind: protocol.ErrProtocol, Message: fmt.Sprintf("no pending question with id %q", inp.ID)})
+				}
+			case protocol.InputApproval:
+				if !s.decide(inp) {
+					s.Emit(protocol.Event{Type: protocol.EventError, Kind: protocol.ErrProtocol, Message: fmt.Sprintf("no pending approval with id %q", inp.ID)})
 				}
 			case protocol.InputInterrupt:
 				queue = nil

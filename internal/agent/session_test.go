@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -144,7 +145,7 @@ type sessionHarness struct {
 	done   chan error
 }
 
-func startSession(t *testing.T, responder fakeapi.Responder) (*sessionHarness, *harness) {
+func startSession(t *testing.T, responder fakeapi.Responder, mods ...func(*Session, *Config)) (*sessionHarness, *harness) {
 	t.Helper()
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
@@ -152,6 +153,9 @@ func startSession(t *testing.T, responder fakeapi.Responder) (*sessionHarness, *
 	h := newHarness(t, responder, func(c *Config) {
 		c.Emit = sess.Emit
 		c.Tools.Add(&tools.AskUserTool{Asker: sess})
+		for _, m := range mods {
+			m(sess, c)
+		}
 	})
 	sess.Agent = h.agent
 	sh := &sessionHarness{in: inW, events: make(chan protocol.Event, 100), done: make(chan error, 1)}
@@ -228,6 +232,59 @@ func TestSessionAskUser(t *testing.T) {
 	if err := <-sh.done; err != nil {
 		t.Errorf("Serve = %v", err)
 	}
+}
+
+// TestSessionApproval: with commands asking first (ask-all), a command
+// runs only once approved; a denied one does not run and the model reads
+// why.
+func TestSessionApproval(t *testing.T) {
+	var results []string
+	marker := filepath.Join(t.TempDir(), "ran")
+	sh, _ := startSession(t, steps(
+		reply(fakeapi.ToolCalls("", fakeapi.ToolUse("b1", "bash", map[string]any{"command": "touch " + marker, "description": "make a file"}))),
+		func(r *fakeapi.Request) *fakeapi.Reply {
+			results = append(results, resultsOf(r)...)
+			return fakeapi.ToolCalls("", fakeapi.ToolUse("b2", "bash", map[string]any{"command": "echo approved"}))
+		},
+		func(r *fakeapi.Request) *fakeapi.Reply {
+			results = append(results, resultsOf(r)...)
+			return fakeapi.Text("done")
+		},
+	), func(sess *Session, c *Config) {
+		for _, tl := range c.Tools.Tools() {
+			if b, ok := tl.(*tools.BashTool); ok {
+				b.Approver = sess
+			}
+		}
+	})
+	sh.until(t, protocol.EventReady)
+	sh.send(t, protocol.Input{Type: protocol.InputUserMessage, Text: "go"})
+	ap := sh.until(t, protocol.EventApproval)
+	if ap.ID != "b1" || ap.Action == nil || ap.Action.Kind != "bash" || ap.Action.Target != "touch "+marker || ap.Action.Detail != "make a file" {
+		t.Fatalf("approval = %+v", ap)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatalf("the command ran before it was approved")
+	}
+	sh.send(t, protocol.Input{Type: protocol.InputApproval, ID: "nope", Decision: protocol.DecisionAllow})
+	if ev := sh.until(t, protocol.EventError); ev.Kind != protocol.ErrProtocol {
+		t.Errorf("approval of an unknown id: %+v", ev)
+	}
+	sh.send(t, protocol.Input{Type: protocol.InputApproval, ID: "b1", Decision: protocol.DecisionDeny, Text: "the user said: not in the workspace"})
+	if ap := sh.until(t, protocol.EventApproval); ap.ID != "b2" {
+		t.Fatalf("second approval = %+v", ap)
+	}
+	sh.send(t, protocol.Input{Type: protocol.InputApproval, ID: "b2", Decision: protocol.DecisionAlways})
+	sh.until(t, protocol.EventTurnEnd)
+	if _, err := os.Stat(marker); err == nil {
+		t.Errorf("a denied command ran")
+	}
+	want := []string{"b1:error:The user did not approve this command, so it did not run: the user said: not in the workspace. Do not retry it as it is; ask the user or do something else.", "b2:ok:approved\n"}
+	if strings.Join(results, "|") != strings.Join(want, "|") {
+		t.Errorf("results = %q; want %q", results, want)
+	}
+	sh.send(t, protocol.Input{Type: protocol.InputShutdown})
+	<-sh.done
 }
 
 func TestSessionInterrupt(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mlagent/mlagent/internal/permission"
 	"github.com/mlagent/mlagent/internal/protocol"
 )
 
@@ -80,6 +81,13 @@ type Options struct {
 	// person to type one).
 	FirstPrompt  string
 	DashboardURL string
+	// Permissions decides which approvals the rules allow without asking
+	// (and learns "always" answers); nil is the default mode, no rules.
+	Permissions *permission.Policy
+	// HostApprovals brings the gateway's held actions (Hub writes, git
+	// pushes) into the chat; nil when the gateway holds none.
+	HostApprovals *HostApprovals
+
 	// Header is the chat's one header line (session, model, sandbox…),
 	// shown first; the agent's ready event then adds no line of its own.
 	Header string
@@ -147,11 +155,16 @@ type driver struct {
 	lastCtrlC   time.Time // a Ctrl-C within exitWindow of it exits
 	hintUntil   time.Time // when the editor's hint goes away
 	confirmFree string    // an out-of-range number the person must type again
-	asks        []protocol.Event
-	queued      []string
-	turnText    strings.Builder
-	turnUsage   *protocol.Usage
-	failed      string // print mode: why the turn failed
+	// asks are the questions waiting for the person, the one shown first:
+	// ask_user events, and approvals (with a question and choices made
+	// for them; hostReqs holds those the gateway waits on).
+	asks      []protocol.Event
+	hostReqs  map[string]*hostRequest
+	perm      *permission.Policy
+	queued    []string
+	turnText  strings.Builder
+	turnUsage *protocol.Usage
+	failed    string // print mode: why the turn failed
 }
 
 func newDriver(o Options) *driver {
@@ -175,7 +188,11 @@ func newDriver(o Options) *driver {
 	if f != FormatChat {
 		w = io.Discard
 	}
-	return &driver{o: o, format: f, r: newRenderer(w, o.TTY && f == FormatChat, !o.NoColor, o.Now)}
+	perm := o.Permissions
+	if perm == nil {
+		perm = permission.NewPolicy(permission.Default, nil)
+	}
+	return &driver{o: o, format: f, perm: perm, r: newRenderer(w, o.TTY && f == FormatChat, !o.NoColor, o.Now)}
 }
 
 // exitWindow is how soon a second Ctrl-C must follow the first to exit.
@@ -226,12 +243,21 @@ func (d *driver) run(ctx context.Context) (Result, error) {
 	}
 	// Without a first prompt, the prompt appears once the agent is ready.
 
+	var hostReqs <-chan *hostRequest
+	var withdrawn <-chan string
+	if h := o.HostApprovals; h != nil {
+		hostReqs, withdrawn = h.reqs, h.withdrawn
+	}
 	for {
 		var exit bool
 		var err error
 		select {
 		case <-ctx.Done():
 			exit, err = true, ctx.Err()
+		case req := <-hostReqs:
+			err = d.approval(protocol.Event{Type: protocol.EventApproval, ID: req.id, Action: &req.action}, req)
+		case id := <-withdrawn:
+			d.withdraw(id)
 		case al, ok := <-d.events:
 			if !ok {
 				err := <-d.readErr
@@ -406,6 +432,8 @@ func (d *driver) handle(ctx context.Context, al agentLine) (done bool, err error
 		r.setTodo(ev.Items)
 	case protocol.EventAskUser:
 		return false, d.ask(ctx, ev)
+	case protocol.EventApproval:
+		return false, d.approval(ev, nil)
 	case protocol.EventUsage:
 		d.turnUsage = ev.Usage
 		if ev.Usage != nil {
@@ -439,12 +467,22 @@ func (d *driver) handle(ctx context.Context, al agentLine) (done bool, err error
 
 func (d *driver) turnEnd(ev protocol.Event) (bool, error) {
 	d.busy = false
-	d.asks = nil
+	// The agent's questions die with the turn; the gateway's held
+	// requests (a background job's push) wait on.
+	held := d.asks[:0]
+	for _, q := range d.asks {
+		if d.hostReqs[q.ID] != nil {
+			held = append(held, q)
+		}
+	}
+	d.asks = held
 	d.confirmFree = ""
 	d.r.busySince = time.Time{}
-	d.r.asking = false
+	d.r.asking = len(d.asks) > 0
 	if d.ui != nil {
-		d.ui.endAsk()
+		if len(d.asks) == 0 {
+			d.ui.endAsk()
+		}
 		d.ui.setBusy(false)
 	}
 	d.res.Turns++
@@ -515,7 +553,11 @@ func (d *driver) showAsk() {
 		for _, c := range d.asks[0].Choices {
 			cs = append(cs, oneLine(c, 200))
 		}
-		d.ui.ask(cs)
+		help := "↑/↓ Enter to choose · a number · or type your own answer"
+		if d.asks[0].Type == protocol.EventApproval {
+			help = "↑/↓ Enter to choose · y/n/a · or say what to do instead"
+		}
+		d.ui.ask(cs, help)
 		d.r.asking = true
 		d.r.drawSpinner()
 		return
@@ -549,6 +591,9 @@ func (d *driver) typed(ctx context.Context, line string) (exit bool, err error) 
 			d.showAsk()
 			return false, nil
 		}
+		if q.Type == protocol.EventApproval {
+			return false, d.answerApproval(q, text)
+		}
 		ans := text
 		if n, err := strconv.Atoi(text); err == nil && len(q.Choices) > 0 {
 			switch {
@@ -563,18 +608,9 @@ func (d *driver) typed(ctx context.Context, line string) (exit bool, err error) 
 				return false, nil
 			}
 		}
-		d.confirmFree = ""
-		d.asks = d.asks[1:]
-		if d.ui != nil && len(d.asks) == 0 {
-			d.ui.endAsk()
-			d.r.asking = false
-			d.r.drawSpinner()
-		}
+		d.popAsk()
 		if err := d.sendInput(protocol.Input{Type: protocol.InputAnswer, ID: q.ID, Text: ans}); err != nil {
 			return false, err
-		}
-		if len(d.asks) > 0 {
-			d.showAsk()
 		}
 	case text == "":
 		if !d.busy {
@@ -587,6 +623,21 @@ func (d *driver) typed(ctx context.Context, line string) (exit bool, err error) 
 		return false, d.send(ctx, text)
 	}
 	return false, nil
+}
+
+// popAsk takes the answered question off the queue and shows the next.
+func (d *driver) popAsk() {
+	d.confirmFree = ""
+	d.asks = d.asks[1:]
+	if len(d.asks) > 0 {
+		d.showAsk()
+		return
+	}
+	if d.ui != nil {
+		d.ui.endAsk()
+		d.r.asking = false
+		d.r.drawSpinner()
+	}
 }
 
 func (d *driver) reprompt() {
@@ -643,6 +694,10 @@ func (d *driver) sendInput(in protocol.Input) error {
 // shutdown asks the agent to finish and waits (bounded) for it to close
 // its output, rendering what it still says.
 func (d *driver) shutdown(ctx context.Context) {
+	d.denyHeld()
+	if d.o.HostApprovals != nil {
+		d.o.HostApprovals.Close()
+	}
 	d.sendInput(protocol.Input{Type: protocol.InputShutdown})
 	d.closeAgentIn()
 	timer := time.NewTimer(d.o.ShutdownWait)

@@ -255,7 +255,11 @@ func (r *renderer) ask(ev protocol.Event, auto string) {
 	r.endText()
 	r.clearSpinner()
 	var b strings.Builder
-	b.WriteString(r.style(sgrBold, "? "+oneLineKeepBreaks(ev.Question)) + "\n")
+	if ev.Type == protocol.EventApproval {
+		b.WriteString(r.style(sgrYellow, "! "+oneLine(ev.Question, 400)) + "\n")
+	} else {
+		b.WriteString(r.style(sgrBold, "? "+oneLineKeepBreaks(ev.Question)) + "\n")
+	}
 	if r.ui != nil && auto == "" {
 		r.write(b.String()) // the choices are in the live area, to pick with the arrows
 		return
@@ -263,9 +267,12 @@ func (r *renderer) ask(ev protocol.Event, auto string) {
 	for i, c := range ev.Choices {
 		fmt.Fprintf(&b, "  %d) %s\n", i+1, oneLine(c, 200))
 	}
-	if auto != "" {
+	switch {
+	case auto != "":
 		fmt.Fprintf(&b, "answer> %s\n", oneLine(auto, 200))
-	} else if len(ev.Choices) > 0 {
+	case ev.Type == protocol.EventApproval:
+		b.WriteString(r.style(sgrDim, "  (1, 2 or 3, or y/n/a; or say what to do instead)") + "\n")
+	case len(ev.Choices) > 0:
 		b.WriteString(r.style(sgrDim, "  (a number, or your own answer)") + "\n")
 	}
 	r.write(b.String())

@@ -78,6 +78,7 @@ type (
 	askMsg     struct {
 		asking  bool
 		choices []string // sanitized
+		help    string   // under the choices
 	}
 	busyMsg bool
 	hintMsg string // transient: a key's meaning, "" clears
@@ -227,8 +228,10 @@ func (u *termUI) setSpinner(s string) { u.p.Send(spinnerMsg(s)) }
 func (u *termUI) setBusy(b bool)      { u.p.Send(busyMsg(b)) }
 func (u *termUI) hint(s string)       { u.p.Send(hintMsg(s)) }
 
-func (u *termUI) ask(choices []string) { u.p.Send(askMsg{asking: true, choices: choices}) }
-func (u *termUI) endAsk()              { u.p.Send(askMsg{}) }
+func (u *termUI) ask(choices []string, help string) {
+	u.p.Send(askMsg{asking: true, choices: choices, help: help})
+}
+func (u *termUI) endAsk() { u.p.Send(askMsg{}) }
 
 // close clears the live area and gives the terminal back.
 func (u *termUI) close() {
@@ -256,6 +259,7 @@ type uiModel struct {
 	spinner  string
 	asking   bool
 	choices  []string
+	help     string
 	sel      int
 	busy     bool
 	hint     string
@@ -345,7 +349,7 @@ func (m *uiModel) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.hint = string(msg)
 		return m, nil
 	case askMsg:
-		m.asking, m.choices, m.sel = msg.asking, msg.choices, 0
+		m.asking, m.choices, m.help, m.sel = msg.asking, msg.choices, msg.help, 0
 		m.setPrompt()
 		return m, nil
 	case quitMsg:
@@ -481,7 +485,7 @@ func (m *uiModel) View() tea.View {
 			}
 			rows = append(rows, fit(line, w))
 		}
-		rows = append(rows, fit(m.style(sgrDim, "  ↑/↓ Enter to choose · a number · or type your own answer"), w))
+		rows = append(rows, fit(m.style(sgrDim, "  "+m.help), w))
 	}
 	top := len(rows)
 	rows = append(rows, m.ta.View())

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/mlagent/mlagent/internal/agent"
+	"github.com/mlagent/mlagent/internal/permission"
 	"github.com/mlagent/mlagent/internal/sandbox"
 )
 
@@ -19,7 +20,7 @@ func init() {
 }
 
 const agentHelp = `Runs the agent loop. It is started inside the sandbox by "mlagent run"; it reads
-protocol inputs (user_message, answer, interrupt, shutdown) as JSON lines on
+protocol inputs (user_message, answer, approval, interrupt, shutdown) as JSON lines on
 stdin and writes events on stdout, one JSON object a line (docs/protocol.md).
 Logs go to stderr.
 
@@ -40,9 +41,16 @@ func runAgent(ctx context.Context, env *Env, args []string) int {
 	flags.StringVar(&o.Workdir, "workdir", sandbox.Workspace, "working directory of the tools")
 	flags.Int64Var(&o.MaxTokens, "max-tokens", 16384, "most output tokens per model response")
 	flags.StringVar(&o.SystemExtra, "system-extra", "", "text appended to the system prompt")
+	mode := flags.String("permission-mode", "default", "default, ask-all (each command waits for an approval input) or bypass")
 	if code := parseFlags(flags, args, env); code >= 0 {
 		return code
 	}
+	m, err := permission.ParseMode(*mode)
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "mlagent agent: %v\n", err)
+		return ExitUsage
+	}
+	o.AskBeforeBash = m == permission.AskAll
 	if flags.NArg() > 0 {
 		fmt.Fprintf(env.Stderr, "mlagent agent: unexpected arguments %q\n", flags.Args())
 		return ExitUsage

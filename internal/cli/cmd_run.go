@@ -15,6 +15,7 @@ import (
 	"github.com/mlagent/mlagent/internal/chat"
 	"github.com/mlagent/mlagent/internal/config"
 	"github.com/mlagent/mlagent/internal/launch"
+	"github.com/mlagent/mlagent/internal/permission"
 	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/sessions"
 )
@@ -44,6 +45,15 @@ The model key comes from the secret store, then $ANTHROPIC_API_KEY; with
 --base-url an Anthropic-compatible server (Ollama ≥ 0.14, llama.cpp's server)
 needs none.
 
+What leaves the sandbox waits for you: a Hub write (pushing a model or a
+dataset, creating or deleting a repo) or a git push is held by the gateway
+until you answer in the chat (y, n, a for always in this chat, or say what to
+do instead). Inside the sandbox commands run freely; --permission-mode ask-all
+also asks before each command, bypass never asks. --allow "hub:push you/*",
+--allow git:push or --allow "bash(python3 *)" allow without asking. With -p
+nobody can answer: what the rules do not allow is denied, and the agent is
+told why.
+
 -p runs PROMPT to the end of its turn and prints the final answer (or every
 event with --output-format stream-json); a question fails the run unless
 --answers FILE answers it (a JSON object question-fragment → answer, a JSON
@@ -70,6 +80,8 @@ type chatFlags struct {
 	volumes      volumeFlags
 	dashboard    string
 	limits       limitFlags
+	permMode     string
+	allow        allowFlags
 }
 
 func (c *chatFlags) register(fs *flag.FlagSet, cfg *config.Config, withSandbox bool) {
@@ -86,10 +98,44 @@ func (c *chatFlags) register(fs *flag.FlagSet, cfg *config.Config, withSandbox b
 	fs.StringVar(&c.backend, "backend", cfg.Sandbox.Backend, "sandbox backend: local (bubblewrap)")
 	fs.StringVar(&c.dashboard, "dashboard-listen", cfg.Dashboard.Listen, `live dashboard address (loopback); "off" disables it`)
 	c.limits.register(fs, cfg)
+	fs.StringVar(&c.permMode, "permission-mode", firstNonEmpty(cfg.Run.PermissionMode, "default"), "default (ask before Hub writes and git pushes), ask-all (and before each command) or bypass (never ask) (env MLAGENT_PERMISSION_MODE)")
+	c.allow = append(c.allow, cfg.Run.Allow...)
+	fs.Var(&c.allow, "allow", `allow without asking (repeatable): "hub:push you/*", "git:push", "bash(python3 *)"`)
 	if withSandbox {
 		fs.Var(&c.gpu, "gpu", "use the host's NVIDIA GPUs: --gpu (required) or --gpu=optional")
 		fs.Var(&c.volumes, "volume", "extra volume NAME:PATH (repeatable); data and trackio are always mounted")
 	}
+}
+
+// allowFlags collects --allow rules (checked when the policy is made,
+// with the config file's).
+type allowFlags []string
+
+func (a *allowFlags) String() string { return strings.Join(*a, ", ") }
+
+func (a *allowFlags) Set(s string) error {
+	if _, err := permission.ParseRule(s); err != nil {
+		return err
+	}
+	*a = append(*a, s)
+	return nil
+}
+
+// policy is the chat's permission mode and allow-rules.
+func (c *chatFlags) policy() (*permission.Policy, error) {
+	mode, err := permission.ParseMode(c.permMode)
+	if err != nil {
+		return nil, err
+	}
+	var rules []permission.Rule
+	for _, s := range c.allow {
+		r, err := permission.ParseRule(s)
+		if err != nil {
+			return nil, err
+		}
+		rules = append(rules, r)
+	}
+	return permission.NewPolicy(mode, rules), nil
 }
 
 // volumeFlags collects --volume NAME:PATH.
@@ -236,6 +282,17 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 	if err != nil {
 		return fail(ExitUsage, "%v", err)
 	}
+	perm, err := cf.policy()
+	if err != nil {
+		return fail(ExitUsage, "%v", err)
+	}
+	// The gateway holds this sandbox's writes until the chat decides;
+	// bypass holds nothing, and a shared gateway cannot hold.
+	var held *chat.HostApprovals
+	if perm.Mode() != permission.Bypass && cf.gateway == "" {
+		held = chat.NewHostApprovals()
+		defer held.Close()
+	}
 
 	// The model key, before anything is created.
 	keys, err := launch.ResolveKeys(env.Config, env.Getenv)
@@ -268,10 +325,17 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 	}
 	defer host.Close()
 	cs.Model = cf.model
-	agent, err := host.StartAgent(ctx, launch.AgentRequest{
+	req := launch.AgentRequest{
 		Session: cs.Session, Resume: cs.Resume, MaxTurns: cf.maxTurns,
 		BudgetUSD: cf.budgetUSD, CPUs: cpus, MemoryBytes: memory,
-	})
+		AskBeforeBash: perm.AsksBash(),
+	}
+	if held != nil {
+		req.Approver = held
+	} else if cf.gateway != "" && perm.Mode() != permission.Bypass {
+		fmt.Fprintf(env.Stderr, "mlagent %s: a shared gateway does not hold Hub writes or git pushes for approval; they go ahead\n", name)
+	}
+	agent, err := host.StartAgent(ctx, req)
 	if err != nil {
 		return fail(ExitFailure, "%v", err)
 	}
@@ -338,6 +402,7 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 		In: in, Out: out, Err: env.Stderr, TTY: tty,
 		Editor: editor, HistoryPath: env.Config.HistoryPath(),
 		NoColor: env.Getenv("NO_COLOR") != "", Header: header,
+		Permissions: perm, HostApprovals: held,
 		Print: cf.print, OutputFormat: format, Answers: answers,
 		FirstPrompt: cs.Prompt, DashboardURL: dashURL, Interrupt: interrupts,
 		OnUserMessage: func(text string) {

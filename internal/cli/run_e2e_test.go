@@ -45,7 +45,20 @@ func TestMain(m *testing.M) {
 
 const fakeKey = "sk-ant-e2e-REAL-key-stays-outside"
 
+// createRepoCmd creates a Hub repo the way huggingface_hub does, through
+// the gateway's /hf route.
+const createRepoCmd = `/usr/bin/python3 -c "
+import os, urllib.request as u, urllib.error as e
+r = u.Request(os.environ['HF_ENDPOINT'] + '/api/repos/create', data=b'{\"name\":\"eurosat-cnn\",\"organization\":\"you\"}', method='POST',
+    headers={'Authorization': 'Bearer ' + os.environ['HF_TOKEN'], 'content-type': 'application/json'})
+try:
+    print(u.urlopen(r).read().decode())
+except e.HTTPError as x:
+    print('HTTP', x.code, x.headers.get('X-Error-Message'))
+"`
+
 const (
+	pushPrompt   = "Create the Hub repo for the model"
 	trainPrompt  = "Train a tiny classifier on satellite tiles"
 	sleepPrompt  = "sleep please"
 	recallPrompt = "What was the accuracy?"
@@ -72,6 +85,8 @@ func scriptedModel(req *fakeapi.Request) *fakeapi.Reply {
 	case strings.Contains(text, trainPrompt):
 		return fakeapi.ToolCalls("First, a question.", fakeapi.ToolUse("q1", "ask_user",
 			map[string]any{"question": "Which dataset should I use?", "choices": []string{"EuroSAT", "BigEarthNet"}}))
+	case strings.Contains(text, pushPrompt):
+		return fakeapi.ToolCalls("", fakeapi.ToolUse("h1", "bash", map[string]any{"command": createRepoCmd}))
 	case strings.Contains(text, sleepPrompt):
 		return fakeapi.ToolCalls("", fakeapi.ToolUse("s1", "bash", map[string]any{"command": "echo started; sleep 300"}))
 	case strings.Contains(text, recallPrompt):
@@ -85,6 +100,9 @@ func scriptedModel(req *fakeapi.Request) *fakeapi.Reply {
 			}
 		}
 		return fakeapi.Text(fmt.Sprintf("Recalled: dataset=%v accuracy=%v sleep-turn=%v.", dataset, acc, slept))
+	}
+	if r, ok := results["h1"]; ok {
+		return fakeapi.Text("Hub replied: " + strings.TrimSpace(r))
 	}
 	if r, ok := results["q1"]; ok {
 		if !strings.Contains(r, "EuroSAT") {

@@ -58,6 +58,10 @@ type RunConfig struct {
 	BudgetUSD float64 `toml:"budget_usd"`
 	MaxTurns  int     `toml:"max_turns"`
 	BaseURL   string  `toml:"base_url"` // Anthropic-compatible server instead of api.anthropic.com
+	// PermissionMode is default (ask before what leaves the sandbox),
+	// ask-all (and before each command) or bypass (never ask).
+	PermissionMode string   `toml:"permission_mode"`
+	Allow          []string `toml:"allow"` // rules allowing without asking, e.g. "hub:push you/*"
 }
 
 // DashboardConfig configures the local metrics dashboard.
@@ -137,6 +141,7 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		"MLAGENT_SANDBOX_IMAGE":    &c.Sandbox.Image,
 		"MLAGENT_MODEL":            &c.Run.Model,
 		"MLAGENT_BASE_URL":         &c.Run.BaseURL,
+		"MLAGENT_PERMISSION_MODE":  &c.Run.PermissionMode,
 		"MLAGENT_DASHBOARD_LISTEN": &c.Dashboard.Listen,
 		"MLAGENT_SPACE_ID":         &c.Syncer.SpaceID,
 	}

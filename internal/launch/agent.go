@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/mlagent/mlagent/internal/gateway"
 	"github.com/mlagent/mlagent/internal/protocol"
 	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/sessions"
@@ -35,6 +36,11 @@ type AgentRequest struct {
 	// CPUs and MemoryBytes limit the sandbox where the backend can.
 	CPUs        float64
 	MemoryBytes int64
+	// Approver, when set, decides the sandbox's writes that the gateway
+	// holds (Hub writes, git pushes); only the in-process gateway holds.
+	Approver gateway.Approver
+	// AskBeforeBash makes the agent ask before each command (ask-all).
+	AskBeforeBash bool
 }
 
 // AgentSession is `mlagent agent` running in its own sandbox. A front end
@@ -91,11 +97,20 @@ func (h *Host) StartAgent(ctx context.Context, r AgentRequest) (_ *AgentSession,
 		return nil, err
 	}
 
+	if r.Approver != nil {
+		if h.gw == nil {
+			return nil, errors.New("a shared gateway (--gateway) cannot hold writes for approval; use --permission-mode bypass with it")
+		}
+		h.gw.SetApprover(sb.TokenID, r.Approver)
+	}
 	a := &AgentSession{Sandbox: sb, id: s.ID, host: h, exited: make(chan struct{})}
 	a.Resumed = r.Resume && h.transcriptExists(s)
 	argv := []string{"mlagent", "agent", "--session", s.ID, "--model", s.Model, "--max-turns", strconv.Itoa(r.MaxTurns)}
 	if a.Resumed {
 		argv = append(argv, "--resume")
+	}
+	if r.AskBeforeBash {
+		argv = append(argv, "--permission-mode", "ask-all")
 	}
 	bg := context.WithoutCancel(ctx)
 	inR, inW := io.Pipe()

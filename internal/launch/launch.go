@@ -307,6 +307,9 @@ func (h *Host) NewSandbox(ctx context.Context, r SandboxRequest) (*Sandbox, erro
 // sandbox had already died. Later calls return the first result.
 func (s *Sandbox) Terminate(ctx context.Context) error {
 	s.once.Do(func() {
+		if s.host.gw != nil {
+			s.host.gw.SetApprover(s.TokenID, nil)
+		}
 		err := s.Sandbox.Terminate(ctx)
 		rerr := s.host.tokens.Revoke(context.WithoutCancel(ctx), s.TokenID)
 		if rerr != nil {

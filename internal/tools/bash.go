@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/mlagent/mlagent/internal/protocol"
 )
 
 // Shell runs commands for the bash and jobs tools. Each command runs in a
@@ -348,7 +350,18 @@ func (c *capBuffer) String() string {
 }
 
 // BashTool is the "bash" tool.
-type BashTool struct{ Shell *Shell }
+type BashTool struct {
+	Shell *Shell
+	// Approver, when set, must approve each command before it runs.
+	Approver Approver
+}
+
+// Approver asks the person before an action runs. It returns nil to go
+// ahead, or an error saying why not (given to the model). It must return
+// when ctx ends.
+type Approver interface {
+	Approve(ctx context.Context, id string, a protocol.Action) error
+}
 
 type bashInput struct {
 	Command        string `json:"command"`
@@ -400,6 +413,15 @@ func (t *BashTool) Run(ctx context.Context, input json.RawMessage) Result {
 	}
 	if in.TimeoutSeconds < 0 {
 		return Errorf("timeout_seconds must be positive")
+	}
+	if t.Approver != nil {
+		err := t.Approver.Approve(ctx, ToolUseID(ctx), protocol.Action{Kind: "bash", Target: in.Command, Detail: in.Description})
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return Result{Output: "[interrupted by the user before the command ran]", IsError: true, Summary: "interrupted"}
+		case err != nil:
+			return Result{Output: "The user did not approve this command, so it did not run: " + err.Error() + ". Do not retry it as it is; ask the user or do something else.", IsError: true, Summary: "not approved"}
+		}
 	}
 	if in.Background {
 		j, err := t.Shell.Start(in.Command)

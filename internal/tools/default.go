@@ -16,6 +16,9 @@ type Env struct {
 	Skills *skills.Set
 	// Asker carries ask_user questions to the person.
 	Asker Asker
+	// Approver, when set, asks the person before each command runs (the
+	// ask-all permission mode); nil runs commands without asking.
+	Approver Approver
 	// OnTodo shows the plan when the todo tool changes it.
 	OnTodo func([]protocol.TodoItem)
 	// HFEndpoint and HFToken reach the Hugging Face Hub (through the
@@ -33,7 +36,7 @@ func Default(e Env) (*Registry, *Shell, error) {
 	}
 	files := &Files{Dir: e.Workdir}
 	return NewRegistry(
-		&BashTool{Shell: shell},
+		&BashTool{Shell: shell, Approver: e.Approver},
 		&JobsTool{Shell: shell},
 		&ReadTool{Files: files},
 		&WriteTool{Files: files},
