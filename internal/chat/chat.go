@@ -19,6 +19,7 @@ import (
 
 	"github.com/mlagent/mlagent/internal/permission"
 	"github.com/mlagent/mlagent/internal/protocol"
+	"github.com/mlagent/mlagent/internal/sanitize"
 )
 
 // Output formats.
@@ -162,7 +163,8 @@ type driver struct {
 	hostReqs  map[string]*hostRequest
 	perm      *permission.Policy
 	queued    []string
-	turnText  strings.Builder
+	turnText  strings.Builder // the turn's last text, at most maxFinal bytes
+	textCut   bool            // turnText lost what came beyond maxFinal
 	turnUsage *protocol.Usage
 	failed    string // print mode: why the turn failed
 }
@@ -209,8 +211,10 @@ func (d *driver) run(ctx context.Context) (Result, error) {
 		return d.res, errors.New("print mode needs a prompt")
 	}
 	defer d.closeAgentIn()
+	quit := make(chan struct{})
+	defer close(quit)
 	d.readErr = make(chan error, 1)
-	d.events = readEvents(o.AgentOut, d.readErr)
+	d.events = readEvents(o.AgentOut, d.readErr, quit)
 	switch {
 	case o.Print:
 	case o.Editor && d.format == FormatChat:
@@ -261,6 +265,10 @@ func (d *driver) run(ctx context.Context) (Result, error) {
 		case al, ok := <-d.events:
 			if !ok {
 				err := <-d.readErr
+				if errors.Is(err, protocol.ErrViolation) {
+					d.r.endText()
+					return d.res, err
+				}
 				if err == nil {
 					err = ErrAgentExited
 				} else {
@@ -295,6 +303,12 @@ func (d *driver) run(ctx context.Context) (Result, error) {
 				d.hintUntil = time.Time{}
 				d.ui.hint("")
 			}
+		}
+		if errors.Is(err, protocol.ErrViolation) {
+			// Nothing more is read from this agent, nor waited for.
+			d.r.endText()
+			d.closeAgentOut()
+			return d.res, err
 		}
 		if exit || err != nil {
 			d.shutdown(context.WithoutCancel(ctx))
@@ -334,7 +348,7 @@ func (d *driver) echo(text string) {
 	if len(d.asks) > 0 {
 		p = "answer> "
 	}
-	lines := strings.Split(strings.TrimRight(sanitize(text), "\n"), "\n")
+	lines := strings.Split(strings.TrimRight(sanitize.Text(text), "\n"), "\n")
 	for i, l := range lines {
 		if i > 0 {
 			p = strings.Repeat(" ", len(p))
@@ -398,7 +412,7 @@ func (d *driver) handle(ctx context.Context, al agentLine) (done bool, err error
 		d.o.OnEvent(ev)
 	}
 	if d.format == FormatStreamJSON {
-		d.o.Out.Write(al.raw)
+		d.writeJSON(al.raw)
 	}
 	r := d.r
 	switch ev.Type {
@@ -419,12 +433,12 @@ func (d *driver) handle(ctx context.Context, al agentLine) (done bool, err error
 			r.prompt("> ")
 		}
 	case protocol.EventTextDelta:
-		d.turnText.WriteString(ev.Text)
+		d.keepText(ev.Text)
 		r.text(ev.Text)
 	case protocol.EventThinking:
 		// Not shown: the chat shows what the agent says and does.
 	case protocol.EventToolStart:
-		d.turnText.Reset()
+		d.resetText()
 		r.toolStart(ev)
 	case protocol.EventToolEnd:
 		r.toolEnd(ev)
@@ -445,7 +459,7 @@ func (d *driver) handle(ctx context.Context, al agentLine) (done bool, err error
 			r.notice(fmt.Sprintf("(conversation summarised: %d messages → %d)", c.MessagesBefore, c.MessagesAfter))
 		}
 	case protocol.EventRetry:
-		d.turnText.Reset()
+		d.resetText()
 		r.write(r.md.Reset())
 		r.warn(fmt.Sprintf("retrying (attempt %d, in %s): %s", ev.Attempt, fmtElapsed(time.Duration(ev.WaitMS)*time.Millisecond), oneLine(ev.Message, 200)))
 	case protocol.EventError:
@@ -488,7 +502,10 @@ func (d *driver) turnEnd(ev protocol.Event) (bool, error) {
 	d.res.Turns++
 	d.res.StopReason = ev.StopReason
 	d.res.Final = strings.TrimSpace(d.turnText.String())
-	d.turnText.Reset()
+	if d.textCut {
+		d.res.Final += fmt.Sprintf("\n[the answer was longer than %d bytes and is cut here]", maxFinal)
+	}
+	d.resetText()
 	d.r.endText()
 	d.r.running = nil
 	d.r.clearSpinner()
@@ -515,7 +532,7 @@ func (d *driver) turnEnd(ev protocol.Event) (bool, error) {
 // finishPrint writes print mode's result and says whether it failed.
 func (d *driver) finishPrint() error {
 	if d.format == FormatText && d.res.Final != "" {
-		fmt.Fprintln(d.o.Out, sanitize(d.res.Final))
+		fmt.Fprintln(d.o.Out, sanitize.Text(d.res.Final))
 	}
 	if d.res.StopReason != "end_turn" {
 		if d.failed != "" {
@@ -524,6 +541,32 @@ func (d *driver) finishPrint() error {
 		return fmt.Errorf("%w: stop reason %q", ErrTurnFailed, d.res.StopReason)
 	}
 	return nil
+}
+
+// maxFinal bounds the text kept of a turn (its final answer): the agent's
+// events come from the sandbox, and the rest has been shown already.
+const maxFinal = 1 << 20
+
+// maxAsks bounds the questions waiting for the person at once; the agent
+// asks one at a time (a few with parallel tool calls).
+const maxAsks = 32
+
+func (d *driver) keepText(s string) {
+	if room := maxFinal - d.turnText.Len(); len(s) > room {
+		s, d.textCut = s[:max(room, 0)], true
+	}
+	d.turnText.WriteString(s)
+}
+
+func (d *driver) resetText() {
+	d.turnText.Reset()
+	d.textCut = false
+}
+
+// writeJSON passes an event line on for stream-json, escaped for a
+// terminal.
+func (d *driver) writeJSON(raw []byte) {
+	d.o.Out.Write(append(sanitize.JSON(raw), '\n'))
 }
 
 func (d *driver) ask(ctx context.Context, ev protocol.Event) error {
@@ -538,6 +581,9 @@ func (d *driver) ask(ctx context.Context, ev protocol.Event) error {
 		fmt.Fprintf(d.o.Err, "mlagent: the agent asked %q; give its answer with --answers FILE\n", oneLine(ev.Question, 200))
 		d.sendInput(protocol.Input{Type: protocol.InputInterrupt})
 		return fmt.Errorf("%w: %q", ErrUnanswered, oneLine(ev.Question, 200))
+	}
+	if len(d.asks) >= maxAsks {
+		return fmt.Errorf("%w: more than %d questions at once", protocol.ErrViolation, maxAsks)
 	}
 	d.asks = append(d.asks, ev)
 	if len(d.asks) == 1 {
@@ -671,7 +717,7 @@ func (d *driver) send(ctx context.Context, text string) error {
 		d.o.OnUserMessage(text)
 	}
 	d.busy = true
-	d.turnText.Reset()
+	d.resetText()
 	if d.ui != nil {
 		d.r.busySince = d.o.Now()
 		d.ui.setBusy(true)
@@ -711,7 +757,7 @@ func (d *driver) shutdown(ctx context.Context) {
 				return
 			}
 			if d.format == FormatStreamJSON {
-				d.o.Out.Write(al.raw)
+				d.writeJSON(al.raw)
 			}
 		case <-timer.C:
 			return
@@ -721,15 +767,24 @@ func (d *driver) shutdown(ctx context.Context) {
 	}
 }
 
+func (d *driver) closeAgentOut() {
+	if c, ok := d.o.AgentOut.(io.Closer); ok {
+		c.Close()
+	}
+}
+
 func (d *driver) closeAgentIn() {
 	if c, ok := d.o.AgentIn.(io.Closer); ok {
 		c.Close()
 	}
 }
 
-// readEvents parses the agent's stdout; a line over protocol.MaxLine
-// ends the stream.
-func readEvents(r io.Reader, errc chan<- error) <-chan agentLine {
+// readEvents parses the agent's stdout, which is untrusted: a line that
+// is not an event is skipped, and a stream that breaks the protocol's
+// limits (protocol.EventReader) is cut off: r is closed, so the writer
+// fails rather than blocks, and errc gets the reason. It stops when quit
+// is closed.
+func readEvents(r io.Reader, errc chan<- error, quit <-chan struct{}) <-chan agentLine {
 	ch := make(chan agentLine, 64)
 	go func() {
 		defer close(ch)
@@ -737,13 +792,22 @@ func readEvents(r io.Reader, errc chan<- error) <-chan agentLine {
 		for {
 			ev, raw, err := er.Next()
 			if err != nil {
+				if errors.Is(err, protocol.ErrViolation) {
+					if c, ok := r.(io.Closer); ok {
+						c.Close()
+					}
+				}
 				if errors.Is(err, io.EOF) {
 					err = nil
 				}
 				errc <- err
 				return
 			}
-			ch <- agentLine{ev: ev, raw: raw}
+			select {
+			case ch <- agentLine{ev: ev, raw: raw}:
+			case <-quit:
+				return
+			}
 		}
 	}()
 	return ch

@@ -6,7 +6,8 @@ import (
 )
 
 // SGR sequences the renderer writes. Nothing else that starts with ESC
-// reaches the terminal: text from the sandbox is sanitized first.
+// reaches the terminal: text from the sandbox goes through
+// sanitize.Text first.
 const (
 	sgrReset   = "\x1b[0m"
 	sgrBold    = "\x1b[1m"
@@ -18,41 +19,6 @@ const (
 	sgrYellow  = "\x1b[33m"
 	clearLine  = "\r\x1b[K"
 )
-
-// sanitize removes control characters (ESC, CSI, BEL, carriage returns…)
-// from text that came from the sandbox, so that a model or a program
-// inside cannot move the cursor, retitle the window or hide output in
-// the user's terminal. Newlines and tabs stay; invalid UTF-8 becomes U+FFFD.
-func sanitize(s string) string {
-	clean := true
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if (c < 0x20 && c != '\n' && c != '\t') || c == 0x7f || c >= 0x80 {
-			clean = false
-			break
-		}
-	}
-	if clean {
-		return s
-	}
-	var b strings.Builder
-	b.Grow(len(s))
-	for i := 0; i < len(s); {
-		r, size := utf8.DecodeRuneInString(s[i:])
-		i += size
-		switch {
-		case r == utf8.RuneError && size == 1:
-			b.WriteRune(utf8.RuneError)
-		case r == '\n' || r == '\t':
-			b.WriteRune(r)
-		case r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f):
-			// dropped
-		default:
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
-}
 
 // markdown renders streamed Markdown for a terminal as it arrives: it
 // holds back only the few characters whose meaning depends on the next
@@ -77,6 +43,14 @@ type markdown struct {
 	row   string   // that line so far
 	rows  []string // the table's complete lines
 }
+
+// A table is held until its last row; these bound what is held, since
+// the text comes from the sandbox: a longer line or table is shown
+// unaligned.
+const (
+	maxTableRow  = 4 << 10
+	maxTableRows = 500
+)
 
 func newMarkdown(style bool) *markdown { return &markdown{style: style, lineStart: true} }
 
@@ -151,6 +125,24 @@ func (m *markdown) rune(b *strings.Builder, r rune) {
 			m.rows = append(m.rows, m.row)
 			m.inRow, m.row = false, ""
 			m.lineStart = true
+			if len(m.rows) >= maxTableRows {
+				m.flushTable(b)
+			}
+			return
+		}
+		if len(m.row) >= maxTableRow {
+			// Too long to hold for alignment: what is held goes out
+			// as it is, and the line goes on as text.
+			row := m.row
+			m.inRow, m.row = false, ""
+			if len(m.rows) > 0 {
+				m.flushTable(b)
+			}
+			m.lineStart = false
+			for _, c := range row {
+				m.inline(b, c)
+			}
+			m.inline(b, r)
 			return
 		}
 		m.row += string(r)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mlagent/mlagent/internal/protocol"
+	"github.com/mlagent/mlagent/internal/sanitize"
 )
 
 var spinnerFrames = []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"}
@@ -32,6 +33,9 @@ type renderer struct {
 	running []*runningTool
 	todo    []protocol.TodoItem
 }
+
+// maxRunning bounds the tool calls the spinner tracks at once.
+const maxRunning = 64
 
 type runningTool struct {
 	id, name, summary string
@@ -101,7 +105,7 @@ func (r *renderer) endText() {
 }
 
 func (r *renderer) text(s string) {
-	r.write(r.md.Write(sanitize(s)))
+	r.write(r.md.Write(sanitize.Text(s)))
 }
 
 func (r *renderer) toolStart(ev protocol.Event) {
@@ -109,7 +113,12 @@ func (r *renderer) toolStart(ev protocol.Event) {
 		return
 	}
 	r.endText()
-	r.running = append(r.running, &runningTool{id: ev.ID, name: sanitize(ev.Name), summary: oneLine(ev.Summary, 100), start: r.now()})
+	if len(r.running) >= maxRunning {
+		// Starts without ends come only from a broken or hostile agent:
+		// the oldest leave the spinner rather than pile up.
+		r.running = r.running[1:]
+	}
+	r.running = append(r.running, &runningTool{id: ev.ID, name: oneLine(ev.Name, 40), summary: oneLine(ev.Summary, 100), start: r.now()})
 	r.drawSpinner()
 }
 
@@ -126,7 +135,7 @@ func (r *renderer) toolEnd(ev protocol.Event) {
 		return
 	}
 	if t == nil { // an end without a start (resumed, or out of order)
-		t = &runningTool{id: ev.ID, name: sanitize(ev.Name), start: r.now()}
+		t = &runningTool{id: ev.ID, name: oneLine(ev.Name, 40), start: r.now()}
 	}
 	ok := ev.OK == nil || *ev.OK
 	mark := r.style(sgrGreen, "✓")
@@ -144,8 +153,8 @@ func (r *renderer) toolEnd(ev protocol.Event) {
 	r.endText()
 	r.write(s + "\n")
 	if !ok && ev.Output != "" {
-		for _, l := range lastLines(sanitize(ev.Output), 5) {
-			r.write(r.style(sgrDim, "    "+truncate(l, 160)) + "\n")
+		for _, l := range lastLines(sanitize.Text(ev.Output), 5) {
+			r.write(r.style(sgrDim, "    "+sanitize.Truncate(l, 160)) + "\n")
 		}
 	}
 	r.drawSpinner()
@@ -329,28 +338,11 @@ func fmtUSD(v float64) string {
 }
 
 // oneLine sanitizes s, joins its lines and cuts it to n runes.
-func oneLine(s string, n int) string {
-	s = strings.Join(strings.Fields(sanitize(s)), " ")
-	return truncate(s, n)
-}
+func oneLine(s string, n int) string { return sanitize.Line(s, n) }
 
 func oneLineKeepBreaks(s string) string {
-	lines := strings.Split(strings.TrimSpace(sanitize(s)), "\n")
+	lines := strings.Split(strings.TrimSpace(sanitize.Text(s)), "\n")
 	return strings.Join(lines, "\n  ")
-}
-
-func truncate(s string, n int) string {
-	if n <= 0 {
-		return s
-	}
-	i := 0
-	for j := range s {
-		if i == n {
-			return s[:j] + "…"
-		}
-		i++
-	}
-	return s
 }
 
 func lastLines(s string, n int) []string {

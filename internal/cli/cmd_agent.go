@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mlagent/mlagent/internal/agent"
 	"github.com/mlagent/mlagent/internal/permission"
 	"github.com/mlagent/mlagent/internal/sandbox"
@@ -54,6 +56,15 @@ func runAgent(ctx context.Context, env *Env, args []string) int {
 	if flags.NArg() > 0 {
 		fmt.Fprintf(env.Stderr, "mlagent agent: unexpected arguments %q\n", flags.Args())
 		return ExitUsage
+	}
+	// Not dumpable: the tools' commands run as the agent's user, and would
+	// otherwise open its stdout through /proc/<pid>/fd/1 (the host's end
+	// of the protocol) to write events of their own, ptrace it, or read
+	// its memory. Commands it starts are dumpable again after execve, and
+	// get no descriptor of it but the stdio the tools give them.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		fmt.Fprintf(env.Stderr, "mlagent agent: not dumpable: %v\n", err)
+		return ExitFailure
 	}
 	if err := agent.Run(ctx, o); err != nil {
 		fmt.Fprintf(env.Stderr, "mlagent agent: %v\n", err)

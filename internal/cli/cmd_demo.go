@@ -15,6 +15,7 @@ import (
 	"github.com/mlagent/mlagent/internal/launch"
 	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/sandbox/bwrap"
+	"github.com/mlagent/mlagent/internal/sanitize"
 	"github.com/mlagent/mlagent/internal/sessions"
 	"github.com/mlagent/mlagent/internal/volume"
 )
@@ -113,14 +114,23 @@ func demoPreflight(ctx context.Context, env *Env) error {
 	return nil
 }
 
+// newestRun names the last folder of dir (run folders sort by time), as
+// the sandbox named it: sanitized for the terminal.
+func newestRun(dir string) (string, bool) {
+	entries, err := os.ReadDir(dir)
+	if err != nil || len(entries) == 0 {
+		return "", false
+	}
+	return sanitize.Line(entries[len(entries)-1].Name(), 200), true
+}
+
 // demoSummary prints where the results are on the host and what the
 // gateway's ledger recorded for the sandbox's token.
 func demoSummary(ctx context.Context, env *Env, host *launch.Host, tokenID string) {
 	out := env.Stdout
 	fmt.Fprintln(out, "\n── demo finished ──")
 	runs := filepath.Join(env.Config.VolumesDir(), volume.Data, sandbox.RunsSubdir)
-	if entries, err := os.ReadDir(runs); err == nil && len(entries) > 0 {
-		latest := entries[len(entries)-1].Name()
+	if latest, ok := newestRun(runs); ok {
 		fmt.Fprintf(out, "checkpoint and CSV on the data volume: %s\n", filepath.Join(runs, latest))
 	}
 	fmt.Fprintf(out, "Trackio databases: %s\n", trackioDir(env.Config))

@@ -16,7 +16,9 @@ import (
 	"github.com/mlagent/mlagent/internal/config"
 	"github.com/mlagent/mlagent/internal/launch"
 	"github.com/mlagent/mlagent/internal/permission"
+	"github.com/mlagent/mlagent/internal/protocol"
 	"github.com/mlagent/mlagent/internal/sandbox"
+	"github.com/mlagent/mlagent/internal/sanitize"
 	"github.com/mlagent/mlagent/internal/sessions"
 )
 
@@ -414,7 +416,11 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 		OnTurn: cs.OnTurn,
 	})
 
-	// Wait (bounded) for the agent to exit, then end the sandbox.
+	// Wait (bounded) for the agent to exit, then end the sandbox; one
+	// that broke the protocol is not waited for.
+	if errors.Is(err, protocol.ErrViolation) {
+		terminate()
+	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	xerr := agent.Wait(wctx)
 	cancel()
@@ -435,10 +441,11 @@ func chatExitCode(cf *chatFlags, res chat.Result, err, xerr error, fail func(int
 	case errors.Is(err, chat.ErrInterrupted):
 		return ExitInterrupted
 	case err != nil:
+		// Either may quote what the sandbox wrote.
 		if errors.Is(err, chat.ErrAgentExited) && xerr != nil {
-			return fail(ExitFailure, "%v", xerr)
+			return fail(ExitFailure, "%s", sanitize.Text(xerr.Error()))
 		}
-		return fail(ExitFailure, "%v", err)
+		return fail(ExitFailure, "%s", sanitize.Text(err.Error()))
 	case cf.print && res.StopReason != "end_turn":
 		return ExitFailure
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mlagent/mlagent/internal/launch"
 	"github.com/mlagent/mlagent/internal/sandbox"
+	"github.com/mlagent/mlagent/internal/sanitize"
 	"github.com/mlagent/mlagent/internal/store"
 )
 
@@ -300,8 +301,8 @@ func sandboxLs(ctx context.Context, env *Env, args []string) int {
 		if in.GPU {
 			gpu = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", in.Name, in.State, in.Created.Local().Format(time.DateTime), gpu,
-			strings.Join(labels, ","), strings.Join(in.Notes, "; "))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", sanitize.Line(in.Name, 0), in.State, in.Created.Local().Format(time.DateTime), gpu,
+			sanitize.Line(strings.Join(labels, ","), 0), sanitize.Line(strings.Join(in.Notes, "; "), 0))
 	}
 	tw.Flush()
 	return ExitOK

@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/mlagent/mlagent/internal/sanitize"
 	"github.com/mlagent/mlagent/internal/sessions"
 	"github.com/mlagent/mlagent/internal/store"
 )
@@ -70,7 +71,7 @@ func runSessions(ctx context.Context, env *Env, args []string) int {
 	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tTITLE\tSTARTED\tTURNS\tCOST")
 	for _, s := range list {
-		title := s.Title
+		title := sanitize.Line(s.Title, 80) // pasted text may hold anything
 		if title == "" {
 			title = "(no message yet)"
 		}

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/mlagent/mlagent/internal/sandbox"
+	"github.com/mlagent/mlagent/internal/sanitize"
 	"github.com/mlagent/mlagent/internal/skills"
 	"github.com/mlagent/mlagent/internal/volume"
 )
@@ -48,8 +49,10 @@ func runSkills(ctx context.Context, env *Env, args []string) int {
 		rest = []string{"ls"}
 	}
 	set, errs := skills.Load(*dir)
+	// Everything below comes from the data volume, which sandboxes write:
+	// sanitized for the terminal.
 	for _, e := range errs {
-		fmt.Fprintf(env.Stderr, "warning: %v\n", e)
+		fmt.Fprintf(env.Stderr, "warning: %s\n", sanitize.Text(e.Error()))
 	}
 	switch rest[0] {
 	case "ls", "list":
@@ -58,11 +61,7 @@ func runSkills(ctx context.Context, env *Env, args []string) int {
 			return ExitOK
 		}
 		for _, s := range set.All() {
-			d := strings.Join(strings.Fields(s.Description), " ")
-			if r := []rune(d); len(r) > 100 {
-				d = string(r[:97]) + "..."
-			}
-			fmt.Fprintf(env.Stdout, "%-20s %-8s %s\n", s.Name, s.Source, d)
+			fmt.Fprintf(env.Stdout, "%-20s %-8s %s\n", sanitize.Line(s.Name, 40), s.Source, sanitize.Line(s.Description, 100))
 		}
 	case "show":
 		if len(rest) != 2 {
@@ -71,16 +70,20 @@ func runSkills(ctx context.Context, env *Env, args []string) int {
 		}
 		s, ok := set.Get(rest[1])
 		if !ok {
-			fmt.Fprintf(env.Stderr, "mlagent skills: no skill %q\n", rest[1])
+			fmt.Fprintf(env.Stderr, "mlagent skills: no skill %q\n", sanitize.Text(rest[1]))
 			return ExitFailure
 		}
-		fmt.Fprintf(env.Stdout, "%s (%s, %s)\n%s\n\n%s", s.Name, s.Source, s.Location, s.Description, s.Body())
+		fmt.Fprintf(env.Stdout, "%s (%s, %s)\n%s\n\n%s", sanitize.Line(s.Name, 0), s.Source, sanitize.Line(s.Location, 0),
+			sanitize.Text(s.Description), sanitize.Text(s.Body()))
 		files, err := s.Files()
 		if err != nil {
-			fmt.Fprintf(env.Stderr, "mlagent skills: %v\n", err)
+			fmt.Fprintf(env.Stderr, "mlagent skills: %s\n", sanitize.Text(err.Error()))
 			return ExitFailure
 		}
 		if len(files) > 0 {
+			for i, f := range files {
+				files[i] = sanitize.Line(f, 0)
+			}
 			fmt.Fprintf(env.Stdout, "\nFiles:\n  %s\n", strings.Join(files, "\n  "))
 		}
 	default:

@@ -135,6 +135,12 @@ type e2e struct {
 
 func newE2E(t *testing.T) *e2e {
 	t.Helper()
+	return newE2EWith(t, fakeapi.ResponderFunc(scriptedModel))
+}
+
+// newE2EWith is newE2E with a model of the test's own.
+func newE2EWith(t *testing.T, model fakeapi.Responder) *e2e {
+	t.Helper()
 	sandboxtest.RequireBwrap(t)
 	if _, err := os.Stat("/usr/bin/python3"); err != nil {
 		t.Skip("/usr/bin/python3 is not installed")
@@ -145,7 +151,7 @@ func newE2E(t *testing.T) *e2e {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(root) })
-	api := fakeapi.Start(fakeapi.Options{APIKey: fakeKey, Responder: fakeapi.ResponderFunc(scriptedModel)})
+	api := fakeapi.Start(fakeapi.Options{APIKey: fakeKey, Responder: model})
 	t.Cleanup(api.Close)
 	e := &e2e{t: t, home: filepath.Join(root, "home"), api: api}
 	e.env = []string{

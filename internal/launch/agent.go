@@ -16,6 +16,7 @@ import (
 	"github.com/mlagent/mlagent/internal/gateway"
 	"github.com/mlagent/mlagent/internal/protocol"
 	"github.com/mlagent/mlagent/internal/sandbox"
+	"github.com/mlagent/mlagent/internal/sanitize"
 	"github.com/mlagent/mlagent/internal/sessions"
 	"github.com/mlagent/mlagent/internal/volume"
 )
@@ -127,10 +128,10 @@ func (h *Host) StartAgent(ctx context.Context, r AgentRequest) (_ *AgentSession,
 	a.events = evR
 	go a.book(bg, outR, evW)
 	go func() {
-		stderr := &limitedBuilder{max: 64 << 10}
+		stderr := &tailBuffer{max: 64 << 10}
 		code, err := sb.Exec(ctx, sandbox.ExecRequest{Argv: argv, Stdin: inR, Stdout: outW, Stderr: stderr})
 		if err == nil && code != 0 {
-			err = fmt.Errorf("agent exited with code %d: %s", code, lastLines(stderr.b.String(), 5))
+			err = agentExited(code, stderr.String())
 		}
 		inR.Close()
 		outW.CloseWithError(io.EOF)
@@ -190,6 +191,12 @@ func (a *AgentSession) book(ctx context.Context, agentOut io.Reader, events *io.
 	for {
 		ev, raw, err := r.Next()
 		if err != nil {
+			if errors.Is(err, protocol.ErrViolation) {
+				// Cut off: the writer fails rather than blocks.
+				if c, ok := agentOut.(io.Closer); ok {
+					c.Close()
+				}
+			}
 			if errors.Is(err, io.EOF) {
 				err = nil
 			}
@@ -265,24 +272,36 @@ func (h *Host) transcriptExists(s sessions.Session) bool {
 	return true
 }
 
-// limitedBuilder keeps the first max bytes written to it.
-type limitedBuilder struct {
-	b   strings.Builder
+// agentExited says that the agent failed, quoting the last lines of its
+// stderr: sanitized, because the sandbox could have written anything there.
+func agentExited(code int, stderr string) error {
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	if len(lines) > 5 {
+		lines = lines[len(lines)-5:]
+	}
+	return fmt.Errorf("agent exited with code %d: %s", code, sanitize.Text(strings.Join(lines, "\n")))
+}
+
+// tailBuffer keeps the last max bytes written to it: the end of a stream
+// says why it ended. Safe for concurrent use.
+type tailBuffer struct {
+	mu  sync.Mutex
+	b   []byte
 	max int
 }
 
-func (l *limitedBuilder) Write(p []byte) (int, error) {
-	if room := l.max - l.b.Len(); room > 0 {
-		l.b.Write(p[:min(len(p), room)])
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if over := len(t.b) - t.max; over > 0 {
+		t.b = append(t.b[:0], t.b[over:]...)
 	}
 	return len(p), nil
 }
 
-// lastLines returns the last n lines of s.
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.b)
 }

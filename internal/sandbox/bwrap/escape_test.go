@@ -1,6 +1,7 @@
 package bwrap
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -453,4 +454,57 @@ threading.Event().wait()`
 			t.Errorf("interceptions: got exit %d, %q; want none", code, got)
 		}
 	})
+}
+
+// TestAgentDescriptorsOutOfReach: commands inside run as the agent's user,
+// and the agent's stdout is the host's end of the protocol. The agent is
+// not dumpable, so no command can open its descriptors through /proc
+// (to write events of its own into the CLI), read its environment, or
+// ptrace it.
+func TestAgentDescriptorsOutOfReach(t *testing.T) {
+	sandboxtest.RequireBwrap(t)
+	requirePython(t)
+	env := newTestEnv(t)
+	b := env.backend(t)
+	sb := newSandbox(t, b, sandbox.Spec{})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	agentDone := make(chan error, 1)
+	go func() {
+		_, err := sb.Exec(ctx, sandbox.ExecRequest{
+			Argv:  []string{sandbox.BinaryPath, "agent", "--session", "s-1", "--sessions-dir", "/tmp/sessions", "--skills-dir", "/tmp/none"},
+			Env:   map[string]string{"ANTHROPIC_API_KEY": "x"},
+			Stdin: inR, Stdout: outW, Stderr: io.Discard,
+		})
+		outW.Close()
+		agentDone <- err
+	}()
+	lines := make(chan string, 16)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(outR)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	if first := <-lines; !strings.Contains(first, `"type":"ready"`) {
+		t.Fatalf("agent's first line: got %q; want ready", first)
+	}
+
+	out, code := run(t, sb, python, "-c", sandboxtest.AttackAgent)
+	if code != 0 || out != sandboxtest.AttackAgentRefused {
+		t.Errorf("attack on the agent: got exit %d, output\n%s\nwant\n%s", code, out, sandboxtest.AttackAgentRefused)
+	}
+	inW.Close() // the agent exits at the end of its input
+	for l := range lines {
+		if strings.Contains(l, "INJECTED") {
+			t.Errorf("the agent's stdout carried a line written from inside: %q", l)
+		}
+	}
+	if err := <-agentDone; err != nil {
+		t.Errorf("agent: %v", err)
+	}
 }
