@@ -82,7 +82,7 @@ func runDemo(ctx context.Context, env *Env, args []string) int {
 		Session: sessions.Session{ID: sessions.NewID(now), Title: "demo: " + demo.FirstPrompt,
 			Model: cf.model, Volumes: sandbox.DefaultMounts(), GPU: sandbox.GPUNone.String()},
 		Prompt:   demo.FirstPrompt,
-		Upstream: up.Model.URL(), HFUpstream: up.Hub.URL, ModelKey: up.Key,
+		Upstream: up.Model.URL(), HFUpstream: up.Hub.URL(), ModelKey: up.Key, HFToken: up.HFToken,
 		In: userR, Answers: demo.User{},
 		OnTurn: func(t chat.Turn) {
 			turns++

@@ -221,11 +221,12 @@ type chatSession struct {
 	Prompt string
 	Resume bool
 
-	// A scripted chat (the demo) brings its own upstreams and user.
-	Upstream, HFUpstream, ModelKey string
-	In                             io.Reader         // the user's lines; nil: env.Stdin
-	Answers                        chat.AnswerSource // before asking the person
-	OnTurn                         func(chat.Turn)
+	// A scripted chat (the demo) brings its own upstreams, their keys
+	// (the person's own are not used) and its user.
+	Upstream, HFUpstream, ModelKey, HFToken string
+	In                                      io.Reader         // the user's lines; nil: env.Stdin
+	Answers                                 chat.AnswerSource // before asking the person
+	OnTurn                                  func(chat.Turn)
 	// Done runs after the sandbox has ended and may replace the exit code.
 	Done func(host *launch.Host, sb *launch.Sandbox, res chat.Result, code int) int
 }
@@ -307,7 +308,7 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 			return fail(ExitUsage, "--gateway needs the shared gateway's admin token: mlagent secret set gateway-admin MLAGENT_ADMIN_TOKEN=...")
 		}
 	case cs.ModelKey != "":
-		keys.Model = cs.ModelKey
+		keys = launch.Keys{Model: cs.ModelKey, HF: cs.HFToken}
 	case keys.Model == "" && cf.baseURL == "":
 		fmt.Fprintf(env.Stderr, noKeyHelp, name, name, name)
 		return ExitUsage

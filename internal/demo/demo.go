@@ -9,32 +9,32 @@ package demo
 
 import (
 	"crypto/rand"
-	"encoding/hex"
-	"net/http/httptest"
 
 	"github.com/mlagent/mlagent/internal/chat"
 	"github.com/mlagent/mlagent/internal/fakeapi"
+	"github.com/mlagent/mlagent/internal/fakehub"
 )
 
 // Upstreams are the demo's stand-ins for the outside world: a scripted
-// Messages API that accepts only Key, and an offline Hub catalogue.
+// Messages API that accepts only Key, and an offline Hub catalogue that
+// accepts only HFToken.
 type Upstreams struct {
 	Model     *fakeapi.Server
-	Hub       *httptest.Server
+	Hub       *fakehub.Hub
 	Key       string // the "real" model key, which only the gateway holds
+	HFToken   string // the "real" Hub token, likewise
 	Responder *Responder
 }
 
 // StartUpstreams starts both fakes on loopback.
 func StartUpstreams(sizes Sizes) *Upstreams {
-	b := make([]byte, 16)
-	rand.Read(b)
-	key := "sk-ant-demo-" + hex.EncodeToString(b)
+	key, hfToken := "sk-ant-demo-"+rand.Text(), "hf_demo_"+rand.Text()
 	r := &Responder{Sizes: sizes}
 	return &Upstreams{
 		Model:     fakeapi.Start(fakeapi.Options{APIKey: key, Responder: r}),
-		Hub:       httptest.NewServer(hubHandler()),
+		Hub:       fakehub.Start(fakehub.Options{Token: hfToken, Models: hubModels, Datasets: hubDatasets}),
 		Key:       key,
+		HFToken:   hfToken,
 		Responder: r,
 	}
 }

@@ -21,8 +21,7 @@ func BenchmarkSyncBytes(b *testing.B) {
 			ctx := context.Background()
 			root := b.TempDir()
 			dir := filepath.Join(root, "trackio")
-			h, srv := newFakeHub(b, testToken)
-			_ = h
+			hub := newFakeHub(b, testToken)
 			w, err := trackiotest.OpenWriter(ctx, dir, "proj", trackiotest.WriterOptions{})
 			if err != nil {
 				b.Fatal(err)
@@ -41,7 +40,7 @@ func BenchmarkSyncBytes(b *testing.B) {
 				tx.Commit()
 			}
 			logN(size)
-			s, err := New(Config{Dir: dir, SpaceID: testSpace, StatePath: filepath.Join(root, "state.json"), HubURL: srv.URL, Token: testToken, MaxRows: 200_000, MaxBytes: 64 << 20}, nil)
+			s, err := New(Config{Dir: dir, SpaceID: testSpace, StatePath: filepath.Join(root, "state.json"), HubURL: hub.URL(), Token: testToken, MaxRows: 200_000, MaxBytes: 64 << 20}, nil)
 			if err != nil {
 				b.Fatal(err)
 			}

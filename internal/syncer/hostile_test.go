@@ -46,7 +46,7 @@ func TestHostileFilesDoNotStopOthers(t *testing.T) {
 			t.Errorf("log does not name %s with %q:\n%s", name, why, e.log)
 		}
 	}
-	if rows := e.hub.rowsIn(t, "dataset/"+DatasetID(testSpace), "b-link", trackio.TableMetrics); len(rows) != 0 {
+	if rows := rowsIn(t, e.hub, DatasetID(testSpace), "b-link", trackio.TableMetrics); len(rows) != 0 {
 		t.Errorf("the symlinked host database was uploaded: %v", rows)
 	}
 	e.checkExactlyOnce(t)
@@ -66,7 +66,7 @@ func TestNoCommittedRowIsMissed(t *testing.T) {
 	if _, err := s.SyncOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
-	rows := e.hub.rowsIn(t, "dataset/"+DatasetID(testSpace), "proj", trackio.TableMetrics)
+	rows := rowsIn(t, e.hub, DatasetID(testSpace), "proj", trackio.TableMetrics)
 	found := false
 	for _, r := range rows {
 		found = found || int64(r["step"].(float64)) == trackiotest.WALRestartStep

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mlagent/mlagent/internal/fakehub"
 	"github.com/mlagent/mlagent/internal/trackio"
 	"github.com/mlagent/mlagent/internal/trackio/trackiotest"
 )
@@ -24,7 +25,7 @@ const (
 
 type env struct {
 	dir, state string
-	hub        *fakeHub
+	hub        *fakehub.Hub
 	url        string
 	log        *bytes.Buffer
 	w          *trackiotest.Writer
@@ -36,8 +37,8 @@ func newEnv(t *testing.T) *env {
 	ctx := context.Background()
 	root := t.TempDir()
 	e := &env{dir: filepath.Join(root, "trackio"), state: filepath.Join(root, "home", "syncer.json"), log: &bytes.Buffer{}}
-	h, srv := newFakeHub(t, testToken)
-	e.hub, e.url = h, srv.URL
+	e.hub = newFakeHub(t, testToken)
+	e.url = e.hub.URL()
 	w, err := trackiotest.OpenWriter(ctx, e.dir, "proj", trackiotest.WriterOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +76,7 @@ func (e *env) write(t *testing.T, n int) {
 // with its step.
 func (e *env) checkExactlyOnce(t *testing.T) {
 	t.Helper()
-	rows := e.hub.rowsIn(t, "dataset/"+DatasetID(testSpace), "proj", trackio.TableMetrics)
+	rows := rowsIn(t, e.hub, DatasetID(testSpace), "proj", trackio.TableMetrics)
 	if int64(len(rows)) != e.step {
 		t.Fatalf("dataset has %d rows; want %d", len(rows), e.step)
 	}
@@ -104,23 +105,23 @@ func TestCreatesSpaceInTrackioFormAndUploadsIncrementally(t *testing.T) {
 	if st.Commits != 1 || st.Rows != 52 {
 		t.Fatalf("first pass = %+v; want 1 commit of 52 rows", st)
 	}
-	space := e.hub.repos["space/"+testSpace]
-	if space == nil || space.sdk != "gradio" || !space.private {
+	space, ok := e.hub.Repo("space", testSpace)
+	if !ok || space.SDK != "gradio" || !space.Private {
 		t.Fatalf("space = %+v; want a private gradio Space", space)
 	}
 	for _, f := range []string{"README.md", "app.py", "requirements.txt"} {
-		if _, ok := space.files[f]; !ok {
+		if _, ok := space.Files[f]; !ok {
 			t.Errorf("space lacks %s", f)
 		}
 	}
-	if !strings.Contains(string(space.files["app.py"]), "trackio.show()") || !strings.Contains(string(space.files["requirements.txt"]), "trackio") {
+	if !strings.Contains(string(space.Files["app.py"]), "trackio.show()") || !strings.Contains(string(space.Files["requirements.txt"]), "trackio") {
 		t.Errorf("space app does not run Trackio")
 	}
-	if got := e.hub.vars[testSpace]["TRACKIO_DATASET_ID"]; got != DatasetID(testSpace) {
+	if got := e.hub.Variables(testSpace)["TRACKIO_DATASET_ID"]; got != DatasetID(testSpace) {
 		t.Errorf("TRACKIO_DATASET_ID = %q; want %q", got, DatasetID(testSpace))
 	}
 	e.checkExactlyOnce(t)
-	if n := len(e.hub.rowsIn(t, "dataset/"+DatasetID(testSpace), "proj", trackio.TableConfigs)); n != 1 {
+	if n := len(rowsIn(t, e.hub, DatasetID(testSpace), "proj", trackio.TableConfigs)); n != 1 {
 		t.Errorf("configs uploaded = %d; want 1", n)
 	}
 
@@ -143,7 +144,7 @@ func TestFailuresThenRecovery(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
 	s := e.syncer(t)
-	e.hub.inject(fault500, faultHangAfterApply, faultHangBefore, fault500, faultHangAfterApply, faultNone, faultHangAfterApply)
+	e.hub.Inject(fakehub.Fault500, fakehub.FaultHangAfterApply, fakehub.FaultHangBefore, fakehub.Fault500, fakehub.FaultHangAfterApply, fakehub.FaultNone, fakehub.FaultHangAfterApply)
 	failures := 0
 	for round := 0; round < 12; round++ {
 		e.write(t, 7)
@@ -177,7 +178,7 @@ func TestRestartResumesPendingCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.write(t, 15)
-	e.hub.inject(faultHangAfterApply)
+	e.hub.Inject(fakehub.FaultHangAfterApply)
 	if st, _ := s1.SyncOnce(ctx); st.Failed != 1 {
 		t.Fatalf("pass with lost answer = %+v; want a failure", st)
 	}
@@ -197,7 +198,10 @@ func TestAuthFailureNeverLeaksToken(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
 	e.write(t, 3)
-	e.hub.token = "hf_a_different_valid_token"
+	// A Hub that knows another token.
+	other := fakehub.Start(fakehub.Options{Token: "hf_a_different_valid_token"})
+	defer other.Close()
+	e.url = other.URL()
 	s := e.syncer(t)
 	_, err := s.SyncOnce(ctx)
 	var he *HTTPError
@@ -267,14 +271,14 @@ func TestSpaceIDSources(t *testing.T) {
 	if _, err := mk("").SyncOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if e.hub.repos["space/bob/from-file"] == nil {
+	if _, ok := e.hub.Repo("space", "bob/from-file"); !ok {
 		t.Fatal("space from the space_id file was not created")
 	}
 	// Config wins over the file.
 	if _, err := mk(testSpace).SyncOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if e.hub.repos["dataset/"+DatasetID(testSpace)] == nil {
+	if _, ok := e.hub.Repo("dataset", DatasetID(testSpace)); !ok {
 		t.Fatal("configured space not used")
 	}
 	if _, err := New(Config{Dir: e.dir, SpaceID: "no-slash", StatePath: e.state, Token: "x"}, nil); err == nil {
@@ -301,7 +305,8 @@ func TestSpaceAppImportsChunks(t *testing.T) {
 
 	root := t.TempDir()
 	chunks := filepath.Join(root, "snapshot")
-	for p, data := range e.hub.repos["dataset/"+DatasetID(testSpace)].files {
+	ds, _ := e.hub.Repo("dataset", DatasetID(testSpace))
+	for p, data := range ds.Files {
 		os.MkdirAll(filepath.Join(chunks, filepath.Dir(p)), 0o755)
 		os.WriteFile(filepath.Join(chunks, p), data, 0o644)
 	}
@@ -344,16 +349,9 @@ func TestRunFollowsDirectory(t *testing.T) {
 	go func() { done <- s.Run(ctx) }()
 	e.write(t, 25)
 	for {
-		e.hub.mu.Lock()
-		ds := e.hub.repos["dataset/"+DatasetID(testSpace)]
-		n := 0
-		if ds != nil {
-			n = len(ds.files)
-		}
-		e.hub.mu.Unlock()
-		if n > 0 {
+		if ds, _ := e.hub.Repo("dataset", DatasetID(testSpace)); len(ds.Files) > 0 {
 			// Rows may be split over passes; wait until all are there.
-			if int64(len(e.hub.rowsIn(t, "dataset/"+DatasetID(testSpace), "proj", trackio.TableMetrics))) == e.step {
+			if int64(len(rowsIn(t, e.hub, DatasetID(testSpace), "proj", trackio.TableMetrics))) == e.step {
 				break
 			}
 		}

@@ -1,111 +1,37 @@
 package tools
 
 import (
-	"encoding/json"
-	"net/http"
-	"net/http/httptest"
-	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/mlagent/mlagent/internal/fakehub"
 )
 
-// fakeHub is a strict fake of the Hub's list endpoints: it rejects what the
-// real Hub rejects (bad sort, bad limit, a wrong token) and honours expand[].
-func fakeHub(t *testing.T, token string) *httptest.Server {
-	models := []map[string]any{
-		{"_id": "1", "id": "google-bert/bert-base-uncased", "modelId": "google-bert/bert-base-uncased", "likes": 2300, "downloads": 60000000, "private": false, "gated": false,
-			"pipeline_tag": "fill-mask", "library_name": "transformers", "createdAt": "2022-03-02T23:29:04.000Z",
-			"tags":        []string{"transformers", "pytorch", "fill-mask", "en", "dataset:bookcorpus", "license:apache-2.0", "region:us"},
-			"safetensors": map[string]any{"parameters": map[string]int64{"F32": 110106428}, "total": 110106428}},
-		{"_id": "2", "id": "meta-llama/Llama-3.1-8B", "modelId": "meta-llama/Llama-3.1-8B", "likes": 1800, "downloads": 900000, "private": false, "gated": "manual",
-			"pipeline_tag": "text-generation", "library_name": "transformers",
-			"tags":        []string{"transformers", "safetensors", "llama", "text-generation", "license:llama3.1"},
-			"safetensors": map[string]any{"parameters": map[string]int64{"BF16": 8030261248}, "total": 8030261248}},
-	}
-	datasets := []map[string]any{
-		{"_id": "3", "id": "stanfordnlp/imdb", "author": "stanfordnlp", "disabled": false, "gated": false, "likes": 300, "downloads": 120000, "private": false, "sha": "e6281661",
-			"description": "Large Movie Review Dataset.",
-			"tags":        []string{"task_categories:text-classification", "task_ids:sentiment-classification", "language:en", "license:other", "size_categories:10K<n<100K", "format:parquet"}},
-	}
-	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fail := func(code int, msg string) {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(code)
-			json.NewEncoder(w).Encode(map[string]string{"error": msg})
-		}
-		if r.Method != http.MethodGet {
-			fail(405, "method not allowed")
-			return
-		}
-		if got := r.Header.Get("Authorization"); token != "" && got != "Bearer "+token {
-			fail(401, "Invalid credentials in Authorization header")
-			return
-		}
-		q := r.URL.Query()
-		switch s := q.Get("sort"); s {
-		case "", "downloads", "likes", "trendingScore", "lastModified":
-		default:
-			fail(400, "invalid sort "+s)
-			return
-		}
-		if d := q.Get("direction"); d != "" && d != "-1" && d != "1" {
-			fail(400, "invalid direction")
-			return
-		}
-		if l := q.Get("limit"); l != "" {
-			if n, err := strconv.Atoi(l); err != nil || n < 1 || n > 1000 {
-				fail(400, "invalid limit")
-				return
-			}
-		}
-		var list []map[string]any
-		switch r.URL.Path {
-		case "/api/models":
-			list = models
-		case "/api/datasets":
-			if len(q["expand[]"]) > 0 {
-				fail(400, "test: datasets are listed without expand")
-				return
-			}
-			list = datasets
-		default:
-			fail(404, "not found")
-			return
-		}
-		var out []map[string]any
-		for _, m := range list {
-			id := m["id"].(string)
-			if s := q.Get("search"); s != "" && !strings.Contains(strings.ToLower(id), strings.ToLower(s)) {
-				continue
-			}
-			if f := q.Get("filter"); f != "" && m["pipeline_tag"] != f && !strings.Contains(strings.Join(m["tags"].([]string), ","), f) {
-				continue
-			}
-			if exp := q["expand[]"]; len(exp) > 0 {
-				sel := map[string]any{"_id": m["_id"], "id": id}
-				for _, k := range exp {
-					if v, ok := m[k]; ok {
-						sel[k] = v
-					}
-				}
-				m = sel
-			} else {
-				delete(m, "safetensors")
-			}
-			out = append(out, m)
-		}
-		if out == nil {
-			out = []map[string]any{}
-		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(out)
-	}))
+// hubCatalogue is two models and a dataset as the Hub lists them.
+var hubCatalogue = fakehub.Options{
+	Models: []fakehub.Repo{
+		{ID: "google-bert/bert-base-uncased", Likes: 2300, Downloads: 60000000, Gated: false,
+			PipelineTag: "fill-mask", Library: "transformers", CreatedAt: "2022-03-02T23:29:04.000Z",
+			Tags:       []string{"transformers", "pytorch", "fill-mask", "en", "dataset:bookcorpus", "license:apache-2.0", "region:us"},
+			Parameters: map[string]int64{"F32": 110106428}},
+		{ID: "meta-llama/Llama-3.1-8B", Likes: 1800, Downloads: 900000, Gated: "manual",
+			PipelineTag: "text-generation", Library: "transformers",
+			Tags:       []string{"transformers", "safetensors", "llama", "text-generation", "license:llama3.1"},
+			Parameters: map[string]int64{"BF16": 8030261248}},
+	},
+	Datasets: []fakehub.Repo{
+		{ID: "stanfordnlp/imdb", Author: "stanfordnlp", Gated: false, Likes: 300, Downloads: 120000, SHA: "e6281661",
+			Description: "Large Movie Review Dataset.",
+			Tags:        []string{"task_categories:text-classification", "task_ids:sentiment-classification", "language:en", "license:other", "size_categories:10K<n<100K", "format:parquet"}},
+	},
 }
 
 func TestHFSearch(t *testing.T) {
-	srv := fakeHub(t, "sbx-token")
-	defer srv.Close()
-	tool := &HFSearchTool{Endpoint: srv.URL + "/", Token: "sbx-token"}
+	o := hubCatalogue
+	o.Token = "sbx-token"
+	hub := fakehub.Start(o)
+	defer hub.Close()
+	tool := &HFSearchTool{Endpoint: hub.URL() + "/", Token: "sbx-token"}
 	tests := []struct {
 		name  string
 		in    map[string]any
@@ -132,10 +58,18 @@ func TestHFSearch(t *testing.T) {
 		})
 	}
 	t.Run("wrong token", func(t *testing.T) {
-		bad := &HFSearchTool{Endpoint: srv.URL, Token: "other"}
+		bad := &HFSearchTool{Endpoint: hub.URL(), Token: "other"}
 		r := runJSON(t, bad, map[string]any{"kind": "models"})
 		if !r.IsError || !strings.Contains(r.Output, "HTTP 401") {
 			t.Errorf("got %q; want HTTP 401 error", r.Output)
 		}
 	})
+	// Datasets are listed without expand[] (the fields differ by kind);
+	// models ask for the fields the summary shows.
+	for _, req := range hub.Requests() {
+		if strings.HasPrefix(req, "GET /api/datasets") && strings.Contains(req, "expand") ||
+			strings.HasPrefix(req, "GET /api/models") && !strings.Contains(req, "expand%5B%5D=safetensors") {
+			t.Errorf("request %s", req)
+		}
+	}
 }
