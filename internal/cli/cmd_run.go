@@ -285,6 +285,10 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 	if err != nil {
 		return fail(ExitUsage, "%v", err)
 	}
+	pids, err := cf.limits.pidsLimit()
+	if err != nil {
+		return fail(ExitUsage, "%v", err)
+	}
 	perm, err := cf.policy()
 	if err != nil {
 		return fail(ExitUsage, "%v", err)
@@ -330,7 +334,7 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 	cs.Model = cf.model
 	req := launch.AgentRequest{
 		Session: cs.Session, Resume: cs.Resume, MaxTurns: cf.maxTurns,
-		BudgetUSD: cf.budgetUSD, CPUs: cpus, MemoryBytes: memory,
+		BudgetUSD: cf.budgetUSD, CPUs: cpus, MemoryBytes: memory, Pids: pids,
 		AskBeforeBash: perm.AsksBash(),
 	}
 	if held != nil {

@@ -149,6 +149,9 @@ func sandboxRun(ctx context.Context, env *Env, args []string) int {
 	if err == nil {
 		spec.CPUs, spec.MemoryBytes, err = limits.values()
 	}
+	if err == nil {
+		spec.Pids, err = limits.pidsLimit()
+	}
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "mlagent sandbox run: %v\n", err)
 		return ExitUsage
@@ -261,6 +264,7 @@ func createRunSandbox(ctx context.Context, env *Env, spec sandbox.Spec, noGatewa
 	sb, err := host.NewSandbox(ctx, launch.SandboxRequest{
 		Name: spec.Name, Volumes: spec.Volumes, GPU: spec.GPU, Env: spec.Env, Labels: spec.Labels,
 		Timeout: spec.Timeout, IdleTimeout: spec.IdleTimeout, CPUs: spec.CPUs, MemoryBytes: spec.MemoryBytes,
+		Pids: spec.Pids,
 	})
 	if err != nil {
 		host.Close()

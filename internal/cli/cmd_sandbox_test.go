@@ -3,6 +3,7 @@ package cli_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -197,4 +198,68 @@ func (s *syncBuf) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestSandboxPidsAsUser: run by a user other than root, who can write no
+// cgroup here, `mlagent sandbox run` still bounds the sandbox's processes
+// (RLIMIT_NPROC on its init, which the kernel enforces per user
+// namespace): a loop of forks stops short of --pids.
+func TestSandboxPidsAsUser(t *testing.T) {
+	sandboxtest.RequireBwrap(t)
+	setpriv, err := exec.LookPath("setpriv")
+	if os.Geteuid() != 0 || err != nil {
+		t.Skip("needs root and setpriv (util-linux) to run the CLI as another user")
+	}
+	if _, err := os.Stat("/usr/bin/python3"); err != nil {
+		t.Skip("/usr/bin/python3 is not installed")
+	}
+	// Somewhere nobody (65534) can run the binary and own a home.
+	root, err := os.MkdirTemp("", "mlu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	os.Chmod(root, 0o755)
+	data, err := os.ReadFile(binary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(root, "mlagent")
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	home := filepath.Join(root, "home")
+	os.Mkdir(home, 0o700)
+	os.Chown(home, 65534, 65534)
+
+	forks := `import os, time
+ok = failed = 0
+for i in range(100):
+    try:
+        pid = os.fork()
+    except OSError:
+        failed += 1
+        continue
+    if pid == 0:
+        time.sleep(10)
+        os._exit(0)
+    ok += 1
+print(ok, failed)`
+	cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+		bin, "sandbox", "run", "--pids", "32", "--", "/usr/bin/python3", "-c", forks)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home, "MLAGENT_HOME=" + home,
+		"XDG_CONFIG_HOME=" + filepath.Join(home, "config"), "MLAGENT_LOG_LEVEL=error"}
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("sandbox run as nobody: %v\n%s", err, ee.Stderr)
+		}
+		t.Fatal(err)
+	}
+	t.Logf("forks under --pids 32 as nobody (started, refused): %s", out)
+	var ok, failed int
+	if _, err := fmt.Sscan(string(out), &ok, &failed); err != nil || ok == 0 || ok >= 32 || failed == 0 {
+		t.Errorf("forks under --pids 32 as nobody: got %q; want some started, fewer than 32, and the rest refused", out)
+	}
 }

@@ -8,18 +8,33 @@ import (
 	"strings"
 
 	"github.com/mlagent/mlagent/internal/config"
+	"github.com/mlagent/mlagent/internal/sandbox"
 )
 
-// limitFlags are --cpus and --memory, shared by the commands that create
-// sandboxes; defaults come from config sandbox.cpus and sandbox.memory.
+// limitFlags are --cpus, --memory and --pids, shared by the commands that
+// create sandboxes; defaults come from config sandbox.cpus, sandbox.memory
+// and sandbox.pids.
 type limitFlags struct {
 	cpus   float64
 	memory string
+	pids   int
 }
 
 func (l *limitFlags) register(fs *flag.FlagSet, cfg *config.Config) {
 	fs.Float64Var(&l.cpus, "cpus", cfg.Sandbox.CPUs, "CPU limit, e.g. 2.5; 0 = none (config sandbox.cpus; needs cgroups: root or a delegated cgroup v2 subtree)")
 	fs.StringVar(&l.memory, "memory", cfg.Sandbox.Memory, `memory limit, e.g. 8G or 512M; "" = none (config sandbox.memory)`)
+	fs.IntVar(&l.pids, "pids", cfg.Sandbox.Pids, "most processes and threads at once, against fork bombs; 0 = none (config sandbox.pids)")
+}
+
+// pidsLimit is --pids as sandbox.Spec.Pids.
+func (l *limitFlags) pidsLimit() (int, error) {
+	switch {
+	case l.pids < 0:
+		return 0, fmt.Errorf("--pids %d: want a number of processes ≥ 0", l.pids)
+	case l.pids == 0:
+		return sandbox.NoPidsLimit, nil
+	}
+	return l.pids, nil
 }
 
 // values checks the flags and returns the CPU and byte limits.

@@ -47,6 +47,7 @@ type SandboxConfig struct {
 	IdleTimeout string  `toml:"idle_timeout"` // idle limit, Go duration; "" = none
 	CPUs        float64 `toml:"cpus"`         // CPU limit per sandbox, e.g. 4; 0 = none
 	Memory      string  `toml:"memory"`       // memory limit per sandbox, e.g. "16G"; "" = none
+	Pids        int     `toml:"pids"`         // most tasks (processes and threads) per sandbox; 0 = none
 	// Image is the OCI image sandboxes run on (a registry reference, an
 	// OCI layout directory or an archive); "" = the host's /usr.
 	Image string `toml:"image"`
@@ -92,7 +93,7 @@ func Defaults() *Config {
 				"huggingface.co", "*.huggingface.co", "*.hf.co", "cdn-lfs.huggingface.co",
 			},
 		},
-		Sandbox:   SandboxConfig{Backend: "local"},
+		Sandbox:   SandboxConfig{Backend: "local", Pids: 1024}, // sandbox.DefaultPids
 		Run:       RunConfig{Model: DefaultModel, BudgetUSD: 5, MaxTurns: 200},
 		Dashboard: DashboardConfig{Listen: "127.0.0.1:8792"},
 		Syncer:    SyncerConfig{Interval: "30s", HubURL: "https://huggingface.co"},

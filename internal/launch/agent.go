@@ -37,6 +37,8 @@ type AgentRequest struct {
 	// CPUs and MemoryBytes limit the sandbox where the backend can.
 	CPUs        float64
 	MemoryBytes int64
+	// Pids bounds its tasks: 0 is config sandbox.pids, sandbox.NoPidsLimit none.
+	Pids int
 	// Approver, when set, decides the sandbox's writes that the gateway
 	// holds (Hub writes, git pushes); only the in-process gateway holds.
 	Approver gateway.Approver
@@ -78,7 +80,7 @@ func (h *Host) StartAgent(ctx context.Context, r AgentRequest) (_ *AgentSession,
 	sb, err := h.NewSandbox(ctx, SandboxRequest{
 		Volumes: s.Volumes, GPU: gpu, BudgetUSD: r.BudgetUSD,
 		Labels: map[string]string{"mlagent.session": s.ID},
-		CPUs:   r.CPUs, MemoryBytes: r.MemoryBytes,
+		CPUs:   r.CPUs, MemoryBytes: r.MemoryBytes, Pids: r.Pids,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create sandbox: %w", err)

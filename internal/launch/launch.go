@@ -248,6 +248,8 @@ type SandboxRequest struct {
 	// CPUs and MemoryBytes limit the sandbox where the backend can.
 	CPUs        float64
 	MemoryBytes int64
+	// Pids bounds its tasks: 0 is config sandbox.pids, sandbox.NoPidsLimit none.
+	Pids int
 }
 
 // Sandbox is a sandbox whose token dies with it.
@@ -257,6 +259,17 @@ type Sandbox struct {
 	host    *Host
 	once    sync.Once
 	termErr error
+}
+
+// pids is the process limit for a request's Pids.
+func (h *Host) pids(req int) int {
+	if req != 0 {
+		return req
+	}
+	if n := h.opts.Config.Sandbox.Pids; n > 0 {
+		return n
+	}
+	return sandbox.NoPidsLimit // config sandbox.pids = 0
 }
 
 // NewSandbox issues a token, creates the sandbox with the gateway as its
@@ -292,6 +305,7 @@ func (h *Host) NewSandbox(ctx context.Context, r SandboxRequest) (*Sandbox, erro
 		IdleTimeout: r.IdleTimeout,
 		CPUs:        r.CPUs,
 		MemoryBytes: r.MemoryBytes,
+		Pids:        h.pids(r.Pids),
 	})
 	if err != nil {
 		if rerr := h.tokens.Revoke(context.WithoutCancel(ctx), tok.ID); rerr != nil {

@@ -68,6 +68,11 @@ type Spec struct {
 	// log and in Info.Notes rather than failing.
 	CPUs        float64
 	MemoryBytes int64
+	// Pids bounds the tasks (processes and threads) alive at once, so a
+	// fork bomb cannot take the host's PID table: 0 is DefaultPids,
+	// NoPidsLimit none. Unlike CPUs and MemoryBytes, a backend that
+	// cannot bound them refuses to create the sandbox.
+	Pids int
 	// Image is the OCI image reference the sandbox runs on; "" is the
 	// backend's default (the host's /usr locally). Each backend resolves
 	// it its own way: bubblewrap through the host's image cache, a pod
@@ -80,6 +85,14 @@ type Spec struct {
 	// that long with no command running. 0 means none.
 	Timeout, IdleTimeout time.Duration
 }
+
+// DefaultPids is the tasks a sandbox may have when its Spec names no
+// limit (config sandbox.pids): enough for training with data-loader
+// workers and their threads.
+const DefaultPids = 1024
+
+// NoPidsLimit as Spec.Pids runs a sandbox without a process limit.
+const NoPidsLimit = -1
 
 // Mount puts the named volume at Path inside the sandbox.
 type Mount struct {

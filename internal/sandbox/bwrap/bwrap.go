@@ -112,6 +112,7 @@ type Sandbox struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
 	cg     *cgroup.Group // nil without limits
+	nproc  int           // RLIMIT_NPROC for init, where no pids cgroup bounds the tasks
 
 	termOnce sync.Once
 	termErr  error
@@ -161,19 +162,9 @@ func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 	if n := len(controlPath(rec.StateDir)); n > maxSocketPath {
 		return nil, fmt.Errorf("create sandbox %s: state directory %s is too long for a Unix socket (%d > %d bytes); set a shorter MLAGENT_HOME", spec.Name, rec.StateDir, n, maxSocketPath)
 	}
-	var cg *cgroup.Group
-	if spec.CPUs > 0 || spec.MemoryBytes > 0 {
-		// bubblewrap has no cgroup support of its own: the processes are
-		// moved into a group of ours as they start (see start).
-		g, err := cgroup.New(rec.Name, cgroup.Limits{CPUs: spec.CPUs, MemoryBytes: spec.MemoryBytes})
-		if err != nil {
-			rec.Notes = append(rec.Notes, "cpu/memory limits not enforced: "+err.Error())
-			b.log.Warn("sandbox limits not enforced", "sandbox", spec.Name,
-				"cpus", spec.CPUs, "memory_bytes", spec.MemoryBytes, "reason", err)
-		} else {
-			cg = g
-			rec.Notes = append(rec.Notes, limitsNote(spec, g))
-		}
+	cg, nproc, err := b.limits(spec, rec)
+	if err != nil {
+		return nil, fmt.Errorf("create sandbox %s: %w", spec.Name, err)
 	}
 	if err := b.claim(ctx, rec); err != nil {
 		if cg != nil {
@@ -182,7 +173,7 @@ func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 		return nil, fmt.Errorf("create sandbox %s: %w", spec.Name, err)
 	}
 	s := &Sandbox{b: b, rec: rec, client: &initproc.Client{Socket: controlPath(rec.StateDir)},
-		log: b.log.With("sandbox", rec.Name), exited: make(chan struct{}), cg: cg}
+		log: b.log.With("sandbox", rec.Name), exited: make(chan struct{}), cg: cg, nproc: nproc}
 	defer func() {
 		if err != nil {
 			b.forget(context.WithoutCancel(ctx), rec.Name)
@@ -610,7 +601,16 @@ func (s *Sandbox) start(ctx context.Context, args []string, files []*os.File) er
 		if err != nil {
 			s.kill()
 			<-s.exited
-			return fmt.Errorf("apply cpu/memory limits: %w", err)
+			return fmt.Errorf("apply limits: %w", err)
+		}
+	}
+	if s.nproc > 0 {
+		// Before any command: everything init starts inherits it.
+		lim := unix.Rlimit{Cur: uint64(s.nproc), Max: uint64(s.nproc)}
+		if err := unix.Prlimit(r.pid, unix.RLIMIT_NPROC, &lim, nil); err != nil {
+			s.kill()
+			<-s.exited
+			return fmt.Errorf("apply the process limit (RLIMIT_NPROC): %w", err)
 		}
 	}
 	start, err := procStartTime(r.pid)
@@ -727,6 +727,14 @@ func (s *Sandbox) terminate(ctx context.Context) error {
 		return fmt.Errorf("terminate %s: %w", s.rec.Name, err)
 	}
 	os.Remove(controlPath(s.rec.StateDir))
+	if s.cmd != nil && s.cg != nil {
+		// bwrap is in the group too: once it is reaped, the group is
+		// empty and goes at the first rmdir, without polling.
+		select {
+		case <-s.exited:
+		case <-ctx.Done():
+		}
+	}
 	if err := removeCgroup(s.rec.StateDir); err != nil {
 		s.log.Warn("remove the sandbox's cgroup", "err", err)
 	}
@@ -736,19 +744,80 @@ func (s *Sandbox) terminate(ctx context.Context) error {
 	return s.b.forget(context.WithoutCancel(ctx), s.rec.Name)
 }
 
-// limitsNote says which limits a sandbox has and how they are enforced,
-// e.g. "limits: 1.5 CPUs, 8 GiB memory (cgroup v1)".
-func limitsNote(spec sandbox.Spec, g *cgroup.Group) string {
-	var parts []string
-	if spec.CPUs > 0 {
-		parts = append(parts, strconv.FormatFloat(spec.CPUs, 'g', -1, 64)+" CPUs")
+// ErrPidsUnbounded: a sandbox's processes could not be bounded, and the
+// backend refuses to run it without a bound.
+var ErrPidsUnbounded = errors.New("cannot bound the sandbox's processes")
+
+// Overridden by tests: the cgroup factory and the user we run as.
+var (
+	newCgroup = cgroup.New
+	geteuid   = os.Geteuid
+)
+
+// limits makes the sandbox's cgroup (bubblewrap has no cgroup support of
+// its own: its processes are moved into the group as they start). CPU and
+// memory limits are best effort: a note says when they are not enforced.
+// The process limit is not, since a fork bomb takes the host's whole PID
+// table: without a pids cgroup it falls back to RLIMIT_NPROC on init
+// (nproc), which the kernel counts per user namespace; but it exempts
+// root's processes, and sandboxes of root are the host's uid 0 outside,
+// so for root Create refuses instead.
+func (b *Backend) limits(spec sandbox.Spec, rec *record) (_ *cgroup.Group, nproc int, _ error) {
+	pids := int64(spec.Pids)
+	switch {
+	case spec.Pids == 0:
+		pids = sandbox.DefaultPids
+	case spec.Pids < 0:
+		pids = 0
 	}
-	if m := spec.MemoryBytes; m > 0 {
+	want := cgroup.Limits{CPUs: spec.CPUs, MemoryBytes: spec.MemoryBytes, Pids: pids}
+	if want == (cgroup.Limits{}) {
+		return nil, 0, nil
+	}
+	g, err := newCgroup(rec.Name, want)
+	if err == nil {
+		rec.Notes = append(rec.Notes, limitsNote(want, g))
+		return g, 0, nil
+	}
+	if want.CPUs > 0 || want.MemoryBytes > 0 {
+		rec.Notes = append(rec.Notes, "cpu/memory limits not enforced: "+err.Error())
+		b.log.Warn("sandbox limits not enforced", "sandbox", rec.Name,
+			"cpus", spec.CPUs, "memory_bytes", spec.MemoryBytes, "reason", err)
+		if pids > 0 {
+			only := cgroup.Limits{Pids: pids}
+			if g, err2 := newCgroup(rec.Name, only); err2 == nil {
+				rec.Notes = append(rec.Notes, limitsNote(only, g))
+				return g, 0, nil
+			}
+		}
+	}
+	if pids == 0 {
+		return nil, 0, nil
+	}
+	if geteuid() == 0 {
+		return nil, 0, fmt.Errorf("%w: %v; as root mlagent needs a writable pids cgroup (the v1 pids hierarchy, or cgroup v2 with the pids controller), "+
+			"since RLIMIT_NPROC does not apply to root; or set sandbox.pids = 0 in config.toml (--pids 0) to run without a process limit", ErrPidsUnbounded, err)
+	}
+	rec.Notes = append(rec.Notes, fmt.Sprintf("limits: %d tasks (RLIMIT_NPROC; no pids cgroup: %v)", pids, err))
+	return nil, int(pids), nil
+}
+
+// limitsNote says which limits a sandbox has and how they are enforced,
+// e.g. "limits: 1.5 CPUs, 8 GiB memory, 1024 tasks (cgroup v1)".
+func limitsNote(l cgroup.Limits, g *cgroup.Group) string {
+	var parts []string
+	if l.CPUs > 0 {
+		parts = append(parts, strconv.FormatFloat(l.CPUs, 'g', -1, 64)+" CPUs")
+	}
+	if m := l.MemoryBytes; m > 0 {
 		unit, v := "MiB", float64(m)/(1<<20)
 		if m >= 1<<30 {
 			unit, v = "GiB", float64(m)/(1<<30)
 		}
 		parts = append(parts, strconv.FormatFloat(v, 'f', -1, 64)+" "+unit+" memory")
+	}
+	if l.Pids > 0 {
+		parts = append(parts, strconv.FormatInt(l.Pids, 10)+" tasks")
 	}
 	version := "cgroup v1"
 	if g.V2 {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,8 +14,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mlagent/mlagent/internal/sandbox"
+	"github.com/mlagent/mlagent/internal/sandbox/cgroup"
 	"github.com/mlagent/mlagent/internal/sandbox/sandboxtest"
 	"github.com/mlagent/mlagent/internal/secrets"
 )
@@ -506,5 +509,50 @@ func TestAgentDescriptorsOutOfReach(t *testing.T) {
 	}
 	if err := <-agentDone; err != nil {
 		t.Errorf("agent: %v", err)
+	}
+}
+
+// TestForkBombBounded: every sandbox has a process limit by default; a
+// real fork bomb inside stays under it while the sandbox still serves,
+// and Terminate ends it all. (The bomb has a depth, about 2,000 shells
+// unbounded, so that a broken limit could not take this shared host's PID
+// table; the limit is checked in place before it runs.)
+func TestForkBombBounded(t *testing.T) {
+	sandboxtest.RequireBwrap(t)
+	if err := cgroup.Available(cgroup.Limits{Pids: 64}); errors.Is(err, cgroup.ErrUnavailable) {
+		t.Skipf("this host gives no pids cgroup (TestPidsFallback covers the rest): %v", err)
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	b := newTestEnv(t).backend(t)
+	sb, err := b.Create(context.Background(), sandbox.Spec{Pids: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Terminate(context.Background())
+	s := sb.(*Sandbox)
+	if notes := strings.Join(s.Info().Notes, "; "); !strings.Contains(notes, "64 tasks (cgroup v") {
+		t.Errorf("notes %q; want the process limit and where it is enforced", notes)
+	}
+	if n, _ := s.cg.Tasks(); n < 1 || n > 64 {
+		t.Fatalf("tasks in the sandbox's group before the bomb: %d; want its init there, under the limit (not running the bomb)", n)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go sb.Exec(ctx, sandbox.ExecRequest{Argv: []string{"sh", "-c", `b() { [ "$1" -gt 0 ] && { b $(($1-1)) & b $(($1-1)) & }; sleep 30; }; b 10`}})
+	var peak, refused int64
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		n, r := s.cg.Tasks()
+		peak, refused = max(peak, n), r
+	}
+	if peak > 64 || refused < 1 {
+		t.Errorf("fork bomb: peak %d tasks, %d forks refused; want at most 64 and refusals", peak, refused)
+	}
+	t.Logf("fork bomb under a 64-task limit: peak %d tasks, %d forks refused", peak, refused)
+	if err := sb.Terminate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := hostProcesses(t, s.rec.StateDir); n > 0 {
+		t.Errorf("%d processes left after Terminate", n)
 	}
 }

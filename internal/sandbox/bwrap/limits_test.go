@@ -3,6 +3,7 @@ package bwrap
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -33,7 +34,7 @@ func TestLimits(t *testing.T) {
 	}
 	defer sb.Terminate(context.Background())
 	s := sb.(*Sandbox)
-	if notes := strings.Join(s.Info().Notes, "; "); !strings.Contains(notes, "limits: 1 CPUs, 96 MiB memory (cgroup v") {
+	if notes := strings.Join(s.Info().Notes, "; "); !strings.Contains(notes, "limits: 1 CPUs, 96 MiB memory, 1024 tasks (cgroup v") {
 		t.Errorf("notes %q; want the limits and where they are enforced", notes)
 	}
 	dirs := s.cg.Dirs()
@@ -68,5 +69,45 @@ func TestLimits(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(s.rec.StateDir, "cgroup")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("cgroup file left in the state dir: %v", err)
+	}
+}
+
+// TestPidsFallback: without a pids cgroup, a sandbox of a user other than
+// root gets RLIMIT_NPROC on its init (inherited by every command); root,
+// whose processes RLIMIT_NPROC exempts, is refused with what to do.
+func TestPidsFallback(t *testing.T) {
+	sandboxtest.RequireBwrap(t)
+	noCgroup := func(name string, l cgroup.Limits) (*cgroup.Group, error) {
+		return nil, fmt.Errorf("%w: cgroupfs is read-only here", cgroup.ErrUnavailable)
+	}
+	defer func(f func(string, cgroup.Limits) (*cgroup.Group, error), g func() int) { newCgroup, geteuid = f, g }(newCgroup, geteuid)
+	newCgroup = noCgroup
+	b := newTestEnv(t).backend(t)
+
+	geteuid = func() int { return 0 }
+	_, err := b.Create(context.Background(), sandbox.Spec{})
+	if !errors.Is(err, ErrPidsUnbounded) || !strings.Contains(err.Error(), "sandbox.pids = 0") || !strings.Contains(err.Error(), "read-only") {
+		t.Errorf("root without a pids cgroup: got %v; want ErrPidsUnbounded saying why and what to do", err)
+	}
+	if sb, err := b.Create(context.Background(), sandbox.Spec{Pids: sandbox.NoPidsLimit}); err != nil {
+		t.Errorf("root, no limit asked: %v", err)
+	} else {
+		sb.Terminate(context.Background())
+	}
+
+	geteuid = func() int { return 1000 }
+	sb, err := b.Create(context.Background(), sandbox.Spec{Pids: 77})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Terminate(context.Background())
+	if notes := strings.Join(sb.(*Sandbox).Info().Notes, "; "); !strings.Contains(notes, "77 tasks (RLIMIT_NPROC") {
+		t.Errorf("notes %q; want the RLIMIT_NPROC fallback named", notes)
+	}
+	// Inherited by what runs inside. (That the kernel enforces it for a
+	// user other than root: cli's TestSandboxPidsAsUser.)
+	out, code := run(t, sb, "bash", "-c", "ulimit -u")
+	if code != 0 || strings.TrimSpace(out) != "77" {
+		t.Errorf("ulimit -u inside: got %d %q; want 77", code, out)
 	}
 }

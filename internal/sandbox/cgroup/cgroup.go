@@ -1,7 +1,8 @@
-// Package cgroup puts a sandbox's processes under CPU and memory limits
-// with the host's cgroup filesystem: cgroup v2 where its controllers are
-// available (a delegated subtree, or the root of a container's cgroup
-// namespace), else the v1 memory and cpu hierarchies. Creating a group
+// Package cgroup puts a sandbox's processes under CPU, memory and process
+// count limits with the host's cgroup filesystem: cgroup v2 where its
+// controllers are available (a delegated subtree, or the root of a
+// container's cgroup namespace), else the v1 memory, cpu and pids
+// hierarchies. Creating a group
 // needs write access there: root, or a delegated v2 subtree such as a
 // systemd user session's. Where that is missing, New says why and the
 // caller runs without limits (bubblewrap itself has no cgroup support).
@@ -25,6 +26,7 @@ import (
 type Limits struct {
 	CPUs        float64 // CPU time per wall-clock second, e.g. 1.5
 	MemoryBytes int64   // resident memory (and swap) before the OOM killer
+	Pids        int64   // tasks (processes and threads) at once; fork fails beyond
 }
 
 // ErrUnavailable wraps every reason a group could not be made.
@@ -55,10 +57,10 @@ var system = host{mountinfo: "/proc/self/mountinfo", selfCgroup: "/proc/self/cgr
 func New(name string, l Limits) (*Group, error) { return system.create(name, l) }
 
 func (h host) create(name string, l Limits) (*Group, error) {
-	if l.CPUs < 0 || l.MemoryBytes < 0 {
+	if l.CPUs < 0 || l.MemoryBytes < 0 || l.Pids < 0 {
 		return nil, fmt.Errorf("%w: negative limit", ErrUnavailable)
 	}
-	if l.CPUs == 0 && l.MemoryBytes == 0 {
+	if l.CPUs == 0 && l.MemoryBytes == 0 && l.Pids == 0 {
 		return &Group{}, nil
 	}
 	mounts, err := h.mounts()
@@ -75,6 +77,9 @@ func (h host) create(name string, l Limits) (*Group, error) {
 	}
 	if l.CPUs > 0 {
 		need = append(need, "cpu")
+	}
+	if l.Pids > 0 {
+		need = append(need, "pids")
 	}
 	// A random suffix: two homes (or users) with a sandbox of the same
 	// name, or a Create that reuses a running sandbox's name, never share
@@ -138,7 +143,7 @@ func (h host) mounts() (map[string]mount, error) {
 			out["cgroup2"] = m
 		case "cgroup":
 			for _, o := range strings.Split(b[2], ",") {
-				if o == "memory" || o == "cpu" {
+				if o == "memory" || o == "cpu" || o == "pids" {
 					out[o] = m
 				}
 			}
@@ -242,6 +247,12 @@ func createV2(m mount, own, leaf string, need []string, l Limits) (*Group, error
 			return nil, err
 		}
 	}
+	if l.Pids > 0 {
+		if err := write(filepath.Join(dir, "pids.max"), strconv.FormatInt(l.Pids, 10)); err != nil {
+			g.Remove()
+			return nil, err
+		}
+	}
 	return g, nil
 }
 
@@ -276,6 +287,8 @@ func createV1(mounts map[string]mount, own map[string]string, leaf string, need 
 			if err = write(filepath.Join(dir, "cpu.cfs_period_us"), strconv.Itoa(cpuPeriod)); err == nil {
 				err = write(filepath.Join(dir, "cpu.cfs_quota_us"), strconv.FormatInt(quota(l.CPUs), 10))
 			}
+		case "pids":
+			err = write(filepath.Join(dir, "pids.max"), strconv.FormatInt(l.Pids, 10))
 		}
 		if err != nil {
 			g.Remove()
@@ -347,6 +360,30 @@ func (g *Group) OOMKills() int64 {
 		}
 	}
 	return 0
+}
+
+// Tasks is how many tasks (processes and threads) the group holds, and
+// how many forks it refused for its pids limit; -1, -1 without a pids
+// controller.
+func (g *Group) Tasks() (current, refused int64) {
+	current, refused = -1, -1
+	for _, d := range g.dirs {
+		data, err := os.ReadFile(filepath.Join(d, "pids.current"))
+		if err != nil {
+			continue
+		}
+		current, _ = strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
+		refused = 0
+		if ev, err := os.ReadFile(filepath.Join(d, "pids.events")); err == nil {
+			for _, line := range strings.Split(string(ev), "\n") {
+				if v, ok := strings.CutPrefix(line, "max "); ok {
+					refused, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				}
+			}
+		}
+		return current, refused
+	}
+	return current, refused
 }
 
 // Remove deletes the group once its processes are gone; they may take a

@@ -48,7 +48,7 @@ func TestCreateV2(t *testing.T) {
 			"sys/fs/cgroup/user.slice/app.slice/cgroup.controllers":     "cpu io memory pids\n",
 			"sys/fs/cgroup/user.slice/app.slice/cgroup.subtree_control": "",
 		})
-	g, err := h.create("s1", Limits{CPUs: 0.5, MemoryBytes: 64 << 20})
+	g, err := h.create("s1", Limits{CPUs: 0.5, MemoryBytes: 64 << 20, Pids: 1024})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,6 +62,9 @@ func TestCreateV2(t *testing.T) {
 	}
 	if got := read(t, filepath.Join(dir, "cpu.max")); got != "50000 100000" {
 		t.Errorf("cpu.max = %q", got)
+	}
+	if got := read(t, filepath.Join(dir, "pids.max")); got != "1024" {
+		t.Errorf("pids.max = %q", got)
 	}
 	if got := read(t, filepath.Join(root, "sys/fs/cgroup/user.slice/app.slice/cgroup.subtree_control")); !strings.HasPrefix(got, "+") {
 		t.Errorf("subtree_control = %q; want controllers enabled", got)
@@ -80,19 +83,28 @@ func TestCreateV1Hybrid(t *testing.T) {
 	h, root := fakeHost(t,
 		"32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n"+
 			"35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"+
+			"36 31 0:33 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n"+
 			"41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n",
-		"4:memory:/process_api/abc\n1:cpu,cpuacct:/\n0::/\n",
+		"8:pids:/\n4:memory:/process_api/abc\n1:cpu,cpuacct:/\n0::/\n",
 		map[string]string{
 			"sys/fs/cgroup/unified/cgroup.controllers":   "hugetlb\n",
 			"sys/fs/cgroup/memory/process_api/abc/tasks": "",
 			"sys/fs/cgroup/cpu,cpuacct/cgroup.procs":     "",
+			"sys/fs/cgroup/pids/cgroup.procs":            "",
 		})
-	g, err := h.create("s2", Limits{CPUs: 2, MemoryBytes: 1 << 30})
+	g, err := h.create("s2", Limits{CPUs: 2, MemoryBytes: 1 << 30, Pids: 64})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if g.V2 || len(g.dirs) != 2 || !strings.HasPrefix(filepath.Base(g.dirs[0]), "mlagent-s2-") {
+	if g.V2 || len(g.dirs) != 3 || !strings.HasPrefix(filepath.Base(g.dirs[0]), "mlagent-s2-") {
 		t.Fatalf("group %+v; want v1 groups mlagent-s2-…", g)
+	}
+	pids := filepath.Join(root, "sys/fs/cgroup/pids", filepath.Base(g.dirs[0]))
+	if g.dirs[2] != pids {
+		t.Fatalf("group %+v; want the pids group at %s", g, pids)
+	}
+	if got := read(t, filepath.Join(pids, "pids.max")); got != "64" {
+		t.Errorf("pids.max = %q", got)
 	}
 	mem := filepath.Join(root, "sys/fs/cgroup/memory/process_api/abc", filepath.Base(g.dirs[0]))
 	cpu := filepath.Join(root, "sys/fs/cgroup/cpu,cpuacct", filepath.Base(g.dirs[0]))
@@ -104,6 +116,18 @@ func TestCreateV1Hybrid(t *testing.T) {
 	}
 	if got := read(t, filepath.Join(cpu, "cpu.cfs_quota_us")); got != "200000" {
 		t.Errorf("cpu.cfs_quota_us = %q", got)
+	}
+}
+
+// A v2 parent without the pids controller cannot bound processes; the
+// error names the controller.
+func TestCreateV2WithoutPids(t *testing.T) {
+	h, _ := fakeHost(t,
+		"30 1 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n",
+		"0::/user.slice/app.slice/term.scope\n",
+		map[string]string{"sys/fs/cgroup/user.slice/app.slice/cgroup.controllers": "cpu memory\n"})
+	if _, err := h.create("s4", Limits{Pids: 10}); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "pids") {
+		t.Fatalf("got %v; want ErrUnavailable naming the pids controller", err)
 	}
 }
 
@@ -139,6 +163,26 @@ func TestMain(m *testing.M) {
 		b := make([]byte, 512<<20)
 		for i := 0; i < len(b); i += 4096 {
 			b[i] = 1
+		}
+		os.Exit(0)
+	case "fork":
+		// Start children that sleep until stdin closes, as many as the
+		// group lets us, up to 200, and print how many.
+		os.Stdin.Read(make([]byte, 1))
+		n := 0
+		var kids []*exec.Cmd
+		for i := 0; i < 200; i++ {
+			c := exec.Command("sleep", "30")
+			if c.Start() != nil {
+				continue
+			}
+			kids = append(kids, c)
+			n++
+		}
+		os.Stdout.WriteString(strconv.Itoa(n) + "\n")
+		for _, c := range kids {
+			c.Process.Kill()
+			c.Wait()
 		}
 		os.Exit(0)
 	case "spin":
@@ -199,6 +243,36 @@ func TestMemoryLimitKills(t *testing.T) {
 	}
 	if n := g.OOMKills(); n < 1 {
 		t.Errorf("OOMKills = %d; want ≥ 1", n)
+	}
+}
+
+func TestPidsLimitRefusesForks(t *testing.T) {
+	g := realGroup(t, Limits{Pids: 20})
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "CGROUP_TEST_CHILD=fork", "GOMAXPROCS=1")
+	in, _ := cmd.StdinPipe()
+	var out strings.Builder
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Add(cmd.Process.Pid); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("Add: %v", err)
+	}
+	in.Write([]byte{1})
+	in.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	// The child's own threads count too: fewer than 20 children start.
+	n, err := strconv.Atoi(strings.TrimSpace(out.String()))
+	if err != nil || n >= 20 || n == 0 {
+		t.Errorf("children started under a 20-task limit: %q; want some, and under 20", out.String())
+	}
+	if _, refused := g.Tasks(); refused < 1 {
+		t.Errorf("Tasks: %d forks refused; want the refusals counted", refused)
 	}
 }
 
