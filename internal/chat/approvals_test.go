@@ -5,12 +5,12 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/mlagent/mlagent/internal/permission"
 	"github.com/mlagent/mlagent/internal/protocol"
+	"github.com/mlagent/mlagent/internal/syncbuf"
 )
 
 // TestAgentApprovals: the agent's approvals (commands in ask-all mode)
@@ -81,7 +81,7 @@ func TestHostApprovals(t *testing.T) {
 	t.Run("asked", func(t *testing.T) {
 		h := NewHostApprovals()
 		p := newPerson(t)
-		var buf syncBuf
+		var buf syncbuf.Buffer
 		waitFor := func(s string) {
 			for deadline := time.Now().Add(10 * time.Second); !strings.Contains(buf.String(), s); time.Sleep(5 * time.Millisecond) {
 				if time.Now().After(deadline) {
@@ -161,22 +161,4 @@ func TestHostApprovals(t *testing.T) {
 			t.Errorf("stderr: %q", stderr.String())
 		}
 	})
-}
-
-// syncBuf is a bytes.Buffer that the test reads while the chat writes.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -9,34 +9,18 @@ import (
 	"os"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/anthropics/anthropic-sdk-go"
 	"github.com/anthropics/anthropic-sdk-go/option"
+
 	"github.com/mlagent/mlagent/internal/config"
 	"github.com/mlagent/mlagent/internal/fakeapi"
 	"github.com/mlagent/mlagent/internal/gateway"
 	"github.com/mlagent/mlagent/internal/secrets"
+	"github.com/mlagent/mlagent/internal/syncbuf"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestGatewayCommandEndToEnd is the issue's "done when": a key in the
 // secret store, `mlagent gateway`, a token from the admin API, the SDK
@@ -59,7 +43,7 @@ func TestGatewayCommandEndToEnd(t *testing.T) {
 	if err := secrets.Open(cfg.SecretsPath()).Set("anthropic", map[string]string{secrets.AnthropicKey: key}); err != nil {
 		t.Fatal(err)
 	}
-	out, logs := &lockedBuffer{}, &lockedBuffer{}
+	out, logs := &syncbuf.Buffer{}, &syncbuf.Buffer{}
 	env := &Env{Stdin: strings.NewReader(""), Stdout: out, Stderr: logs, Config: cfg, Getenv: getenv,
 		Log: slog.New(slog.NewTextHandler(logs, nil))}
 	ctx, cancel := context.WithCancel(context.Background())

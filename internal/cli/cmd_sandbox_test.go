@@ -8,12 +8,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/mlagent/mlagent/internal/sandbox/cgroup"
 	"github.com/mlagent/mlagent/internal/sandbox/sandboxtest"
+	"github.com/mlagent/mlagent/internal/syncbuf"
 )
 
 // cliEnv is a temporary MLAGENT_HOME for running the real binary.
@@ -130,7 +130,7 @@ func TestSandboxExecFromAnotherProcess(t *testing.T) {
 	e := newCLIEnv(t)
 	runCmd := exec.Command(binary, "sandbox", "run", "--no-gateway", "--name", "w1", "--", "sleep", "300")
 	runCmd.Env = e.env
-	var runErr syncBuf
+	var runErr syncbuf.Buffer
 	runCmd.Stderr = &runErr
 	if err := runCmd.Start(); err != nil {
 		t.Fatal(err)
@@ -180,24 +180,6 @@ func TestSandboxExecFromAnotherProcess(t *testing.T) {
 	if out, _, _ := e.run(t, "sandbox", "ls"); out != "no sandboxes\n" {
 		t.Errorf("ls after rm: got %q; want no sandboxes", out)
 	}
-}
-
-// syncBuf is a buffer a process writes while the test reads it.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestSandboxPidsAsUser: run by a user other than root, who can write no

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -21,8 +20,10 @@ import (
 
 	"github.com/anthropics/anthropic-sdk-go"
 	"github.com/anthropics/anthropic-sdk-go/option"
+
 	"github.com/mlagent/mlagent/internal/fakeapi"
 	"github.com/mlagent/mlagent/internal/store"
+	"github.com/mlagent/mlagent/internal/syncbuf"
 )
 
 const (
@@ -32,31 +33,13 @@ const (
 	adminTest = "admin-test-token"
 )
 
-// syncBuffer is a bytes.Buffer safe for the writer goroutine and tests.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type env struct {
 	g        *Gateway
 	up       *fakeapi.Server
 	data     *httptest.Server
 	admin    *httptest.Server
-	audit    *syncBuffer
-	logs     *syncBuffer
+	audit    *syncbuf.Buffer
+	logs     *syncbuf.Buffer
 	db       *store.DB
 	adminCli *AdminClient
 }
@@ -71,7 +54,7 @@ func newEnv(t *testing.T, resp fakeapi.Responder, mod func(*Config)) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	e := &env{up: up, audit: &syncBuffer{}, logs: &syncBuffer{}, db: db}
+	e := &env{up: up, audit: &syncbuf.Buffer{}, logs: &syncbuf.Buffer{}, db: db}
 	cfg := Config{
 		Upstream: up.URL(), APIKey: realKey, HFToken: realHF, GitHubToken: realGH,
 		DB: db, Audit: e.audit, Log: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),

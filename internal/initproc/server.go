@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mlagent/mlagent/internal/relay"
 	"github.com/mlagent/mlagent/internal/sandbox"
 )
 
@@ -129,7 +130,10 @@ func Run(ctx context.Context, opts Options) (err error) {
 			return fmt.Errorf("init: gateway bridge: %w", err)
 		}
 		defer bl.Close()
-		go serveBridge(ctx, bl, opts.GatewaySocket, log)
+		// Byte for byte to the gateway's socket: the sandbox has no
+		// other network, and the gateway sees plain HTTP (and CONNECT)
+		// as if spoken to it directly.
+		go relay.Serve(ctx, bl, "unix", opts.GatewaySocket, log)
 	}
 	if opts.Timeout > 0 {
 		t := time.AfterFunc(opts.Timeout, func() {

@@ -2,8 +2,6 @@ package launch
 
 import (
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"net/url"
 )
@@ -23,35 +21,4 @@ func hostPort(raw string) (string, error) {
 		return net.JoinHostPort(u.Hostname(), "80"), nil
 	}
 	return u.Host, nil
-}
-
-// forward copies bytes between each connection accepted on ln and a new
-// connection to addr, so CONNECT tunnels and streams pass untouched.
-func forward(ln net.Listener, addr string, log *slog.Logger) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			up, err := net.Dial("tcp", addr)
-			if err != nil {
-				log.Warn("shared gateway unreachable", "addr", addr, "err", err)
-				return
-			}
-			defer up.Close()
-			done := make(chan struct{}, 2)
-			go func() { io.Copy(up, c); closeWrite(up); done <- struct{}{} }()
-			go func() { io.Copy(c, up); closeWrite(c); done <- struct{}{} }()
-			<-done
-			<-done
-		}()
-	}
-}
-
-func closeWrite(c net.Conn) {
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
-	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/mlagent/mlagent/internal/config"
 	"github.com/mlagent/mlagent/internal/gateway"
+	"github.com/mlagent/mlagent/internal/relay"
 	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/secrets"
 	"github.com/mlagent/mlagent/internal/sessions"
@@ -169,7 +170,7 @@ func Start(ctx context.Context, o Options) (_ *Host, err error) {
 		if err != nil {
 			return nil, err
 		}
-		go forward(h.ln, addr, h.log)
+		go relay.Serve(context.WithoutCancel(ctx), h.ln, "tcp", addr, h.log)
 	} else {
 		h.srv = &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second}
 		go h.srv.Serve(h.ln)

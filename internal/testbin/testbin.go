@@ -27,7 +27,7 @@ func Build() (string, error) {
 			return
 		}
 		path = filepath.Join(dir, "mlagent")
-		out, berr := Command(path).CombinedOutput()
+		out, berr := buildCommand(path).CombinedOutput()
 		if berr != nil {
 			err = fmt.Errorf("build mlagent: %v\n%s", berr, out)
 		}
@@ -35,11 +35,11 @@ func Build() (string, error) {
 	return path, err
 }
 
-// Command is the build of ./cmd/mlagent into path, as the Makefile does
+// buildCommand is the build of ./cmd/mlagent into path, as the Makefile does
 // it: without cgo, so the binary is static. A static binary starts about
 // a millisecond sooner (no dynamic loader, no libc), which every
 // sandbox pays for its PID 1; nothing in mlagent needs cgo.
-func Command(path string) *exec.Cmd {
+func buildCommand(path string) *exec.Cmd {
 	cmd := exec.Command("go", "build", "-o", path, "github.com/mlagent/mlagent/cmd/mlagent")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	return cmd

@@ -2,7 +2,6 @@ package bwrap
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -14,26 +13,9 @@ import (
 	"github.com/mlagent/mlagent/internal/volume"
 )
 
-// binary is mlagent built once for every test: it is PID 1 inside.
-var binary string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "mlagent-bwrap-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "mlagent")
-	out, err := testbin.Command(binary).CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build mlagent: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+// mlagent is PID 1 inside: testbin builds it once, for the tests that
+// create a sandbox.
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m)) }
 
 // testEnv is one fake $MLAGENT_HOME.
 type testEnv struct {
@@ -60,7 +42,7 @@ func newTestEnv(t testing.TB) *testEnv {
 func (e *testEnv) backend(t testing.TB) *Backend {
 	t.Helper()
 	b, err := New(context.Background(), Options{
-		Binary:   binary,
+		Binary:   testbin.Path(t),
 		StateDir: filepath.Join(e.home, "sandboxes"),
 		Volumes:  volume.New(filepath.Join(e.home, "volumes")),
 		DB:       e.db,
