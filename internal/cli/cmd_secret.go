@@ -3,6 +3,8 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
+	"os"
 	"strings"
 
 	"github.com/mlagent/mlagent/internal/secrets"
@@ -20,17 +22,22 @@ const secretHelp = `Secrets are kept in $MLAGENT_HOME/secrets.json (mode 0600; a
 refused). Only the gateway and the syncer read them; sandboxes never see them.
 
   mlagent secret set NAME KEY=VALUE...   create or replace a secret
+                                         (KEY=@FILE reads the value from FILE, KEY=@- from stdin)
   mlagent secret ls                      list names and keys (never values)
   mlagent secret rm NAME                 delete a secret
 
 Keys mlagent uses: ANTHROPIC_API_KEY (model key; falls back to the environment),
 HF_TOKEN (Hugging Face, injected by the gateway and used by the syncer),
 GITHUB_TOKEN (git over HTTPS to github.com, injected by the gateway),
-MLAGENT_ADMIN_TOKEN (gateway admin plane; falls back to the environment).
+MLAGENT_ADMIN_TOKEN (gateway admin plane; falls back to the environment),
+GOOGLE_CREDENTIALS (Google Drive: a service-account key or authorized-user JSON),
+NOTION_TOKEN (Notion integration secret), SLACK_BOT_TOKEN and SLACK_APP_TOKEN
+(mlagent slack).
 
 Example:
   mlagent secret set anthropic ANTHROPIC_API_KEY=sk-ant-...
-  mlagent secret set huggingface HF_TOKEN=hf_...`
+  mlagent secret set huggingface HF_TOKEN=hf_...
+  mlagent secret set google GOOGLE_CREDENTIALS=@service-account.json`
 
 func runSecret(ctx context.Context, env *Env, args []string) int {
 	fs := newFlagSet(env, "secret", "secret set|ls|rm ...", secretHelp)
@@ -56,6 +63,16 @@ func runSecret(ctx context.Context, env *Env, args []string) int {
 				// Do not echo a: it may be a bare secret value.
 				fmt.Fprintln(env.Stderr, "mlagent secret set: each pair must be KEY=VALUE")
 				return ExitUsage
+			}
+			if name, ok := strings.CutPrefix(v, "@"); ok && name != "" {
+				// KEY=@FILE keeps long values (a JSON key file) out of argv
+				// and shell history.
+				b, err := readSecretFile(name, env)
+				if err != nil {
+					fmt.Fprintf(env.Stderr, "mlagent secret set: %s: %v\n", k, err)
+					return ExitFailure
+				}
+				v = strings.TrimRight(string(b), "\r\n")
 			}
 			kv[k] = v
 		}
@@ -91,4 +108,28 @@ func runSecret(ctx context.Context, env *Env, args []string) int {
 		return ExitUsage
 	}
 	return ExitOK
+}
+
+// readSecretFile reads a secret value from a file ("-" is stdin), at most
+// 1 MiB. Errors name the file, never its contents.
+func readSecretFile(name string, env *Env) ([]byte, error) {
+	var r io.Reader
+	if name == "-" {
+		r = env.Stdin
+	} else {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		r = f
+	}
+	b, err := io.ReadAll(io.LimitReader(r, 1<<20+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > 1<<20 {
+		return nil, fmt.Errorf("%s is larger than 1 MiB", name)
+	}
+	return b, nil
 }

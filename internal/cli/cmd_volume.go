@@ -23,12 +23,20 @@ const volumeHelp = `Volumes live under $MLAGENT_HOME/volumes and are mounted int
   mlagent volume put VOLUME SRC DEST       copy a host file or directory into the volume at DEST
   mlagent volume get VOLUME SRC DEST       copy SRC (file or directory) out of the volume to DEST
   mlagent volume rm VOLUME                 delete a volume and its files
+  mlagent volume import gdrive://ID VOLUME:PATH        copy from Google Drive (see below)
+  mlagent volume export VOLUME:PATH gdrive://FOLDER_ID copy to Google Drive
 
 Example (upload a local file for the agent; it appears at /data/datasets/my.tif):
-  mlagent volume put data ./my.tif datasets/my.tif`
+  mlagent volume put data ./my.tif datasets/my.tif
+
+` + volumeDriveHelp
 
 func runVolume(ctx context.Context, env *Env, args []string) int {
-	fs := newFlagSet(env, "volume", "volume ls|put|get|rm ...", volumeHelp)
+	fs := newFlagSet(env, "volume", "volume ls|put|get|rm|import|export ...", volumeHelp)
+	if len(args) > 0 && (args[0] == "import" || args[0] == "export") {
+		// These have flags of their own, after the subcommand.
+		return runVolumeDrive(ctx, env, args[0], args[1:])
+	}
 	if code := parseFlags(fs, args, env); code >= 0 {
 		return code
 	}
@@ -72,6 +80,8 @@ func runVolume(ctx context.Context, env *Env, args []string) int {
 			return ExitFailure
 		}
 		fmt.Fprintf(env.Stdout, "copied %d file(s)\n", n)
+	case "import", "export":
+		return runVolumeDrive(ctx, env, args[0], args[1:])
 	case "rm", "remove":
 		if len(args) != 2 {
 			fmt.Fprintln(env.Stderr, "usage: mlagent volume rm VOLUME")

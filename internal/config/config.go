@@ -26,6 +26,22 @@ type Config struct {
 	Run       RunConfig       `toml:"run"`
 	Dashboard DashboardConfig `toml:"dashboard"`
 	Syncer    SyncerConfig    `toml:"syncer"`
+	GDrive    GDriveConfig    `toml:"gdrive"`
+	Notion    NotionConfig    `toml:"notion"`
+}
+
+// GDriveConfig configures Google Drive: `mlagent volume import|export` and
+// the gateway's read-only /gdrive route.
+type GDriveConfig struct {
+	Upstream string `toml:"upstream"` // Drive API host, default https://www.googleapis.com
+}
+
+// NotionConfig configures the gateway's /notion route.
+type NotionConfig struct {
+	Upstream string `toml:"upstream"` // default https://api.notion.com
+	// Parents are the pages (ids or links) under which the agent may
+	// create report pages without asking.
+	Parents []string `toml:"parents"`
 }
 
 // GatewayConfig configures `mlagent gateway` and the in-process gateway.
@@ -145,6 +161,8 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		"MLAGENT_PERMISSION_MODE":  &c.Run.PermissionMode,
 		"MLAGENT_DASHBOARD_LISTEN": &c.Dashboard.Listen,
 		"MLAGENT_SPACE_ID":         &c.Syncer.SpaceID,
+		"MLAGENT_GDRIVE_UPSTREAM":  &c.GDrive.Upstream,
+		"MLAGENT_NOTION_UPSTREAM":  &c.Notion.Upstream,
 	}
 	for k, p := range str {
 		if v := getenv(k); v != "" {

@@ -46,6 +46,12 @@ type Config struct {
 	Transport http.RoundTripper
 	// Dial opens CONNECT tunnels; nil = net.Dialer with a 10 s timeout.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Services are extra routes to third-party APIs (Google Drive,
+	// Notion) with their credentials injected (services.go).
+	Services []Service
+	// ApproveWrite decides a service write its own policy did not
+	// pre-approve; nil refuses every such write.
+	ApproveWrite func(ctx context.Context, req WriteRequest) error
 }
 
 // MaxRequestBody is the largest request body forwarded (the API's limit).
@@ -63,6 +69,7 @@ type Gateway struct {
 	upstream, hfUpstream, gitUpstream *url.URL
 	model, hf, git                    *httputil.ReverseProxy
 	fwd                               *forwarder // nil: the model route uses model
+	services                          []*service
 
 	mu     sync.RWMutex
 	tokens map[[32]byte]*token
@@ -140,6 +147,9 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	g.hf = g.newPrefixProxy("/hf", g.hfUpstream, g.hfAuth)
 	g.git = g.newPrefixProxy("/git/github.com", g.gitUpstream, g.gitAuth)
+	if g.services, err = g.newServices(cfg.Services); err != nil {
+		return nil, err
+	}
 	go g.writer()
 	return g, nil
 }
@@ -278,6 +288,10 @@ func (g *Gateway) DataHandler() http.Handler {
 		case strings.HasPrefix(r.URL.Path, "/git/github.com/"):
 			g.serveProxied(w, r, "git", g.git)
 		default:
+			if s := g.serviceFor(r.URL.Path); s != nil {
+				g.serveService(w, r, s)
+				return
+			}
 			writeAPIError(w, http.StatusNotFound, "not_found_error", "mlagent gateway: no route for "+r.Method+" "+r.URL.Path)
 		}
 	})

@@ -22,6 +22,15 @@ const (
 	HFToken      = "HF_TOKEN"
 	GitHubToken  = "GITHUB_TOKEN"
 	AdminToken   = "MLAGENT_ADMIN_TOKEN"
+	// GoogleCredentials is a Google service-account key or authorized-user
+	// file (JSON), for Drive.
+	GoogleCredentials = "GOOGLE_CREDENTIALS"
+	// NotionToken is a Notion integration's secret.
+	NotionToken = "NOTION_TOKEN"
+	// SlackBotToken (xoxb-) and SlackAppToken (xapp-, Socket Mode) run
+	// `mlagent slack`.
+	SlackBotToken = "SLACK_BOT_TOKEN"
+	SlackAppToken = "SLACK_APP_TOKEN"
 )
 
 // ErrLoosePermissions is returned when the file is readable by others.

@@ -1,0 +1,160 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/mlagent/mlagent/internal/gdrive"
+	"github.com/mlagent/mlagent/internal/secrets"
+	"github.com/mlagent/mlagent/internal/volume"
+)
+
+const volumeDriveHelp = `Google Drive, from the host (the sandbox never sees the credential):
+
+  mlagent volume import gdrive://ID VOLUME:PATH     copy a Drive file or folder (recursively) into a volume
+  mlagent volume export VOLUME:PATH gdrive://FOLDER_ID   upload a volume file or directory into a Drive folder
+
+  --doc FORMAT      Google Docs as md (default), docx, pdf, txt, odt, rtf, epub, html (a zip)
+  --sheet FORMAT    Google Sheets as csv (default; first sheet), xlsx, ods, tsv, pdf
+  --slides FORMAT   Google Slides as pdf (default), pptx, odp, txt
+  --drawing FORMAT  Google Drawings as png (default), svg, jpg, pdf
+
+gdrive:// takes a file or folder id, or a Drive link. PATH is inside the volume
+(/data/x and x are the same place in the data volume); an existing directory or a
+PATH ending in / receives the item under its Drive name. Downloads resume where a
+killed import stopped and are checked against Drive's md5; large uploads are
+resumable. Credentials: a service-account key (share the folders with its email)
+or an authorized-user file, stored once:
+  mlagent secret set google GOOGLE_CREDENTIALS=@key.json`
+
+// runVolumeDrive runs `volume import` and `volume export`.
+func runVolumeDrive(ctx context.Context, env *Env, verb string, args []string) int {
+	fs := flag.NewFlagSet("volume "+verb, flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	formats := gdrive.DefaultFormats()
+	fs.StringVar(&formats.Doc, "doc", formats.Doc, "export format for Google Docs")
+	fs.StringVar(&formats.Sheet, "sheet", formats.Sheet, "export format for Google Sheets")
+	fs.StringVar(&formats.Slides, "slides", formats.Slides, "export format for Google Slides")
+	fs.StringVar(&formats.Drawing, "drawing", formats.Drawing, "export format for Google Drawings")
+	fs.Usage = func() { fmt.Fprintln(fs.Output(), volumeDriveHelp) }
+	// Flags may follow the arguments.
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return ExitOK
+			}
+			fmt.Fprintln(env.Stderr, "see mlagent volume --help")
+			return ExitUsage
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	usage := func(msg string) int {
+		fmt.Fprintf(env.Stderr, "mlagent volume %s: %s\nusage: mlagent volume import gdrive://ID VOLUME:PATH | mlagent volume export VOLUME:PATH gdrive://FOLDER_ID\n", verb, msg)
+		return ExitUsage
+	}
+	if len(pos) != 2 {
+		return usage("want two arguments")
+	}
+	if err := formats.Validate(); err != nil {
+		return usage(err.Error())
+	}
+	remote, local := pos[0], pos[1]
+	if verb == "export" {
+		remote, local = pos[1], pos[0]
+	}
+	id, err := gdrive.ParseURI(remote)
+	if err != nil {
+		return usage(err.Error())
+	}
+	vol, rel, ok := strings.Cut(local, ":")
+	if !ok || vol == "" {
+		return usage(fmt.Sprintf("%q: want VOLUME:PATH, e.g. data:datasets/", local))
+	}
+	if rel == "" {
+		rel = "."
+	}
+	// A sandbox-style path names the same place: /data/x is x in data.
+	rel = strings.TrimPrefix(strings.TrimPrefix(rel, "/"+vol+"/"), "/")
+
+	cred, ok, err := secrets.Open(env.Config.SecretsPath()).Lookup(secrets.GoogleCredentials)
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "mlagent volume %s: %v\n", verb, err)
+		return ExitFailure
+	}
+	if !ok {
+		fmt.Fprintf(env.Stderr, "mlagent volume %s: no Google credentials; store a service-account key or an authorized-user file:\n  mlagent secret set google GOOGLE_CREDENTIALS=@key.json\n", verb)
+		return ExitFailure
+	}
+	scope := gdrive.ScopeReadOnly
+	if verb == "export" {
+		scope = gdrive.ScopeFull
+	}
+	ts, err := gdrive.TokenSource(ctx, []byte(cred), scope)
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "mlagent volume %s: %v\n", verb, err)
+		return ExitFailure
+	}
+	client, err := gdrive.NewClient(ctx, ts, env.Config.GDrive.Upstream)
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "mlagent volume %s: %v\n", verb, err)
+		return ExitFailure
+	}
+	client.Formats = formats
+	client.Warn = func(m string) { fmt.Fprintf(env.Stderr, "warning: %s\n", m) }
+	client.Progress = gdrive.NewProgress(env.Stderr, writerIsTerminal(env.Stderr), verb)
+
+	st := volume.New(env.Config.VolumesDir())
+	var dir string
+	if verb == "import" {
+		dir, err = st.Ensure(vol)
+	} else {
+		dir, err = st.Path(vol)
+		if err == nil {
+			if _, serr := os.Stat(dir); serr != nil {
+				err = fmt.Errorf("%w: %s", volume.ErrNotFound, vol)
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "mlagent volume %s: %v\n", verb, err)
+		return ExitFailure
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "mlagent volume %s: %v\n", verb, err)
+		return ExitFailure
+	}
+	defer root.Close()
+
+	var stats gdrive.Stats
+	var created string
+	if verb == "import" {
+		stats, err = client.Import(ctx, id, root, rel)
+	} else {
+		created, stats, err = client.Export(ctx, root, rel, id)
+	}
+	client.Progress.Finish()
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "mlagent volume %s: %v\n", verb, err)
+		return ExitFailure
+	}
+	fmt.Fprintf(env.Stdout, "%sed %d file(s), %d folder(s), %d bytes in %s", verb, stats.Files, stats.Folders, stats.Bytes, stats.Elapsed.Round(time.Millisecond))
+	if stats.Skipped > 0 {
+		fmt.Fprintf(env.Stdout, " (%d skipped)", stats.Skipped)
+	}
+	if created != "" {
+		fmt.Fprintf(env.Stdout, "\ncreated gdrive://%s", created)
+	}
+	fmt.Fprintln(env.Stdout)
+	return ExitOK
+}
