@@ -19,6 +19,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/mlagent/mlagent/internal/gateway"
+	"github.com/mlagent/mlagent/internal/launch"
 	"github.com/mlagent/mlagent/internal/secrets"
 	"github.com/mlagent/mlagent/internal/store"
 )
@@ -113,6 +114,7 @@ func runGateway(ctx context.Context, env *Env, args []string) int {
 		Upstream: *upstream, HFUpstream: *hfUpstream, GitUpstream: *gitUpstream,
 		APIKey: apiKey, HFToken: hfToken, GitHubToken: ghToken,
 		Allow: gc.Allow, DB: db, Audit: audit, Log: env.Log,
+		Services: launch.Services(ctx, env.Config, env.Log),
 	})
 	if err != nil {
 		return fail("%v", err)

@@ -2,6 +2,8 @@ package gdrive
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -35,7 +37,13 @@ func Service(ts oauth2.TokenSource, upstream string) gateway.Service {
 			}
 			t, err := ts.Token()
 			if err != nil {
-				return "", err
+				// The gateway logs this: keep the token endpoint's error
+				// code and drop its response body.
+				var re *oauth2.RetrieveError
+				if errors.As(err, &re) {
+					return "", fmt.Errorf("google token endpoint: %s %s", re.ErrorCode, re.ErrorDescription)
+				}
+				return "", fmt.Errorf("google token: %s", redact(err))
 			}
 			return "Bearer " + t.AccessToken, nil
 		},

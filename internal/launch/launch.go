@@ -48,6 +48,9 @@ type Options struct {
 	RemoteGateway, AdminURL, AdminToken string
 	// Backend overrides the sandbox backend chosen by Config.Sandbox.Backend.
 	Backend sandbox.Backend
+	// Services are the gateway's third-party routes (Drive, Notion); nil
+	// builds them from the secret store and config (Services).
+	Services []gateway.Service
 	// Binary is the mlagent binary bound into sandboxes; "" = os.Executable().
 	Binary string
 }
@@ -149,6 +152,10 @@ func Start(ctx context.Context, o Options) (_ *Host, err error) {
 			DB:          h.db,
 			Log:         o.Log.With("part", "gateway"),
 			Transport:   o.Transport,
+			Services:    o.Services,
+		}
+		if gc.Services == nil {
+			gc.Services = Services(ctx, o.Config, o.Log)
 		}
 		audit, err := os.OpenFile(o.Config.AuditLogPath(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 		if err != nil {

@@ -209,9 +209,14 @@ func TestNoSecretInside(t *testing.T) {
 	t.Setenv("HOME", fakeHome)
 	t.Setenv("ANTHROPIC_API_KEY", sentinel)
 	t.Setenv("HF_TOKEN", sentinel)
+	for _, k := range []string{"NOTION_TOKEN", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "GOOGLE_CREDENTIALS"} {
+		t.Setenv(k, sentinel)
+	}
 	t.Setenv("MLAGENT_HOME", env.home)
 	if err := secrets.Open(filepath.Join(env.home, "secrets.json")).Set("all", map[string]string{
 		"ANTHROPIC_API_KEY": sentinel, "HF_TOKEN": sentinel, "GITHUB_TOKEN": sentinel,
+		"GOOGLE_CREDENTIALS": `{"type":"authorized_user","refresh_token":"` + sentinel + `"}`,
+		"NOTION_TOKEN":       sentinel, "SLACK_BOT_TOKEN": sentinel, "SLACK_APP_TOKEN": sentinel,
 	}); err != nil {
 		t.Fatal(err)
 	}

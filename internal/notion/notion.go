@@ -1,0 +1,186 @@
+// Package notion defines the gateway's Notion route: sandboxes read pages
+// and databases as task input and publish experiment reports as pages
+// under a parent page the user chose, through the gateway, which injects
+// the integration token. Writes outside what the user allowed in advance
+// (pages under the configured parents, and the pages the sandbox created
+// there) are held for the user's approval like any write leaving the
+// sandbox.
+package notion
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+
+	"github.com/mlagent/mlagent/internal/gateway"
+)
+
+// RouteName is the gateway prefix: /notion/v1/….
+const RouteName = "notion"
+
+// DefaultUpstream is Notion's API host.
+const DefaultUpstream = "https://api.notion.com"
+
+// NotConfigured says how the user connects Notion.
+const NotConfigured = "Notion is not connected; ask the user to create an internal integration, share the report's " +
+	"parent page with it, and run `mlagent secret set notion NOTION_TOKEN=@-` on the host " +
+	"(and add the parent page to [notion] parents in config.toml to publish without asking)"
+
+var idRE = regexp.MustCompile(`[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}`)
+
+// ParseID returns the 32-hex-digit id in a Notion id or link (the last one
+// in a link, which is the page's), lowercase without dashes.
+func ParseID(s string) (string, bool) {
+	all := idRE.FindAllString(s, -1)
+	if len(all) == 0 {
+		return "", false
+	}
+	return strings.ToLower(strings.ReplaceAll(all[len(all)-1], "-", "")), true
+}
+
+// Policy is what the user allowed in advance: creating pages under the
+// parents, and editing the pages a sandbox token created there. Safe for
+// concurrent use.
+type Policy struct {
+	parents map[string]bool
+	mu      sync.Mutex
+	created map[string]map[string]bool // token id → page ids
+}
+
+// NewPolicy allows pages under parents (ids or links; bad ones are
+// returned as errors by the caller's validation, here skipped).
+func NewPolicy(parents []string) *Policy {
+	p := &Policy{parents: map[string]bool{}, created: map[string]map[string]bool{}}
+	for _, s := range parents {
+		if id, ok := ParseID(s); ok {
+			p.parents[id] = true
+		}
+	}
+	return p
+}
+
+// Service is the gateway route. token "" means not configured.
+func Service(token, upstream string, pol *Policy) gateway.Service {
+	if upstream == "" {
+		upstream = DefaultUpstream
+	}
+	if pol == nil {
+		pol = NewPolicy(nil)
+	}
+	return gateway.Service{
+		Name:     RouteName,
+		Upstream: upstream,
+		Credential: func(context.Context) (string, error) {
+			if token == "" {
+				return "", gateway.ErrNotConfigured
+			}
+			return "Bearer " + token, nil
+		},
+		Classify:      Classify,
+		PreApproved:   pol.PreApproved,
+		Observe:       pol.Observe,
+		NotConfigured: NotConfigured,
+	}
+}
+
+func segs(p string) []string {
+	return strings.Split(strings.Trim(p, "/"), "/")
+}
+
+// Classify says what a request below /notion would do. Reads: GET of
+// pages, blocks, databases, data sources, users and comments; POST of
+// search and database/data-source queries (Notion reads by POST there).
+// Writes: every other POST, PATCH and DELETE under /v1. Else not served.
+func Classify(method, p string, _ []byte) gateway.Access {
+	s := segs(p)
+	if len(s) < 2 || s[0] != "v1" {
+		return gateway.AccessNone
+	}
+	switch s[1] {
+	case "pages", "blocks", "databases", "data_sources", "users", "comments", "search", "file_uploads":
+	default:
+		return gateway.AccessNone
+	}
+	switch method {
+	case http.MethodGet, http.MethodHead:
+		if s[1] == "search" {
+			return gateway.AccessNone
+		}
+		return gateway.AccessRead
+	case http.MethodPost:
+		if len(s) == 2 && s[1] == "search" ||
+			len(s) == 4 && (s[1] == "databases" || s[1] == "data_sources") && s[3] == "query" {
+			return gateway.AccessRead
+		}
+		return gateway.AccessWrite
+	case http.MethodPatch, http.MethodDelete, http.MethodPut:
+		return gateway.AccessWrite
+	}
+	return gateway.AccessNone
+}
+
+// PreApproved allows, without asking: creating a page whose parent is a
+// configured parent; appending blocks to, or updating, a page this token
+// created; uploading files (private until a block of an allowed page uses
+// them).
+func (pol *Policy) PreApproved(tokenID, method, p string, body []byte) bool {
+	s := segs(p)
+	switch {
+	case method == http.MethodPost && len(s) == 2 && s[1] == "pages":
+		var req struct {
+			Parent map[string]any `json:"parent"`
+		}
+		if json.Unmarshal(body, &req) != nil {
+			return false
+		}
+		for _, k := range []string{"page_id", "database_id", "data_source_id"} {
+			if v, ok := req.Parent[k].(string); ok {
+				if id, ok := ParseID(v); ok && pol.parents[id] {
+					return true
+				}
+			}
+		}
+		return false
+	case method == http.MethodPatch && len(s) == 4 && s[1] == "blocks" && s[3] == "children",
+		method == http.MethodPatch && len(s) == 3 && s[1] == "pages":
+		id, ok := ParseID(s[2])
+		if !ok || len(s[2]) > 36 {
+			return false
+		}
+		pol.mu.Lock()
+		defer pol.mu.Unlock()
+		return pol.created[tokenID][id]
+	case method == http.MethodPost && s[1] == "file_uploads" &&
+		(len(s) == 2 || len(s) == 4 && (s[3] == "send" || s[3] == "complete")):
+		return true
+	}
+	return false
+}
+
+// Observe remembers the pages a token created, so it may fill them.
+func (pol *Policy) Observe(tokenID, method, p string, status int, body []byte) {
+	s := segs(p)
+	if method != http.MethodPost || len(s) != 2 || s[1] != "pages" || status != http.StatusOK {
+		return
+	}
+	var resp struct {
+		Object string `json:"object"`
+		ID     string `json:"id"`
+	}
+	if json.Unmarshal(body, &resp) != nil || resp.Object != "page" {
+		return
+	}
+	id, ok := ParseID(resp.ID)
+	if !ok {
+		return
+	}
+	pol.mu.Lock()
+	defer pol.mu.Unlock()
+	if pol.created[tokenID] == nil {
+		pol.created[tokenID] = map[string]bool{}
+	}
+	pol.created[tokenID][id] = true
+}
