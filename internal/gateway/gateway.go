@@ -49,9 +49,6 @@ type Config struct {
 	// Services are extra routes to third-party APIs (Google Drive,
 	// Notion) with their credentials injected (services.go).
 	Services []Service
-	// ApproveWrite decides a service write its own policy did not
-	// pre-approve; nil refuses every such write.
-	ApproveWrite func(ctx context.Context, req WriteRequest) error
 }
 
 // MaxRequestBody is the largest request body forwarded (the API's limit).

@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/mlagent/mlagent/internal/protocol"
 )
 
 // Access is what a request to a service route would do upstream.
@@ -23,7 +25,10 @@ const (
 	AccessRead
 	// AccessWrite changes something outside the sandbox (a Drive file, a
 	// Notion page): forwarded only when pre-approved by the service's own
-	// policy or approved by Config.ApproveWrite, else refused with 403.
+	// policy or approved by the token's Approver (approval.go), else
+	// refused with 403. Unlike /hf and /git, a token without an Approver
+	// is refused, not let through: these services hold the user's own
+	// documents.
 	AccessWrite
 )
 
@@ -52,6 +57,9 @@ type Service struct {
 	// Observe sees the reply to a forwarded write (at most 1 MiB of its
 	// body), to remember what the sandbox created. May be nil.
 	Observe func(tokenID, method, path string, status int, body []byte)
+	// Describe names a write for the user who approves it; nil:
+	// kind "<Name>:write", target the path.
+	Describe func(method, path string, body []byte) protocol.Action
 	// NotConfigured is the 503 message when Credential fails with
 	// ErrNotConfigured: how the user connects the service.
 	NotConfigured string
@@ -60,14 +68,6 @@ type Service struct {
 // ErrNotConfigured is returned by a Service's Credential when the user has
 // not connected that service.
 var ErrNotConfigured = errors.New("service not configured")
-
-// WriteRequest describes a write a sandbox asked a service route to make,
-// for whoever approves writes (Config.ApproveWrite). It holds no secret.
-type WriteRequest struct {
-	Route, Method, Path string
-	TokenID, Sandbox    string
-	Body                []byte // the request body as the sandbox sent it
-}
 
 // service is a Service ready to serve.
 type service struct {
@@ -182,9 +182,19 @@ func (g *Gateway) serveService(w http.ResponseWriter, r *http.Request, s *servic
 	case AccessRead:
 	case AccessWrite:
 		if s.PreApproved == nil || !s.PreApproved(t.id, r.Method, path, body) {
-			if err := g.approveWrite(ctx, WriteRequest{Route: s.Name, Method: r.Method, Path: path, TokenID: t.id, Sandbox: t.sandbox, Body: body}); err != nil {
-				g.refuse(w, r, t, s.Name, http.StatusForbidden, "permission_error",
-					fmt.Sprintf("mlagent gateway: %s %s%s changes %s outside the sandbox: %v", r.Method, s.prefix, path, s.Name, err))
+			a := protocol.Action{Kind: s.Name + ":write", Target: path, Detail: r.Method + " " + s.prefix + path}
+			if s.Describe != nil {
+				a = s.Describe(r.Method, path, body)
+			}
+			err := ErrNoApprover
+			if ap := g.approver(t.id); ap != nil {
+				err = ap.Approve(ctx, a)
+			}
+			if err != nil {
+				msg := fmt.Sprintf("mlagent gateway: %s (%s %s%s) changes %s outside the sandbox and was not approved by the user: %v",
+					a, r.Method, s.prefix, path, s.Name, err)
+				w.Header().Set("X-Error-Message", msg)
+				g.refuse(w, r, t, s.Name, http.StatusForbidden, "permission_error", msg)
 				return
 			}
 		}
@@ -210,13 +220,7 @@ func (g *Gateway) serveService(w http.ResponseWriter, r *http.Request, s *servic
 	s.proxy.ServeHTTP(w, r.WithContext(context.WithValue(ctx, callKey{}, c)))
 }
 
-// ErrNoApprover is why a write is refused when nobody can approve it.
-var ErrNoApprover = errors.New("writes need the user's approval, and this gateway has no way to ask for it yet; " +
-	"ask the user to do it themselves, or to allow it in the config")
-
-func (g *Gateway) approveWrite(ctx context.Context, req WriteRequest) error {
-	if g.cfg.ApproveWrite == nil {
-		return ErrNoApprover
-	}
-	return g.cfg.ApproveWrite(ctx, req)
-}
+// ErrNoApprover is why a write is refused when nobody can approve it (a
+// shared gateway's tokens, --permission-mode bypass).
+var ErrNoApprover = errors.New("writes need the user's approval and nobody can be asked for this sandbox; " +
+	"ask the user to do it themselves")

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/mlagent/mlagent/internal/protocol"
 )
 
 // A service route swaps the sandbox token for the service's credential,
@@ -31,16 +33,7 @@ func TestServiceRoute(t *testing.T) {
 	}))
 	defer up.Close()
 	var observed []string
-	var approvals []WriteRequest
-	approve := func(ctx context.Context, req WriteRequest) error {
-		mu.Lock()
-		approvals = append(approvals, req)
-		mu.Unlock()
-		if strings.Contains(string(req.Body), "please") {
-			return nil
-		}
-		return errors.New("the user said no")
-	}
+	ap := &recordingApprover{}
 	svc := Service{
 		Name: "svc", Upstream: up.URL,
 		Credential: func(context.Context) (string, error) { return "Bearer " + realSvc, nil },
@@ -54,6 +47,9 @@ func TestServiceRoute(t *testing.T) {
 			return AccessNone
 		},
 		PreApproved: func(tokenID, method, p string, body []byte) bool { return p == "/items/mine" },
+		Describe: func(method, p string, body []byte) protocol.Action {
+			return protocol.Action{Kind: "svc:write", Target: string(body), Detail: method + " " + p}
+		},
 		Observe: func(tokenID, method, p string, status int, body []byte) {
 			mu.Lock()
 			observed = append(observed, method+" "+p+" "+string(body))
@@ -68,9 +64,10 @@ func TestServiceRoute(t *testing.T) {
 		}}
 	e := newEnv(t, nil, func(c *Config) {
 		c.Services = []Service{svc, off, broken}
-		c.ApproveWrite = approve
 	})
-	tok := e.issue(t, TokenRequest{Sandbox: "s1"}).Token
+	issued := e.issue(t, TokenRequest{Sandbox: "s1"})
+	tok := issued.Token
+	e.g.SetApprover(issued.ID, ap)
 
 	do := func(method, path, body string, h map[string]string) (int, string) {
 		req, _ := http.NewRequest(method, e.data.URL+path, strings.NewReader(body))
@@ -125,8 +122,8 @@ func TestServiceRoute(t *testing.T) {
 			t.Errorf("upstream saw %q; want the real credential only, no sandbox token, no cookie", s)
 		}
 	}
-	if len(approvals) != 2 || approvals[0].Route != "svc" || approvals[0].Method != "POST" || approvals[0].Path != "/items" || approvals[0].Sandbox != "s1" {
-		t.Errorf("approvals = %+v; want the two unapproved writes, described", approvals)
+	if len(ap.asked) != 2 || ap.asked[0] != (protocol.Action{Kind: "svc:write", Target: `{"a":1}`, Detail: "POST /items"}) {
+		t.Errorf("approvals asked = %+v; want the two writes policy did not pre-approve, described", ap.asked)
 	}
 	if len(observed) != 2 || observed[0] != `POST /items {"id":"new-1"}` {
 		t.Errorf("observed = %q; want the forwarded writes' replies", observed)
@@ -155,6 +152,21 @@ func TestServiceRoute(t *testing.T) {
 	}
 }
 
+type recordingApprover struct {
+	mu    sync.Mutex
+	asked []protocol.Action
+}
+
+func (a *recordingApprover) Approve(ctx context.Context, act protocol.Action) error {
+	a.mu.Lock()
+	a.asked = append(a.asked, act)
+	a.mu.Unlock()
+	if strings.Contains(act.Target, "please") {
+		return nil
+	}
+	return errors.New("the user said no")
+}
+
 // Without an approver every write that policy did not pre-approve is
 // refused, and the error says why.
 func TestServiceWriteWithoutApprover(t *testing.T) {
@@ -174,7 +186,8 @@ func TestServiceWriteWithoutApprover(t *testing.T) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 403 || !strings.Contains(string(b), "need the user's approval") || !strings.Contains(string(b), "DELETE /svc/files/1") {
+	if resp.StatusCode != 403 || !strings.Contains(string(b), "need the user's approval") || !strings.Contains(string(b), "DELETE /svc/files/1") ||
+		!strings.Contains(resp.Header.Get("X-Error-Message"), "not approved") {
 		t.Errorf("got %d %s; want 403 naming the write and the approval", resp.StatusCode, b)
 	}
 }

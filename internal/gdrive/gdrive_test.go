@@ -380,3 +380,18 @@ func TestClassify(t *testing.T) {
 		}
 	}
 }
+
+func TestDescribe(t *testing.T) {
+	for _, tt := range []struct{ method, path, target string }{
+		{"PATCH", "/drive/v3/files/1AbC", "1AbC"},
+		{"DELETE", "/drive/v3/files/1AbC", "1AbC"},
+		{"POST", "/drive/v3/files/1AbC/permissions", "1AbC"},
+		{"POST", "/upload/drive/v3/files", "new file"},
+		{"POST", "/drive/v3/files", "new file"},
+	} {
+		a := Describe(tt.method, tt.path, nil)
+		if a.Kind != "gdrive:write" || a.Target != tt.target || a.Detail != tt.method+" /gdrive"+tt.path {
+			t.Errorf("Describe(%s %s) = %+v; want target %q", tt.method, tt.path, a, tt.target)
+		}
+	}
+}

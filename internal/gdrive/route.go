@@ -10,6 +10,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/mlagent/mlagent/internal/gateway"
+	"github.com/mlagent/mlagent/internal/protocol"
 )
 
 // RouteName is the gateway prefix sandboxes use: /gdrive/drive/v3/….
@@ -48,6 +49,7 @@ func Service(ts oauth2.TokenSource, upstream string) gateway.Service {
 			return "Bearer " + t.AccessToken, nil
 		},
 		Classify:      Classify,
+		Describe:      Describe,
 		NotConfigured: NotConfigured,
 	}
 }
@@ -79,4 +81,15 @@ func Classify(method, p string, _ []byte) gateway.Access {
 		return gateway.AccessRead
 	}
 	return gateway.AccessNone
+}
+
+// Describe names a Drive write for the user: gdrive:write with the file
+// id it touches ("new file" for an upload or create).
+func Describe(method, p string, _ []byte) protocol.Action {
+	a := protocol.Action{Kind: "gdrive:write", Target: "new file", Detail: method + " /gdrive" + p}
+	rest := strings.TrimPrefix(strings.TrimPrefix(p, "/upload"), "/drive/v3/files/")
+	if id, _, _ := strings.Cut(rest, "/"); rest != p && validID(id) {
+		a.Target = id
+	}
+	return a
 }

@@ -16,6 +16,7 @@ import (
 	"sync"
 
 	"github.com/mlagent/mlagent/internal/gateway"
+	"github.com/mlagent/mlagent/internal/protocol"
 )
 
 // RouteName is the gateway prefix: /notion/v1/….
@@ -80,6 +81,7 @@ func Service(token, upstream string, pol *Policy) gateway.Service {
 			return "Bearer " + token, nil
 		},
 		Classify:      Classify,
+		Describe:      Describe,
 		PreApproved:   pol.PreApproved,
 		Observe:       pol.Observe,
 		NotConfigured: NotConfigured,
@@ -183,4 +185,33 @@ func (pol *Policy) Observe(tokenID, method, p string, status int, body []byte) {
 		pol.created[tokenID] = map[string]bool{}
 	}
 	pol.created[tokenID][id] = true
+}
+
+// Describe names a Notion write for the user: notion:create with the
+// parent's id for a new page, notion:write with the page or block id
+// otherwise.
+func Describe(method, p string, body []byte) protocol.Action {
+	a := protocol.Action{Kind: "notion:write", Detail: method + " /notion" + p}
+	s := segs(p)
+	if method == http.MethodPost && len(s) == 2 && s[1] == "pages" {
+		a.Kind = "notion:create"
+		var req struct {
+			Parent map[string]any `json:"parent"`
+		}
+		json.Unmarshal(body, &req)
+		for _, k := range []string{"page_id", "database_id", "data_source_id"} {
+			if v, ok := req.Parent[k].(string); ok {
+				if id, ok := ParseID(v); ok {
+					a.Target = id
+				}
+			}
+		}
+		return a
+	}
+	if len(s) >= 3 {
+		if id, ok := ParseID(s[2]); ok {
+			a.Target = id
+		}
+	}
+	return a
 }

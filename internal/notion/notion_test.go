@@ -190,3 +190,21 @@ func TestGatewayNotionPolicy(t *testing.T) {
 		t.Errorf("not connected: %d %v", code, r)
 	}
 }
+
+func TestDescribe(t *testing.T) {
+	const id = "1a2b3c4d5e6f708192a3b4c5d6e7f801"
+	for _, tt := range []struct {
+		method, path, body string
+		kind, target       string
+	}{
+		{"POST", "/v1/pages", `{"parent":{"page_id":"1a2b3c4d-5e6f-7081-92a3-b4c5d6e7f801"}}`, "notion:create", id},
+		{"PATCH", "/v1/blocks/" + id + "/children", `{}`, "notion:write", id},
+		{"DELETE", "/v1/blocks/" + id, ``, "notion:write", id},
+		{"POST", "/v1/comments", `{}`, "notion:write", ""},
+	} {
+		a := Describe(tt.method, tt.path, []byte(tt.body))
+		if a.Kind != tt.kind || a.Target != tt.target || a.Detail != tt.method+" /notion"+tt.path {
+			t.Errorf("Describe(%s %s) = %+v; want %s %s", tt.method, tt.path, a, tt.kind, tt.target)
+		}
+	}
+}

@@ -12,6 +12,7 @@ from the gateway means the write needs the user's approval (see SKILL.md).
 
 import json
 import os
+import re
 import time
 import urllib.error
 import urllib.request
@@ -118,3 +119,11 @@ def children(block_id):
         if not r.get("has_more"):
             return out
         cursor = r.get("next_cursor")
+
+
+def parse_id(s):
+    """The page/database id (32 hex digits) in an id or a Notion link."""
+    m = re.findall(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}", s)
+    if not m:
+        raise SystemExit(f"{s!r}: want a Notion id or link")
+    return m[-1].replace("-", "")

@@ -8,17 +8,9 @@ notion_api.py beside it.
 """
 
 import json
-import re
 import sys
 
 import notion_api as n
-
-
-def _id(s):
-    m = re.findall(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}", s)
-    if not m:
-        raise SystemExit(f"{s!r}: want a Notion id or link")
-    return m[-1].replace("-", "")
 
 
 PREFIX = {"heading_1": "# ", "heading_2": "## ", "heading_3": "### ", "bulleted_list_item": "- ",
@@ -111,9 +103,9 @@ def main(argv=None):
         return 2
     try:
         if argv[0] == "page":
-            sys.stdout.write(read_page(_id(argv[1])))
+            sys.stdout.write(read_page(n.parse_id(argv[1])))
         else:
-            for row in read_database(_id(argv[1])):
+            for row in read_database(n.parse_id(argv[1])):
                 print(json.dumps(row, ensure_ascii=False))
     except n.NotionError as e:
         print(f"notion_read: {e}", file=sys.stderr)

@@ -20,18 +20,9 @@ Prints one JSON line: {"page_id", "url", "blocks", "plots"}.
 
 import argparse
 import json
-import os
-import re
 import sys
 
 import notion_api as n
-
-
-def page_id(s):
-    m = re.findall(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}", s)
-    if not m:
-        raise SystemExit(f"--parent {s!r}: want a Notion page id or link")
-    return m[-1].replace("-", "")
 
 
 def build_blocks(report, upload=n.upload_file):
@@ -92,7 +83,7 @@ def main(argv=None):
     if not report.get("title"):
         raise SystemExit("report.json needs a title")
     try:
-        print(json.dumps(publish(page_id(a.parent), report)))
+        print(json.dumps(publish(n.parse_id(a.parent), report)))
     except n.NotionError as e:
         print(f"notion_report: {e}", file=sys.stderr)
         return 1
