@@ -308,6 +308,15 @@ func (b *Backend) prepare(spec sandbox.Spec, rec *record, gpus []string) (_ []st
 	for _, dev := range gpus {
 		a = append(a, "--dev-bind", dev, "/dev/"+filepath.Base(dev))
 	}
+	// No setuid or setgid file can be made inside (seccomp.go).
+	if prog := seccompFilter(hostABIs()); prog != nil {
+		f, err := dataFile(prog)
+		if err != nil {
+			return nil, files, err
+		}
+		a = append(a, "--seccomp", strconv.Itoa(firstFileFD+len(files)))
+		files = append(files, f)
+	}
 	a = append(a, "--chdir", sandbox.Workspace, "--info-fd", "3")
 	// The command itself must follow on bwrap's command line: --args
 	// takes options only.

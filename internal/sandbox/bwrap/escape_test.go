@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -560,4 +561,59 @@ func TestForkBombBounded(t *testing.T) {
 	if n := hostProcesses(t, s.rec.StateDir); n > 0 {
 		t.Errorf("%d processes left after Terminate", n)
 	}
+}
+
+// TestNoSetuidFiles: no setuid or setgid file can be made inside (on a
+// volume it would be a setuid program of the host user's outside), the
+// volumes are mounted nosuid, and what the filter cannot inspect fails
+// with ENOSYS so that programs fall back to calls it can.
+func TestNoSetuidFiles(t *testing.T) {
+	sandboxtest.RequireBwrap(t)
+	requirePython(t)
+	env := newTestEnv(t)
+	b := env.backend(t)
+	sb := newSandbox(t, b, sandbox.Spec{Volumes: sandbox.DefaultMounts()})
+	out, code := run(t, sb, python, "-c", `
+import ctypes, os, stat
+libc = ctypes.CDLL(None, use_errno=True)
+def try_(name, f):
+    try:
+        f(); print(name, "ok")
+    except OSError as e:
+        print(name, e.strerror)
+open("/data/f", "w").close()
+os.mkdir("/data/d")
+try_("chmod 4755", lambda: os.chmod("/data/f", 0o4755))
+try_("chmod 2755", lambda: os.chmod("/data/f", 0o2755))
+try_("chmod 0755", lambda: os.chmod("/data/f", 0o755))
+fd = os.open("/data/f", os.O_RDONLY)
+try_("fchmod 6755", lambda: os.fchmod(fd, 0o6755))
+try_("chmod dir g+s", lambda: os.chmod("/data/d", 0o2755))
+try_("open O_CREAT 4755", lambda: os.close(os.open("/data/g", os.O_CREAT | os.O_WRONLY, 0o4755)))
+try_("mknod 4755", lambda: os.mknod("/data/h", stat.S_IFREG | 0o4755))
+try_("mkdir 2775", lambda: os.mkdir("/data/e", 0o2775))
+r = libc.syscall(437, -100, b"/data/x", 0, 0)  # openat2
+print("openat2 errno", ctypes.get_errno())
+r = libc.syscall(425, 1, 0)  # io_uring_setup
+print("io_uring_setup errno", ctypes.get_errno())
+print("mode", oct(os.stat("/data/f").st_mode & 0o7777))
+for line in open("/proc/self/mountinfo"):
+    f = line.split()
+    if f[4] == "/data":
+        print("/data nosuid", "nosuid" in f[5].split(","))
+`)
+	want := "chmod 4755 Operation not permitted\nchmod 2755 Operation not permitted\nchmod 0755 ok\nfchmod 6755 Operation not permitted\n" +
+		"chmod dir g+s Operation not permitted\nopen O_CREAT 4755 Operation not permitted\nmknod 4755 Operation not permitted\n" +
+		"mkdir 2775 Operation not permitted\nopenat2 errno 38\nio_uring_setup errno 38\nmode 0o755\n/data nosuid True\n"
+	if code != 0 || out != want {
+		t.Errorf("got exit %d, output\n%s\nwant\n%s", code, out, want)
+	}
+	// And on the host: nothing on the volume carries the bits.
+	dir, _ := b.opts.Volumes.Path("data")
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if fi, err := os.Lstat(p); err == nil && fi.Mode()&(fs.ModeSetuid|fs.ModeSetgid) != 0 {
+			t.Errorf("%s on the host has mode %v", p, fi.Mode())
+		}
+		return nil
+	})
 }
