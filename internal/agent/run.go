@@ -114,6 +114,9 @@ func Run(ctx context.Context, o RunOptions) error {
 		OnTodo: func(items []protocol.TodoItem) {
 			sess.Emit(protocol.Event{Type: protocol.EventTodo, Items: items})
 		},
+		OnJob: func(j protocol.Job) {
+			sess.Emit(protocol.Event{Type: protocol.EventJob, Job: &j})
+		},
 		HFEndpoint: hf, HFToken: o.Getenv("HF_TOKEN"),
 	})
 	if err != nil {

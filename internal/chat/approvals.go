@@ -1,70 +1,13 @@
 package chat
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 
 	"github.com/mlagent/mlagent/internal/permission"
 	"github.com/mlagent/mlagent/internal/protocol"
 )
-
-// HostApprovals carries the actions the gateway holds (Hub writes, git
-// pushes) into the chat, which decides by the permission rules or asks the
-// person. It is the gateway's Approver for the chat's sandbox. Safe for
-// concurrent use.
-type HostApprovals struct {
-	reqs      chan *hostRequest
-	withdrawn chan string
-	next      atomic.Int64
-	closeOnce sync.Once
-	closed    chan struct{}
-}
-
-type hostRequest struct {
-	id     string
-	action protocol.Action
-	reply  chan error
-}
-
-// NewHostApprovals returns an empty carrier.
-func NewHostApprovals() *HostApprovals {
-	return &HostApprovals{reqs: make(chan *hostRequest), withdrawn: make(chan string, 16), closed: make(chan struct{})}
-}
-
-// errChatOver refuses what is asked when nobody is left to answer.
-var errChatOver = errors.New("the chat has ended, so nobody can approve it")
-
-// Approve hands the action to the chat and waits for its decision, or
-// for ctx (the sandbox gave up on the request, which withdraws the
-// question).
-func (h *HostApprovals) Approve(ctx context.Context, a protocol.Action) error {
-	req := &hostRequest{id: "gw-" + strconv.FormatInt(h.next.Add(1), 10), action: a, reply: make(chan error, 1)}
-	select {
-	case h.reqs <- req:
-	case <-h.closed:
-		return errChatOver
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case err := <-req.reply:
-		return err
-	case <-ctx.Done():
-		select {
-		case h.withdrawn <- req.id:
-		default:
-		}
-		return ctx.Err()
-	}
-}
-
-// Close refuses every later action: the chat is over.
-func (h *HostApprovals) Close() { h.closeOnce.Do(func() { close(h.closed) }) }
 
 // Answers an approval takes besides its choices' numbers.
 var (
@@ -74,22 +17,26 @@ var (
 )
 
 // approval handles an approval event, from the agent (a command in
-// ask-all mode) or the gateway (host set): the rules decide when they
-// can, -p denies what they do not allow (nobody can answer), otherwise
-// the person is asked.
-func (d *driver) approval(ev protocol.Event, host *hostRequest) error {
+// ask-all mode) or the gateway (a held write, Name "gateway"): the rules
+// decide when they can, -p denies what they do not allow (nobody can
+// answer), otherwise the person is asked.
+func (d *driver) approval(ev protocol.Event) error {
+	if ev.Withdrawn {
+		d.withdraw(ev.ID)
+		return nil
+	}
 	if ev.Action == nil {
-		return d.decide(ev, host, protocol.DecisionDeny, "malformed approval request", false)
+		return d.decide(ev, protocol.DecisionDeny, "malformed approval request", false)
 	}
 	a := *ev.Action
 	if d.perm.Allowed(a) {
 		d.r.notice("✓ allowed by your rules: " + oneLine(a.String(), 200))
-		return d.decide(ev, host, protocol.DecisionAllow, "", false)
+		return d.decide(ev, protocol.DecisionAllow, "", false)
 	}
 	if d.o.Print {
 		rule := permission.AlwaysRule(a).String()
 		fmt.Fprintf(d.o.Err, "mlagent: %s needs approval, which -p cannot ask for: denied (allow it with --allow %q, or --permission-mode bypass)\n", oneLine(a.String(), 200), rule)
-		return d.decide(ev, host, protocol.DecisionDeny, "run with -p, nobody could approve it; the user can allow it with --allow "+strconv.Quote(rule), false)
+		return d.decide(ev, protocol.DecisionDeny, "run with -p, nobody could approve it; the user can allow it with --allow "+strconv.Quote(rule), false)
 	}
 	q := ev
 	q.Question = "Allow " + a.String() + "?"
@@ -97,12 +44,6 @@ func (d *driver) approval(ev protocol.Event, host *hostRequest) error {
 		q.Question += "  (" + a.Detail + ")"
 	}
 	q.Choices = []string{"Yes", "No", "Always: " + permission.AlwaysRule(a).String()}
-	if host != nil {
-		if d.hostReqs == nil {
-			d.hostReqs = map[string]*hostRequest{}
-		}
-		d.hostReqs[ev.ID] = host
-	}
 	d.asks = append(d.asks, q)
 	if len(d.asks) == 1 {
 		d.showAsk()
@@ -131,15 +72,12 @@ func (d *driver) answerApproval(q protocol.Event, text string) error {
 		reason = "the user said: " + text
 	}
 	d.popAsk()
-	err := d.decide(q, d.hostReqs[q.ID], decision, reason, true)
-	delete(d.hostReqs, q.ID)
-	return err
+	return d.decide(q, decision, reason, true)
 }
 
-// decide answers an approval: to the gateway for a held request, to the
-// agent otherwise. reason (for a denial) is what the agent reads; say
-// shows the decision in the chat.
-func (d *driver) decide(ev protocol.Event, host *hostRequest, decision, reason string, say bool) error {
+// decide answers an approval. reason (for a denial) is what the agent
+// reads; say shows the decision in the chat.
+func (d *driver) decide(ev protocol.Event, decision, reason string, say bool) error {
 	switch decision {
 	case protocol.DecisionAlways:
 		r := d.perm.Always(*ev.Action)
@@ -158,14 +96,6 @@ func (d *driver) decide(ev protocol.Event, host *hostRequest, decision, reason s
 			d.r.notice("  → denied")
 		}
 	}
-	if host != nil {
-		var err error
-		if decision == protocol.DecisionDeny {
-			err = errors.New(reason)
-		}
-		host.reply <- err
-		return nil
-	}
 	in := protocol.Input{Type: protocol.InputApproval, ID: ev.ID, Decision: decision}
 	if decision == protocol.DecisionDeny {
 		in.Text = reason
@@ -179,21 +109,16 @@ func (d *driver) withdraw(id string) {
 		if q.ID != id {
 			continue
 		}
-		delete(d.hostReqs, id)
 		if i == 0 {
 			d.popAsk()
 		} else {
 			d.asks = append(d.asks[:i], d.asks[i+1:]...)
 		}
-		d.r.notice("(the request for " + oneLine(q.Action.String(), 200) + " was withdrawn)")
+		what := "it"
+		if q.Action != nil {
+			what = oneLine(q.Action.String(), 200)
+		}
+		d.r.notice("(the request for " + what + " was withdrawn)")
 		return
-	}
-}
-
-// denyHeld answers every held request still waiting: the chat is ending.
-func (d *driver) denyHeld() {
-	for id, h := range d.hostReqs {
-		h.reply <- errChatOver
-		delete(d.hostReqs, id)
 	}
 }

@@ -3,14 +3,12 @@ package chat
 import (
 	"bytes"
 	"context"
-	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mlagent/mlagent/internal/permission"
 	"github.com/mlagent/mlagent/internal/protocol"
-	"github.com/mlagent/mlagent/internal/syncbuf"
 )
 
 // TestAgentApprovals: the agent's approvals (commands in ask-all mode)
@@ -72,90 +70,82 @@ func TestAgentApprovals(t *testing.T) {
 	checkNoForeignEscapes(t, buf.String())
 }
 
-// TestHostApprovals: the gateway's held writes are asked in the chat and
-// the decision goes back to the gateway, not the agent; rules allow
-// without asking; a request given up is withdrawn; -p denies what the
-// rules do not allow, saying how to allow it.
-func TestHostApprovals(t *testing.T) {
-	push := protocol.Action{Kind: "hub:push", Target: "you/model", Detail: "POST /hf/api/models/you/model/commit/main"}
+// TestGatewayApprovals: the gateway's held writes arrive as approval
+// events named "gateway"; the decision goes back as an approval input;
+// they outlive the turn (a background job's push), a withdrawn one is
+// dropped, and -p denies what the rules do not allow, saying how to
+// allow it.
+func TestGatewayApprovals(t *testing.T) {
+	push := &protocol.Action{Kind: "hub:push", Target: "you/model", Detail: "POST /hf/api/models/you/model/commit/main"}
+	held := func(id string, a *protocol.Action) protocol.Event {
+		return protocol.Event{Type: protocol.EventApproval, ID: id, Name: "gateway", Action: a}
+	}
 	t.Run("asked", func(t *testing.T) {
-		h := NewHostApprovals()
 		p := newPerson(t)
-		var buf syncbuf.Buffer
-		waitFor := func(s string) {
-			for deadline := time.Now().Add(10 * time.Second); !strings.Contains(buf.String(), s); time.Sleep(5 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Errorf("the chat never showed %q:\n%s", s, buf.String())
-					return
-				}
-			}
-		}
+		got := make(chan protocol.Input, 4)
 		fa, in, out := startFake(t, func(a *fakeAgent) {
 			a.emit(protocol.Event{Type: protocol.EventReady, Session: "s", Model: "m"})
 			a.expect(protocol.InputUserMessage)
-			a.emit(protocol.Event{Type: protocol.EventToolStart, ID: "t1", Name: "bash", Summary: "python3 push.py"})
-			results := make(chan error, 1)
-			go func() { results <- h.Approve(context.Background(), push) }()
-			waitFor("Allow hub:push you/model?")
-			p.say("y")
-			if err := <-results; err != nil {
-				t.Errorf("approved push: got %v; want nil", err)
-			}
-			go func() {
-				results <- h.Approve(context.Background(), protocol.Action{Kind: "hub:delete", Target: "you/model"})
-			}()
-			waitFor("Allow hub:delete you/model?")
-			p.say("2")
-			if err := <-results; err == nil || err.Error() != "the user said no" {
-				t.Errorf("denied delete: got %v; want the user said no", err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			go func() { results <- h.Approve(ctx, protocol.Action{Kind: "git:push", Target: "github.com/you/r"}) }()
-			waitFor("Allow git:push github.com/you/r?")
-			cancel()
-			if err := <-results; !errors.Is(err, context.Canceled) {
-				t.Errorf("withdrawn: got %v", err)
-			}
-			waitFor("was withdrawn")
-			a.emit(protocol.Event{Type: protocol.EventToolEnd, ID: "t1", Name: "bash", OK: protocol.Bool(true)},
-				protocol.Event{Type: protocol.EventTurnEnd, StopReason: "end_turn"})
+			a.emit(held("gw-1", push), protocol.Event{Type: protocol.EventTurnEnd, StopReason: "end_turn"})
+			got <- a.expect(protocol.InputApproval)
+			a.emit(held("gw-2", &protocol.Action{Kind: "git:push", Target: "github.com/you/r"}),
+				held("gw-3", &protocol.Action{Kind: "hub:delete", Target: "you/model"}),
+				protocol.Event{Type: protocol.EventApproval, ID: "gw-2", Name: "gateway", Withdrawn: true})
+			got <- a.expect(protocol.InputApproval)
+			a.emit(protocol.Event{Type: protocol.EventTextDelta, Text: "bye"})
 		})
+		var buf bytes.Buffer
 		_, err := Run(context.Background(), Options{AgentIn: in, AgentOut: out, In: p.r, Out: &buf, FirstPrompt: "push it",
-			HostApprovals: h, Now: fakeClock(time.Second), OnTurn: func(Turn) { p.ctrlD() }})
+			Now: fakeClock(time.Second),
+			OnEvent: func(ev protocol.Event) {
+				switch {
+				case ev.ID == "gw-1":
+					p.say("y")
+				case ev.ID == "gw-2" && ev.Withdrawn:
+					p.say("2") // to gw-3, now shown
+				case ev.Text == "bye":
+					p.ctrlD()
+				}
+			}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		// The answers went to the gateway: the agent got none.
-		if got := inputTypes(fa.received()); strings.Join(got, ",") != "user_message,shutdown" {
-			t.Errorf("the agent got inputs %v", got)
+		if a := <-got; a.ID != "gw-1" || a.Decision != protocol.DecisionAllow {
+			t.Errorf("after the turn: got %+v; want gw-1 allowed", a)
 		}
-		if s := "! Allow hub:push you/model? (POST /hf/api/models/you/model/commit/main)"; !strings.Contains(buf.String(), s) {
-			t.Errorf("output lacks %q:\n%s", s, buf.String())
+		if a := <-got; a.ID != "gw-3" || a.Decision != protocol.DecisionDeny || a.Text != "the user said no" {
+			t.Errorf("got %+v; want gw-3 denied (gw-2 was withdrawn)", a)
 		}
-		if err := h.Approve(context.Background(), push); !errors.Is(err, errChatOver) {
-			t.Errorf("after the chat: got %v; want errChatOver", err)
+		fa.received()
+		for _, s := range []string{"! Allow hub:push you/model? (POST /hf/api/models/you/model/commit/main)", "(the request for git:push github.com/you/r was withdrawn)"} {
+			if !strings.Contains(buf.String(), s) {
+				t.Errorf("output lacks %q:\n%s", s, buf.String())
+			}
 		}
 	})
 	t.Run("print mode", func(t *testing.T) {
-		h := NewHostApprovals()
 		rule, _ := permission.ParseRule("hub:push you/*")
+		got := make(chan protocol.Input, 2)
 		_, in, out := startFake(t, func(a *fakeAgent) {
 			a.emit(protocol.Event{Type: protocol.EventReady, Session: "s", Model: "m"})
 			a.expect(protocol.InputUserMessage)
-			if err := h.Approve(context.Background(), push); err != nil {
-				t.Errorf("allowed by --allow: got %v", err)
-			}
-			err := h.Approve(context.Background(), protocol.Action{Kind: "hub:delete", Target: "you/model"})
-			if err == nil || !strings.Contains(err.Error(), `--allow "hub:delete you/model"`) {
-				t.Errorf("-p: got %v; want a denial saying how to allow it", err)
-			}
+			a.emit(held("gw-1", push))
+			got <- a.expect(protocol.InputApproval)
+			a.emit(held("gw-2", &protocol.Action{Kind: "hub:delete", Target: "you/model"}))
+			got <- a.expect(protocol.InputApproval)
 			a.emit(protocol.Event{Type: protocol.EventTurnEnd, StopReason: "end_turn"})
 		})
 		var stdout, stderr bytes.Buffer
 		_, err := Run(context.Background(), Options{AgentIn: in, AgentOut: out, Out: &stdout, Err: &stderr, Print: true, FirstPrompt: "go",
-			HostApprovals: h, Permissions: permission.NewPolicy(permission.Default, []permission.Rule{rule})})
+			Permissions: permission.NewPolicy(permission.Default, []permission.Rule{rule})})
 		if err != nil {
 			t.Fatal(err)
+		}
+		if a := <-got; a.Decision != protocol.DecisionAllow {
+			t.Errorf("allowed by --allow: got %+v", a)
+		}
+		if a := <-got; a.Decision != protocol.DecisionDeny || !strings.Contains(a.Text, `--allow "hub:delete you/model"`) {
+			t.Errorf("-p: got %+v; want a denial saying how to allow it", a)
 		}
 		if !strings.Contains(stderr.String(), "hub:delete you/model needs approval, which -p cannot ask for") {
 			t.Errorf("stderr: %q", stderr.String())

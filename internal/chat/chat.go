@@ -85,9 +85,6 @@ type Options struct {
 	// Permissions decides which approvals the rules allow without asking
 	// (and learns "always" answers); nil is the default mode, no rules.
 	Permissions *permission.Policy
-	// HostApprovals brings the gateway's held actions (Hub writes, git
-	// pushes) into the chat; nil when the gateway holds none.
-	HostApprovals *HostApprovals
 
 	// Header is the chat's one header line (session, model, sandbox…),
 	// shown first; the agent's ready event then adds no line of its own.
@@ -158,9 +155,8 @@ type driver struct {
 	confirmFree string    // an out-of-range number the person must type again
 	// asks are the questions waiting for the person, the one shown first:
 	// ask_user events, and approvals (with a question and choices made
-	// for them; hostReqs holds those the gateway waits on).
+	// for them).
 	asks      []protocol.Event
-	hostReqs  map[string]*hostRequest
 	perm      *permission.Policy
 	queued    []string
 	turnText  strings.Builder // the turn's last text, at most maxFinal bytes
@@ -247,21 +243,12 @@ func (d *driver) run(ctx context.Context) (Result, error) {
 	}
 	// Without a first prompt, the prompt appears once the agent is ready.
 
-	var hostReqs <-chan *hostRequest
-	var withdrawn <-chan string
-	if h := o.HostApprovals; h != nil {
-		hostReqs, withdrawn = h.reqs, h.withdrawn
-	}
 	for {
 		var exit bool
 		var err error
 		select {
 		case <-ctx.Done():
 			exit, err = true, ctx.Err()
-		case req := <-hostReqs:
-			err = d.approval(protocol.Event{Type: protocol.EventApproval, ID: req.id, Action: &req.action}, req)
-		case id := <-withdrawn:
-			d.withdraw(id)
 		case al, ok := <-d.events:
 			if !ok {
 				err := <-d.readErr
@@ -447,7 +434,7 @@ func (d *driver) handle(ctx context.Context, al agentLine) (done bool, err error
 	case protocol.EventAskUser:
 		return false, d.ask(ctx, ev)
 	case protocol.EventApproval:
-		return false, d.approval(ev, nil)
+		return false, d.approval(ev)
 	case protocol.EventUsage:
 		d.turnUsage = ev.Usage
 		if ev.Usage != nil {
@@ -485,7 +472,7 @@ func (d *driver) turnEnd(ev protocol.Event) (bool, error) {
 	// requests (a background job's push) wait on.
 	held := d.asks[:0]
 	for _, q := range d.asks {
-		if d.hostReqs[q.ID] != nil {
+		if q.Type == protocol.EventApproval && q.Name == "gateway" {
 			held = append(held, q)
 		}
 	}
@@ -740,10 +727,6 @@ func (d *driver) sendInput(in protocol.Input) error {
 // shutdown asks the agent to finish and waits (bounded) for it to close
 // its output, rendering what it still says.
 func (d *driver) shutdown(ctx context.Context) {
-	d.denyHeld()
-	if d.o.HostApprovals != nil {
-		d.o.HostApprovals.Close()
-	}
 	d.sendInput(protocol.Input{Type: protocol.InputShutdown})
 	d.closeAgentIn()
 	timer := time.NewTimer(d.o.ShutdownWait)

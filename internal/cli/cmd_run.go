@@ -293,13 +293,6 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 	if err != nil {
 		return fail(ExitUsage, "%v", err)
 	}
-	// The gateway holds this sandbox's writes until the chat decides;
-	// bypass holds nothing, and a shared gateway cannot hold.
-	var held *chat.HostApprovals
-	if perm.Mode() != permission.Bypass && cf.gateway == "" {
-		held = chat.NewHostApprovals()
-		defer held.Close()
-	}
 
 	// The model key, before anything is created.
 	keys, err := launch.ResolveKeys(env.Config, env.Getenv)
@@ -337,9 +330,13 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 		BudgetUSD: cf.budgetUSD, CPUs: cpus, MemoryBytes: memory, Pids: pids,
 		AskBeforeBash: perm.AsksBash(),
 	}
-	if held != nil {
-		req.Approver = held
-	} else if cf.gateway != "" && perm.Mode() != permission.Bypass {
+	// The gateway holds this sandbox's writes until the chat decides;
+	// bypass holds nothing, and a shared gateway cannot hold.
+	switch {
+	case perm.Mode() == permission.Bypass:
+	case cf.gateway == "":
+		req.HoldWrites = true
+	default:
 		fmt.Fprintf(env.Stderr, "mlagent %s: a shared gateway does not hold Hub writes or git pushes for approval; they go ahead\n", name)
 	}
 	agent, err := host.StartAgent(ctx, req)
@@ -409,8 +406,8 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 		In: in, Out: out, Err: env.Stderr, TTY: tty,
 		Editor: editor, HistoryPath: env.Config.HistoryPath(),
 		NoColor: env.Getenv("NO_COLOR") != "", Header: header,
-		Permissions: perm, HostApprovals: held,
-		Print: cf.print, OutputFormat: format, Answers: answers,
+		Permissions: perm,
+		Print:       cf.print, OutputFormat: format, Answers: answers,
 		FirstPrompt: cs.Prompt, DashboardURL: dashURL, Interrupt: interrupts,
 		OnUserMessage: func(text string) {
 			if format == chat.FormatChat && (!tty || cs.In != nil) {

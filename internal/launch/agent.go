@@ -3,6 +3,7 @@ package launch
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,7 +14,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/mlagent/mlagent/internal/gateway"
 	"github.com/mlagent/mlagent/internal/protocol"
 	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/sanitize"
@@ -39,9 +39,12 @@ type AgentRequest struct {
 	MemoryBytes int64
 	// Pids bounds its tasks: 0 is config sandbox.pids, sandbox.NoPidsLimit none.
 	Pids int
-	// Approver, when set, decides the sandbox's writes that the gateway
-	// holds (Hub writes, git pushes); only the in-process gateway holds.
-	Approver gateway.Approver
+	// HoldWrites makes the gateway hold the sandbox's writes (Hub writes,
+	// git pushes) until the front end approves them: they arrive among
+	// the events as approval events named "gateway", answered with
+	// approval inputs like the agent's own. Only the in-process gateway
+	// holds.
+	HoldWrites bool
 	// AskBeforeBash makes the agent ask before each command (ask-all).
 	AskBeforeBash bool
 }
@@ -63,6 +66,12 @@ type AgentSession struct {
 	in     *inputWriter
 	events *io.PipeReader
 	exited chan struct{}
+
+	evMu   sync.Mutex // one writer of whole lines at a time on evW
+	evW    *io.PipeWriter
+	heldMu sync.Mutex
+	held   map[string]chan protocol.Input // gateway approvals waiting, by id
+	nextID int
 	err    error // how the agent exited; set before exited closes
 }
 
@@ -100,13 +109,13 @@ func (h *Host) StartAgent(ctx context.Context, r AgentRequest) (_ *AgentSession,
 		return nil, err
 	}
 
-	if r.Approver != nil {
+	a := &AgentSession{Sandbox: sb, id: s.ID, host: h, exited: make(chan struct{})}
+	if r.HoldWrites {
 		if h.gw == nil {
 			return nil, errors.New("a shared gateway (--gateway) cannot hold writes for approval; use --permission-mode bypass with it")
 		}
-		h.gw.SetApprover(sb.TokenID, r.Approver)
+		h.gw.SetApprover(sb.TokenID, a)
 	}
-	a := &AgentSession{Sandbox: sb, id: s.ID, host: h, exited: make(chan struct{})}
 	a.Resumed = r.Resume && h.transcriptExists(s)
 	argv := []string{"mlagent", "agent", "--session", s.ID, "--model", s.Model, "--max-turns", strconv.Itoa(r.MaxTurns)}
 	if a.Resumed {
@@ -119,15 +128,18 @@ func (h *Host) StartAgent(ctx context.Context, r AgentRequest) (_ *AgentSession,
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
 	evR, evW := io.Pipe()
-	a.in = &inputWriter{w: inW, onInput: func(in protocol.Input) {
-		if in.Type != protocol.InputUserMessage {
-			return
+	a.in = &inputWriter{w: inW, onInput: func(in protocol.Input) bool {
+		switch in.Type {
+		case protocol.InputApproval:
+			return a.decide(in)
+		case protocol.InputUserMessage:
+			if err := h.sessions.SetTitle(bg, s.ID, in.Text); err != nil {
+				h.log.Warn("session title", "session", s.ID, "err", err)
+			}
 		}
-		if err := h.sessions.SetTitle(bg, s.ID, in.Text); err != nil {
-			h.log.Warn("session title", "session", s.ID, "err", err)
-		}
+		return false
 	}}
-	a.events = evR
+	a.events, a.evW = evR, evW
 	go a.book(bg, outR, evW)
 	go func() {
 		stderr := &tailBuffer{max: 64 << 10}
@@ -216,7 +228,7 @@ func (a *AgentSession) book(ctx context.Context, agentOut io.Reader, events *io.
 			}
 			cost = 0
 		}
-		if _, err := events.Write(raw); err != nil {
+		if err := a.emitLine(raw); err != nil {
 			// Nobody reads any more: drain, so the agent is not blocked.
 			io.Copy(io.Discard, agentOut)
 			return
@@ -224,34 +236,112 @@ func (a *AgentSession) book(ctx context.Context, agentOut io.Reader, events *io.
 	}
 }
 
-// inputWriter passes inputs to the agent and shows each whole line to
-// onInput. Safe for concurrent use.
+// emitLine writes one whole event line to Events.
+func (a *AgentSession) emitLine(line []byte) error {
+	a.evMu.Lock()
+	defer a.evMu.Unlock()
+	_, err := a.evW.Write(line)
+	return err
+}
+
+func (a *AgentSession) emit(ev protocol.Event) {
+	ev.V = protocol.Version
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return
+	}
+	a.emitLine(append(b, '\n'))
+}
+
+// Approve is the gateway's Approver for the session's sandbox: a held
+// write becomes an approval event named "gateway" in Events, and waits
+// for the front end's approval input with its id (or for the sandbox to
+// give up on the request, which withdraws the question).
+func (a *AgentSession) Approve(ctx context.Context, act protocol.Action) error {
+	ch := make(chan protocol.Input, 1)
+	a.heldMu.Lock()
+	a.nextID++
+	id := "gw-" + strconv.Itoa(a.nextID)
+	if a.held == nil {
+		a.held = map[string]chan protocol.Input{}
+	}
+	a.held[id] = ch
+	a.heldMu.Unlock()
+	forget := func() {
+		a.heldMu.Lock()
+		delete(a.held, id)
+		a.heldMu.Unlock()
+	}
+	a.emit(protocol.Event{Type: protocol.EventApproval, ID: id, Name: "gateway", Action: &act})
+	select {
+	case in := <-ch:
+		if in.Decision == protocol.DecisionDeny {
+			if in.Text == "" {
+				in.Text = "the user said no"
+			}
+			return errors.New(in.Text)
+		}
+		return nil
+	case <-ctx.Done():
+		forget()
+		a.emit(protocol.Event{Type: protocol.EventApproval, ID: id, Name: "gateway", Withdrawn: true})
+		return ctx.Err()
+	case <-a.exited:
+		forget()
+		return errors.New("the session has ended, so nobody can approve it")
+	}
+}
+
+// decide takes an approval input meant for a held write; false means it
+// is the agent's.
+func (a *AgentSession) decide(in protocol.Input) bool {
+	a.heldMu.Lock()
+	defer a.heldMu.Unlock()
+	ch, ok := a.held[in.ID]
+	if ok {
+		ch <- in
+		delete(a.held, in.ID)
+	}
+	return ok
+}
+
+// inputWriter passes input lines to the agent, each whole line shown to
+// onInput first, which may take it (an approval of a held write is the
+// session's, not the agent's). Safe for concurrent use.
 type inputWriter struct {
 	mu      sync.Mutex
 	w       io.WriteCloser
 	partial []byte
-	onInput func(protocol.Input)
+	onInput func(protocol.Input) (taken bool)
 }
 
 func (w *inputWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	n, err := w.w.Write(p)
-	w.partial = append(w.partial, p[:n]...)
+	w.partial = append(w.partial, p...)
 	for {
 		i := bytes.IndexByte(w.partial, '\n')
 		if i < 0 {
 			break
 		}
-		if in, perr := protocol.ParseInput(w.partial[:i]); perr == nil {
-			w.onInput(in)
-		}
+		line := w.partial[:i+1]
 		w.partial = w.partial[i+1:]
+		if in, perr := protocol.ParseInput(line[:i]); perr == nil && w.onInput(in) {
+			continue
+		}
+		if _, err := w.w.Write(line); err != nil {
+			return 0, err
+		}
 	}
 	if len(w.partial) > protocol.MaxLine {
-		w.partial = nil // the agent refuses such a line too
+		// The agent refuses such a line too; let it say so.
+		_, err := w.w.Write(w.partial)
+		w.partial = nil
+		if err != nil {
+			return 0, err
+		}
 	}
-	return n, err
+	return len(p), nil
 }
 
 func (w *inputWriter) Close() error { return w.w.Close() }

@@ -234,3 +234,74 @@ func TestStartAgentExitErrors(t *testing.T) {
 		t.Errorf("after Terminate: got %v; want the agent ended", err)
 	}
 }
+
+// TestHeldWritesAreTheFrontEnds: with HoldWrites, a write the gateway
+// holds appears among the events as an approval named "gateway"; the
+// front end's approval input decides it and never reaches the agent; a
+// request given up is withdrawn; the agent is told to ask before
+// commands with AskBeforeBash.
+func TestHeldWritesAreTheFrontEnds(t *testing.T) {
+	ctx := context.Background()
+	agentGot := make(chan protocol.Input, 8)
+	be := &agentBackend{play: func(_ []string, in io.Reader, out, _ io.Writer) int {
+		protocol.NewWriter(out).Emit(protocol.Event{Type: protocol.EventReady, Session: "s", Model: "m"})
+		r := protocol.NewReader(in)
+		for {
+			inp, err := r.Next()
+			if err != nil || inp.Type == protocol.InputShutdown {
+				return 0
+			}
+			agentGot <- inp
+		}
+	}}
+	h := startHost(t, testConfig(t), be)
+	defer h.Close()
+	s := sessions.Session{ID: "20250101-000000-held", Model: "m", Volumes: sandbox.DefaultMounts()}
+	a, err := h.StartAgent(ctx, AgentRequest{Session: s, HoldWrites: true, AskBeforeBash: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Terminate(ctx)
+	events := protocol.NewEventReader(a.Events())
+	next(t, events, protocol.EventReady)
+
+	push := protocol.Action{Kind: "hub:push", Target: "you/m"}
+	decided := make(chan error, 1)
+	go func() { decided <- a.Approve(ctx, push) }()
+	ev := next(t, events, protocol.EventApproval)
+	if ev.Name != "gateway" || ev.Action == nil || *ev.Action != push || !strings.HasPrefix(ev.ID, "gw-") {
+		t.Fatalf("approval event: %+v", ev)
+	}
+	a.Send(protocol.Input{Type: protocol.InputApproval, ID: ev.ID, Decision: protocol.DecisionDeny, Text: "the user said: not yet"})
+	if err := <-decided; err == nil || err.Error() != "the user said: not yet" {
+		t.Errorf("denied: got %v", err)
+	}
+	go func() { decided <- a.Approve(ctx, push) }()
+	ev = next(t, events, protocol.EventApproval)
+	a.Send(protocol.Input{Type: protocol.InputApproval, ID: ev.ID, Decision: protocol.DecisionAlways})
+	if err := <-decided; err != nil {
+		t.Errorf("allowed: got %v", err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	go func() { decided <- a.Approve(cctx, push) }()
+	ev = next(t, events, protocol.EventApproval)
+	cancel()
+	if w := next(t, events, protocol.EventApproval); !w.Withdrawn || w.ID != ev.ID {
+		t.Errorf("after the request was given up: got %+v; want %s withdrawn", w, ev.ID)
+	}
+	<-decided
+
+	// The agent's own approval inputs pass through.
+	a.Send(protocol.Input{Type: protocol.InputApproval, ID: "toolu_1", Decision: protocol.DecisionAllow})
+	if got := <-agentGot; got.ID != "toolu_1" {
+		t.Errorf("the agent got %+v; want its own approval only", got)
+	}
+	select {
+	case got := <-agentGot:
+		t.Errorf("the agent also got %+v", got)
+	default:
+	}
+	if argv := be.argv[0]; !slices.Contains(argv, "--permission-mode") || argv[len(argv)-1] != "ask-all" {
+		t.Errorf("agent argv %q; want --permission-mode ask-all", argv)
+	}
+}

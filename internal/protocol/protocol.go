@@ -27,6 +27,7 @@ const (
 	EventTodo       = "todo"       // the agent's plan changed
 	EventAskUser    = "ask_user"   // the agent asks the user; answer with an "answer" input
 	EventApproval   = "approval"   // an action waits for the user's approval; answer with an "approval" input
+	EventJob        = "job"        // a background job started or ended
 	EventUsage      = "usage"      // token usage and cost of the turn just finished
 	EventCompaction = "compaction" // the conversation was summarised to fit the context window
 	EventRetry      = "retry"      // a model request failed and is retried; drop partial text since the last message
@@ -41,6 +42,9 @@ const (
 	InputApproval    = "approval"
 	InputInterrupt   = "interrupt"
 	InputShutdown    = "shutdown"
+	// InputDetach is for a session host only (never the agent): the front
+	// end leaves, and the session goes on without it until one attaches.
+	InputDetach = "detach"
 )
 
 // Error kinds carried by EventError.
@@ -81,6 +85,17 @@ func (a Action) String() string {
 	}
 	return a.Kind + " " + a.Target
 }
+
+// Job is a background job, as carried by EventJob.
+type Job struct {
+	ID      string `json:"id"`
+	Command string `json:"command"`
+	// Status is "running", "exited N" or "failed: why".
+	Status string `json:"status"`
+}
+
+// Running reports whether the job has not ended.
+func (j Job) Running() bool { return j.Status == "running" }
 
 // TodoItem is one entry of the agent's plan.
 type TodoItem struct {
@@ -140,8 +155,13 @@ type Event struct {
 	Question string   `json:"question,omitempty"`
 	Choices  []string `json:"choices,omitempty"`
 
-	// approval (ID names it in the answer)
-	Action *Action `json:"action,omitempty"`
+	// approval (ID names it in the answer); Withdrawn: the request was
+	// given up, drop the question
+	Action    *Action `json:"action,omitempty"`
+	Withdrawn bool    `json:"withdrawn,omitempty"`
+
+	// job
+	Job *Job `json:"job,omitempty"`
 
 	// usage
 	Usage *Usage `json:"usage,omitempty"`
@@ -280,7 +300,7 @@ func ParseInput(line []byte) (Input, error) {
 		default:
 			return Input{}, fmt.Errorf("bad input line: approval decision %q: want allow, deny or always", in.Decision)
 		}
-	case InputInterrupt, InputShutdown:
+	case InputInterrupt, InputShutdown, InputDetach:
 	default:
 		return Input{}, fmt.Errorf("bad input line: unknown type %q", in.Type)
 	}

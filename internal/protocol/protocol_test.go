@@ -25,6 +25,8 @@ func sampleEvents() []Event {
 		{Type: EventTodo, Items: []TodoItem{{Content: "pick a model", Status: "completed"}, {Content: "train", Status: "in_progress"}}},
 		{Type: EventAskUser, ID: "toolu_3", Question: "Which dataset?", Choices: []string{"imdb", "sst2"}},
 		{Type: EventApproval, ID: "toolu_4", Action: &Action{Kind: "bash", Target: "rm -rf /workspace/old"}},
+		{Type: EventApproval, ID: "gw-1", Withdrawn: true},
+		{Type: EventJob, Job: &Job{ID: "job1", Command: "python3 train.py", Status: "running"}},
 		{Type: EventUsage, Usage: &Usage{InputTokens: 120, OutputTokens: 80, CacheCreationInputTokens: 2000, CacheReadInputTokens: 9000, CostUSD: 0.0123, Requests: 3, SessionCostUSD: 0.05, SessionCacheReadRatio: 0.8}},
 		{Type: EventCompaction, Compaction: &Compaction{MessagesBefore: 40, MessagesAfter: 7, TokensBefore: 170000, SummaryChars: 2400}},
 		{Type: EventRetry, Attempt: 1, WaitMS: 2000, Message: "overloaded_error (529)"},

@@ -35,6 +35,9 @@ type Shell struct {
 	MaxTimeout     time.Duration
 	MaxOutput      int      // bytes of output returned (head+tail kept)
 	Env            []string // process environment; nil = os.Environ()
+	// OnJob, when set, is told when a background job starts and when it
+	// ends (from the goroutine that saw it).
+	OnJob func(*Job)
 
 	fg   sync.Mutex
 	mu   sync.Mutex
@@ -50,8 +53,22 @@ func NewShell(dir, stateDir string) (*Shell, error) {
 	return &Shell{
 		Dir: dir, StateDir: stateDir,
 		DefaultTimeout: 2 * time.Minute, MaxTimeout: 10 * time.Minute,
-		MaxOutput: 30000, jobs: map[string]*Job{},
+		MaxOutput: 30000, jobs: map[string]*Job{}, next: lastJob(stateDir),
 	}, nil
+}
+
+// lastJob is the highest job number with a log in stateDir: a resumed
+// session's shell numbers on, so that job1's log from before stays job1's.
+func lastJob(stateDir string) int {
+	ents, _ := os.ReadDir(filepath.Join(stateDir, "jobs"))
+	n := 0
+	for _, e := range ents {
+		s, ok := strings.CutSuffix(strings.TrimPrefix(e.Name(), "job"), ".log")
+		if k, err := strconv.Atoi(s); ok && err == nil && k > n {
+			n = k
+		}
+	}
+	return n
 }
 
 func (s *Shell) statePath() string { return filepath.Join(s.StateDir, "shell.state") }
@@ -173,6 +190,13 @@ func (s *Shell) Start(cmdline string) (*Job, error) {
 		return nil, fmt.Errorf("start job: %w", err)
 	}
 	j := &Job{ID: id, Command: cmdline, Log: logPath, Started: time.Now(), cmd: cmd, done: make(chan struct{})}
+	s.mu.Lock()
+	s.jobs[id] = j
+	s.mu.Unlock()
+	// Told before the job can be seen to end, so "running" comes first.
+	if s.OnJob != nil {
+		s.OnJob(j)
+	}
 	go func() {
 		err := cmd.Wait()
 		f.Close()
@@ -186,10 +210,10 @@ func (s *Shell) Start(cmdline string) (*Job, error) {
 		}
 		j.mu.Unlock()
 		close(j.done)
+		if s.OnJob != nil {
+			s.OnJob(j)
+		}
 	}()
-	s.mu.Lock()
-	s.jobs[id] = j
-	s.mu.Unlock()
 	return j, nil
 }
 

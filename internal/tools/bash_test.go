@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -176,4 +177,51 @@ func TestShellStateKeepsNoToken(t *testing.T) {
 	if r.Output != "kept sbx-secret-1\n" {
 		t.Errorf("got %q", r.Output)
 	}
+}
+
+// TestJobEvents: a job is reported running, then ended; a new shell on
+// the same state numbers on rather than overwriting job1's log.
+func TestJobEvents(t *testing.T) {
+	state := t.TempDir()
+	sh, err := NewShell(t.TempDir(), state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var seen []string
+	sh.OnJob = func(j *Job) {
+		mu.Lock()
+		seen = append(seen, j.ID+" "+j.Status())
+		mu.Unlock()
+	}
+	j, err := sh.Start("exit 3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.Wait(context.Background())
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		n := len(seen)
+		mu.Unlock()
+		if n == 2 || time.Now().After(deadline) {
+			break
+		}
+	}
+	mu.Lock()
+	if strings.Join(seen, ",") != "job1 running,job1 exited 3" {
+		t.Errorf("job events: got %q; want running then exited 3", seen)
+	}
+	mu.Unlock()
+	sh2, err := NewShell(t.TempDir(), state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j2, err := sh2.Start("true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j2.ID != "job2" {
+		t.Errorf("the next shell's first job is %s; want job2", j2.ID)
+	}
+	j2.Wait(context.Background())
 }

@@ -21,6 +21,8 @@ type Env struct {
 	Approver Approver
 	// OnTodo shows the plan when the todo tool changes it.
 	OnTodo func([]protocol.TodoItem)
+	// OnJob is told when a background job starts and ends.
+	OnJob func(protocol.Job)
 	// HFEndpoint and HFToken reach the Hugging Face Hub (through the
 	// gateway inside a sandbox).
 	HFEndpoint, HFToken string
@@ -33,6 +35,9 @@ func Default(e Env) (*Registry, *Shell, error) {
 	shell, err := NewShell(e.Workdir, e.StateDir)
 	if err != nil {
 		return nil, nil, err
+	}
+	if e.OnJob != nil {
+		shell.OnJob = func(j *Job) { e.OnJob(protocol.Job{ID: j.ID, Command: j.Command, Status: j.Status()}) }
 	}
 	files := &Files{Dir: e.Workdir}
 	return NewRegistry(
