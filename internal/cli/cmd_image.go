@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -83,13 +82,13 @@ func imagePull(ctx context.Context, env *Env, st *image.Store, refs []string) in
 	code := ExitOK
 	for _, ref := range refs {
 		start := time.Now()
-		img, err := st.Pull(ctx, ref, image.PullOptions{Progress: progressBar(env.Stderr, writerIsTerminal(env.Stderr))})
+		img, err := st.Pull(ctx, ref, image.PullOptions{Progress: image.TextProgress(env.Stderr)})
 		if err != nil {
 			fmt.Fprintf(env.Stderr, "mlagent image pull: %v\n", err)
 			code = ExitFailure
 			continue
 		}
-		fmt.Fprintf(env.Stdout, "%s %s (%s, %s) in %s\n", img.Ref, shortID(img.ID), img.Platform, formatBytes(img.Size),
+		fmt.Fprintf(env.Stdout, "%s %s (%s, %s) in %s\n", img.Ref, shortID(img.ID), img.Platform, image.FormatBytes(img.Size),
 			time.Since(start).Round(100*time.Millisecond))
 	}
 	return code
@@ -116,7 +115,7 @@ func imageLs(ctx context.Context, env *Env, st *image.Store, args []string) int 
 		if !img.LastUsed.IsZero() {
 			used = img.LastUsed.Local().Format(time.DateTime)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", img.Ref, shortID(img.ID), img.Platform, formatBytes(img.Size),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", img.Ref, shortID(img.ID), img.Platform, image.FormatBytes(img.Size),
 			img.Pulled.Local().Format(time.DateTime), used)
 	}
 	tw.Flush()
@@ -187,66 +186,7 @@ func imageInspect(ctx context.Context, env *Env, st *image.Store, refs []string)
 	return ExitOK
 }
 
-// progressBar draws a pull's progress: one line redrawn in place on a
-// terminal, a line per phase otherwise.
-func progressBar(w io.Writer, tty bool) func(image.Progress) {
-	start := time.Now()
-	lastPhase := ""
-	return func(p image.Progress) {
-		if !tty {
-			if p.Phase != lastPhase {
-				switch p.Phase {
-				case "download":
-					fmt.Fprintf(w, "pulling %s: %d layers (%d cached), %s to fetch\n", p.Ref, p.Layers, p.Cached, formatBytesOrUnknown(p.Total))
-				case "flatten":
-					fmt.Fprintf(w, "pulling %s: flattening\n", p.Ref)
-				}
-			}
-			lastPhase = p.Phase
-			return
-		}
-		lastPhase = p.Phase
-		const width = 24
-		var bar string
-		if p.Total > 0 {
-			n := int(float64(width) * float64(min(p.Bytes, p.Total)) / float64(p.Total))
-			bar = "[" + strings.Repeat("#", n) + strings.Repeat(".", width-n) + "] "
-		}
-		rate := float64(p.Bytes) / max(time.Since(start).Seconds(), 0.001)
-		line := fmt.Sprintf("%s %s layers %d/%d %s%s", p.Phase, p.Ref, p.Done, p.Layers, bar, formatBytes(p.Bytes))
-		if p.Total > 0 {
-			line += " / " + formatBytes(p.Total)
-		}
-		if p.Phase == "download" {
-			line += fmt.Sprintf("  %s/s", formatBytes(int64(rate)))
-		}
-		fmt.Fprintf(w, "\r\x1b[K%s", line)
-		if p.Phase == "done" {
-			fmt.Fprint(w, "\r\x1b[K")
-		}
-	}
-}
-
 func shortID(id string) string {
 	_, h, _ := strings.Cut(id, ":")
 	return h[:min(12, len(h))]
-}
-
-func formatBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
-}
-
-func formatBytesOrUnknown(n int64) string {
-	if n <= 0 {
-		return "size unknown"
-	}
-	return formatBytes(n)
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/mlagent/mlagent/internal/config"
+	"github.com/mlagent/mlagent/internal/image"
 	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/sandbox/bwrap"
 	"github.com/mlagent/mlagent/internal/store"
@@ -17,7 +18,12 @@ import (
 func NewBackend(ctx context.Context, cfg *config.Config, db *store.DB, binary string, log *slog.Logger) (sandbox.Backend, error) {
 	switch cfg.Sandbox.Backend {
 	case "", "local", "bwrap", "bubblewrap":
+		images, err := image.Open(cfg.ImagesDir(), log.With("part", "image"))
+		if err != nil {
+			return nil, err
+		}
 		return bwrap.New(ctx, bwrap.Options{
+			Images:   images,
 			Bwrap:    cfg.Sandbox.Bwrap,
 			Binary:   binary,
 			StateDir: cfg.SandboxesDir(),

@@ -54,6 +54,23 @@ type Remover interface {
 	Remove(ctx context.Context, name string) error
 }
 
+// ImagePreparer is an optional Backend capability: make an image ready
+// on this host before Create, drawing progress on w (the local backend
+// pulls it into its cache; a cluster's nodes pull their own images, so a
+// pod backend has nothing to do before Create).
+type ImagePreparer interface {
+	PrepareImage(ctx context.Context, ref string, w io.Writer) error
+}
+
+// PrepareImage prepares ref on b where b can, and does nothing where it
+// need not (ref "", or a backend without ImagePreparer).
+func PrepareImage(ctx context.Context, b Backend, ref string, w io.Writer) error {
+	if p, ok := b.(ImagePreparer); ok && ref != "" {
+		return p.PrepareImage(ctx, ref, w)
+	}
+	return nil
+}
+
 // Spec describes a sandbox to create.
 type Spec struct {
 	// Name is a DNS label ([a-z0-9-], at most 63); "" picks a random one.

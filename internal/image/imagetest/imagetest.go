@@ -344,7 +344,7 @@ func buildPythonImage() (v1.Image, string) {
 				b, _ := io.ReadAll(pr.Open())
 				interp := strings.TrimRight(string(b), "\x00")
 				if real, err := filepath.EvalSymlinks(interp); err == nil {
-					libs[real] = true
+					libs[interp], libs[real] = true, true
 				}
 			}
 		}

@@ -28,6 +28,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mlagent/mlagent/internal/image"
 	"github.com/mlagent/mlagent/internal/initproc"
 	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/sandbox/cgroup"
@@ -55,6 +56,13 @@ type Options struct {
 	Log     *slog.Logger
 	// DevDir is where GPU device nodes are looked for; "" is /dev.
 	DevDir string
+	// Images is the image cache sandboxes with Spec.Image run from; nil:
+	// such sandboxes are refused.
+	Images *image.Store
+	// HostRoot and LDConfig are where the GPU driver's libraries are
+	// looked for (see package nvidia); tests fake them.
+	HostRoot string
+	LDConfig func() ([]byte, error)
 }
 
 // Backend creates bubblewrap sandboxes. Safe for concurrent use.
@@ -148,9 +156,22 @@ func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 	if err != nil {
 		return nil, fmt.Errorf("create sandbox %s: %w", spec.Name, err)
 	}
+	var root *imageRoot
+	if spec.Image != "" {
+		if root, err = b.openImage(spec, gpus); err != nil {
+			return nil, fmt.Errorf("create sandbox %s: %w", spec.Name, err)
+		}
+		if root.noGPU {
+			gpus = nil
+		}
+	}
 	rec := &record{
 		Name: spec.Name, StateDir: filepath.Join(b.opts.StateDir, spec.Name),
 		Labels: spec.Labels, GPU: len(gpus) > 0, Created: time.Now(),
+	}
+	if root != nil {
+		rec.Image, rec.ImageID = root.img.Ref, root.img.ID
+		rec.Notes = append(rec.Notes, root.notes...)
 	}
 	if rec.Labels == nil {
 		rec.Labels = map[string]string{}
@@ -183,7 +204,7 @@ func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 			}
 		}
 	}()
-	args, files, err := b.prepare(spec, rec, gpus)
+	args, files, err := b.prepare(spec, rec, gpus, root)
 	if err != nil {
 		return nil, fmt.Errorf("create sandbox %s: %w", spec.Name, err)
 	}
@@ -196,15 +217,9 @@ func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 
 // prepare makes the sandbox's workspace and returns the bubblewrap
 // arguments, with the descriptors they name (fds firstFileFD, …) that the
-// caller passes to bubblewrap and closes once it has started.
-//
-// /etc is a tmpfs of its own, remounted read-only once filled: the
-// generated files (never written to the host's disk), and the host's
-// files and small directories, are copied into it by bubblewrap (--file
-// from a descriptor), which is much cheaper than a bind mount each
-// (bubblewrap reads the whole mount table for every bind); only the
-// host's larger directories are bound.
-func (b *Backend) prepare(spec sandbox.Spec, rec *record, gpus []string) (_ []string, files []*os.File, err error) {
+// caller passes to bubblewrap and closes once it has started. The root
+// is the host's /usr (hostRootArgs) or an image's (root.args).
+func (b *Backend) prepare(spec sandbox.Spec, rec *record, gpus []string, root *imageRoot) (_ []string, files []*os.File, err error) {
 	defer func() {
 		if err != nil {
 			closeFiles(files)
@@ -215,6 +230,11 @@ func (b *Backend) prepare(spec sandbox.Spec, rec *record, gpus []string) (_ []st
 		return nil, nil, err
 	}
 	env := []map[string]string{sandbox.BaseEnv(spec), spec.Env}
+	if root != nil {
+		// The image's environment under the sandbox's own (HOME, USER,
+		// HF_HOME…), except PATH, LANG and what the image adds.
+		env = []map[string]string{root.env, spec.Env}
+	}
 	if spec.Gateway != nil {
 		env = append(env, sandbox.GatewayEnv(spec.Gateway.Token))
 	}
@@ -230,13 +250,14 @@ func (b *Backend) prepare(spec sandbox.Spec, rec *record, gpus []string) (_ []st
 		k, v, _ := strings.Cut(kv, "=")
 		a = append(a, "--setenv", k, v)
 	}
-	a = append(a, "--ro-bind", "/usr", "/usr")
-	a = append(a, b.rootLinks()...)
-
+	// fd passes f to bubblewrap and returns the descriptor's number there.
+	fd := func(f *os.File) string {
+		files = append(files, f)
+		return strconv.Itoa(firstFileFD + len(files) - 1)
+	}
 	// file adds f as a file at dest in /etc (read-only: /etc is).
 	file := func(f *os.File, dest string, perm fs.FileMode) {
-		a = append(a, "--perms", fmt.Sprintf("%04o", perm), "--file", strconv.Itoa(firstFileFD+len(files)), dest)
-		files = append(files, f)
+		a = append(a, "--perms", fmt.Sprintf("%04o", perm), "--file", fd(f), dest)
 	}
 	// data adds a file with the given content: bubblewrap reads it from a
 	// pipe, so it never touches the host's disk.
@@ -248,47 +269,15 @@ func (b *Backend) prepare(spec sandbox.Spec, rec *record, gpus []string) (_ []st
 		file(f, dest, 0o644)
 		return nil
 	}
-	a = append(a, "--perms", "0755", "--tmpfs", "/etc")
-	for _, p := range hostEtc {
-		es, ok := hostEntries(p)
-		if !ok {
-			a = append(a, "--ro-bind-try", p, p)
-			continue
-		}
-		for _, e := range es {
-			switch {
-			case e.f != nil:
-				file(e.f, e.dest, e.perm)
-			case e.dir:
-				a = append(a, "--perms", fmt.Sprintf("%04o", e.perm), "--dir", e.dest)
-			default:
-				a = append(a, "--symlink", e.target, e.dest)
-			}
-		}
+	workdir := sandbox.Workspace
+	if root != nil {
+		err = root.args(&a, spec, rec, fd, data)
+		workdir = root.workdir
+	} else {
+		err = b.hostRootArgs(&a, spec, rec, file, data)
 	}
-	for _, f := range []struct {
-		dest    string
-		content []byte
-	}{
-		{"/etc/passwd", fmt.Appendf(nil, "%s:x:%d:%d:mlagent sandbox:%s:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-			sandbox.SandboxUser, sandbox.SandboxUID, sandbox.SandboxGID, sandbox.Home)},
-		{"/etc/group", fmt.Appendf(nil, "%s:x:%d:\nnogroup:x:65534:\n", sandbox.SandboxUser, sandbox.SandboxGID)},
-		{"/etc/hosts", fmt.Appendf(nil, "127.0.0.1\tlocalhost %s\n::1\tlocalhost ip6-localhost\n", rec.Name)},
-	} {
-		if err := data(f.dest, f.content); err != nil {
-			return nil, files, err
-		}
-	}
-	if spec.Gateway != nil {
-		a = append(a, "--perms", "0755", "--dir", filepath.Dir(sandbox.GitConfig))
-		if err := data(sandbox.GitConfig, sandbox.GitConfigFile(spec.Gateway.Token)); err != nil {
-			return nil, files, err
-		}
-	}
-	// Non-recursive: the binds inside stay as they are (read-only).
-	a = append(a, "--remount-ro", "/etc")
-	if spec.Gateway != nil {
-		a = append(a, "--bind", spec.Gateway.Socket, gatewaySocket)
+	if err != nil {
+		return nil, files, err
 	}
 	a = append(a,
 		"--proc", "/proc",
@@ -296,7 +285,6 @@ func (b *Backend) prepare(spec sandbox.Spec, rec *record, gpus []string) (_ []st
 		"--tmpfs", "/tmp",
 		"--tmpfs", sandbox.Home,
 		"--bind", workspaceDir(rec.StateDir), sandbox.Workspace,
-		"--ro-bind", b.opts.Binary, sandbox.BinaryPath,
 	)
 	for _, m := range spec.Volumes {
 		dir, err := b.opts.Volumes.Ensure(m.Volume)
@@ -314,14 +302,13 @@ func (b *Backend) prepare(spec sandbox.Spec, rec *record, gpus []string) (_ []st
 		if err != nil {
 			return nil, files, err
 		}
-		a = append(a, "--seccomp", strconv.Itoa(firstFileFD+len(files)))
-		files = append(files, f)
+		a = append(a, "--seccomp", fd(f))
 	}
-	a = append(a, "--chdir", sandbox.Workspace, "--info-fd", "3")
+	a = append(a, "--chdir", workdir, "--info-fd", "3")
 	// The command itself must follow on bwrap's command line: --args
 	// takes options only.
 	a = append(a, "--", sandbox.BinaryPath, "init", "--control-fd", "6", "--ready-fd", "4",
-		"--dir", sandbox.Workspace)
+		"--dir", workdir)
 	if spec.Gateway != nil {
 		a = append(a, "--gateway-socket", gatewaySocket, "--bridge-listen", sandbox.GatewayAddr)
 	}
@@ -332,6 +319,63 @@ func (b *Backend) prepare(spec sandbox.Spec, rec *record, gpus []string) (_ []st
 		a = append(a, "--idle-timeout", spec.IdleTimeout.String())
 	}
 	return a, files, nil
+}
+
+// hostRootArgs adds the filesystem of a sandbox on the host's /usr.
+//
+// /etc is a tmpfs of its own, remounted read-only once filled: the
+// generated files (never written to the host's disk), and the host's
+// files and small directories, are copied into it by bubblewrap (--file
+// from a descriptor), which is much cheaper than a bind mount each
+// (bubblewrap reads the whole mount table for every bind); only the
+// host's larger directories are bound.
+func (b *Backend) hostRootArgs(a *[]string, spec sandbox.Spec, rec *record, file func(*os.File, string, fs.FileMode), data func(string, []byte) error) error {
+	*a = append(*a, "--ro-bind", "/usr", "/usr")
+	*a = append(*a, b.rootLinks()...)
+	*a = append(*a, "--perms", "0755", "--tmpfs", "/etc")
+	for _, p := range hostEtc {
+		es, ok := hostEntries(p)
+		if !ok {
+			*a = append(*a, "--ro-bind-try", p, p)
+			continue
+		}
+		for _, e := range es {
+			switch {
+			case e.f != nil:
+				file(e.f, e.dest, e.perm)
+			case e.dir:
+				*a = append(*a, "--perms", fmt.Sprintf("%04o", e.perm), "--dir", e.dest)
+			default:
+				*a = append(*a, "--symlink", e.target, e.dest)
+			}
+		}
+	}
+	for _, f := range []struct {
+		dest    string
+		content []byte
+	}{
+		{"/etc/passwd", fmt.Appendf(nil, "%s:x:%d:%d:mlagent sandbox:%s:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+			sandbox.SandboxUser, sandbox.SandboxUID, sandbox.SandboxGID, sandbox.Home)},
+		{"/etc/group", fmt.Appendf(nil, "%s:x:%d:\nnogroup:x:65534:\n", sandbox.SandboxUser, sandbox.SandboxGID)},
+		{"/etc/hosts", hostsFile(rec.Name)},
+	} {
+		if err := data(f.dest, f.content); err != nil {
+			return err
+		}
+	}
+	if spec.Gateway != nil {
+		*a = append(*a, "--perms", "0755", "--dir", filepath.Dir(sandbox.GitConfig))
+		if err := data(sandbox.GitConfig, sandbox.GitConfigFile(spec.Gateway.Token)); err != nil {
+			return err
+		}
+	}
+	// Non-recursive: the binds inside stay as they are (read-only).
+	*a = append(*a, "--remount-ro", "/etc")
+	if spec.Gateway != nil {
+		*a = append(*a, "--bind", spec.Gateway.Socket, gatewaySocket)
+	}
+	*a = append(*a, "--ro-bind", b.opts.Binary, sandbox.BinaryPath)
+	return nil
 }
 
 // firstFileFD is where the descriptors of --file arguments start in

@@ -58,9 +58,10 @@ func newSandbox(t *testing.T, b *Backend, spec sandbox.Spec) sandbox.Sandbox {
 func TestEscape(t *testing.T) {
 	sandboxtest.RequireBwrap(t)
 	requirePython(t)
-	env := newTestEnv(t)
-	b := env.backend(t)
+	eachRoot(t, testEscape)
+}
 
+func testEscape(t *testing.T, env *testEnv, b *Backend, image string) {
 	hostHome := t.TempDir()
 	if err := os.WriteFile(filepath.Join(hostHome, "id_rsa"), []byte("host-private-key"), 0o600); err != nil {
 		t.Fatal(err)
@@ -88,7 +89,11 @@ func TestEscape(t *testing.T) {
 	}()
 	port := ln.Addr().(*net.TCPAddr).Port
 
-	sb := newSandbox(t, b, sandbox.Spec{Volumes: sandbox.DefaultMounts()})
+	sb := newSandbox(t, b, sandbox.Spec{Volumes: sandbox.DefaultMounts(), Image: image})
+	mountRefused := "must be superuser" // util-linux
+	if image != "" {
+		mountRefused = "permission denied" // busybox
+	}
 	cases := []struct {
 		name string
 		argv []string
@@ -104,7 +109,7 @@ func TestEscape(t *testing.T) {
 		{"write copied /etc file", []string{"sh", "-c", "echo x >> /etc/nsswitch.conf"}, "Read-only file system"},
 		// --disable-userns sets user.max_user_namespaces to 0 inside: ENOSPC.
 		{"new user namespace (root inside)", []string{"/usr/bin/unshare", "-r", "true"}, "No space left on device"},
-		{"mount", []string{"mount", "-t", "tmpfs", "x", "/tmp"}, "must be superuser"},
+		{"mount", []string{"mount", "-t", "tmpfs", "x", "/tmp"}, mountRefused},
 		{"host loopback listener", []string{python, "-c", fmt.Sprintf("import socket; socket.create_connection(('127.0.0.1', %d), timeout=5)", port)}, "Connection refused"},
 		{"resolve outside name", []string{python, "-c", "import socket; socket.getaddrinfo('example.com', 443)"}, "gaierror"},
 		{"reach outside address", []string{python, "-c", "import socket; socket.create_connection(('1.1.1.1', 443), timeout=5)"}, "Network is unreachable"},
@@ -113,6 +118,9 @@ func TestEscape(t *testing.T) {
 		{"host /sys", []string{"ls", "/sys/class"}, "No such file or directory"},
 	}
 	for _, c := range cases {
+		if image != "" && c.name == "read root home" {
+			continue // the image's own /root, not the host's
+		}
 		t.Run(c.name, func(t *testing.T) {
 			out, code := run(t, sb, c.argv...)
 			if code == 0 || !strings.Contains(out, c.want) {
@@ -160,14 +168,17 @@ func TestEscape(t *testing.T) {
 // on the host after Terminate.
 func TestNoOrphansAfterTerminate(t *testing.T) {
 	sandboxtest.RequireBwrap(t)
-	b := newTestEnv(t).backend(t)
-	sb, err := b.Create(context.Background(), sandbox.Spec{})
+	eachRoot(t, testNoOrphans)
+}
+
+func testNoOrphans(t *testing.T, _ *testEnv, b *Backend, image string) {
+	sb, err := b.Create(context.Background(), sandbox.Spec{Image: image})
 	if err != nil {
 		t.Fatal(err)
 	}
 	marker := "4242.125"
 	out, code := run(t, sb, "sh", "-c",
-		"nohup sleep "+marker+" >/dev/null 2>&1 & setsid sleep "+marker+" >/dev/null 2>&1 & (sh -c 'sleep "+marker+" &' &) ; trap '' TERM HUP; echo started")
+		"sh -c 'trap \"\" HUP; exec sleep "+marker+"' >/dev/null 2>&1 & setsid sleep "+marker+" >/dev/null 2>&1 & (sh -c 'sleep "+marker+" &' &) ; trap '' TERM HUP; echo started")
 	if code != 0 {
 		t.Fatalf("got %d %q", code, out)
 	}
@@ -202,11 +213,18 @@ func hostProcesses(t *testing.T, prefix string) int {
 // sandbox's environment, files and /proc for it.
 func TestNoSecretInside(t *testing.T) {
 	sandboxtest.RequireBwrap(t)
+	eachRoot(t, testNoSecretInside)
+}
+
+func testNoSecretInside(t *testing.T, env *testEnv, b *Backend, image string) {
 	const sentinel = "sk-ant-SENTINEL-7f3a9c"
 	const token = "mlagent-sbx-token-1234"
-	env := newTestEnv(t)
 	fakeHome := t.TempDir()
 	os.WriteFile(filepath.Join(fakeHome, ".netrc"), []byte("machine api password "+sentinel), 0o600)
+	// Registry credentials, as `docker login` leaves them.
+	os.MkdirAll(filepath.Join(fakeHome, ".docker"), 0o700)
+	os.WriteFile(filepath.Join(fakeHome, ".docker", "config.json"), []byte(`{"auths":{"registry.example":{"auth":"`+sentinel+`"}}}`), 0o600)
+	t.Setenv("DOCKER_CONFIG", filepath.Join(fakeHome, ".docker"))
 	t.Setenv("HOME", fakeHome)
 	t.Setenv("ANTHROPIC_API_KEY", sentinel)
 	t.Setenv("HF_TOKEN", sentinel)
@@ -222,10 +240,10 @@ func TestNoSecretInside(t *testing.T) {
 		t.Fatal(err)
 	}
 	sock := serveUnixHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
-	b := env.backend(t)
 	sb := newSandbox(t, b, sandbox.Spec{
 		Volumes: sandbox.DefaultMounts(),
 		Gateway: &sandbox.GatewayAccess{Socket: sock, Token: token},
+		Image:   image,
 	})
 	out, _ := run(t, sb, "sh", "-c", `
 env; echo ---
@@ -234,6 +252,10 @@ cat /proc/self/mountinfo; echo ---
 grep -rl "`+sentinel[:6]+`""`+sentinel[6:]+`" /etc /home /workspace /tmp /run /data /opt 2>/dev/null; echo grep-done`)
 	if strings.Contains(out, sentinel) {
 		t.Errorf("the sentinel secret is visible inside:\n%s", out)
+	}
+	// The image's own ENV SECRET_TOKEN (imagetest.PythonImage) stays out.
+	if strings.Contains(out, "image-secret-value") {
+		t.Errorf("a secret-looking variable of the image is visible inside:\n%s", out)
 	}
 	for _, want := range []string{"ANTHROPIC_API_KEY=" + token, "HF_TOKEN=" + token, "grep-done"} {
 		if !strings.Contains(out, want) {
@@ -358,9 +380,11 @@ func TestGPU(t *testing.T) {
 func TestControlSocketOutOfReach(t *testing.T) {
 	sandboxtest.RequireBwrap(t)
 	requirePython(t)
-	env := newTestEnv(t)
-	b := env.backend(t)
-	sb := newSandbox(t, b, sandbox.Spec{Volumes: sandbox.DefaultMounts()})
+	eachRoot(t, testControlSocketOutOfReach)
+}
+
+func testControlSocketOutOfReach(t *testing.T, _ *testEnv, b *Backend, image string) {
+	sb := newSandbox(t, b, sandbox.Spec{Volumes: sandbox.DefaultMounts(), Image: image})
 
 	t.Run("no socket in the filesystem", func(t *testing.T) {
 		out, code := run(t, sb, python, "-c", `

@@ -4,8 +4,11 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
+	"github.com/mlagent/mlagent/internal/image"
+	"github.com/mlagent/mlagent/internal/image/imagetest"
 	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/sandbox/sandboxtest"
 	"github.com/mlagent/mlagent/internal/store"
@@ -15,12 +18,61 @@ import (
 
 // mlagent is PID 1 inside: testbin builds it once, for the tests that
 // create a sandbox.
-func TestMain(m *testing.M) { os.Exit(testbin.Main(m)) }
+func TestMain(m *testing.M) {
+	code := testbin.Main(m)
+	if layoutDir != "" {
+		os.RemoveAll(filepath.Dir(layoutDir))
+	}
+	os.Exit(code)
+}
+
+// layoutDir holds imagetest.PythonImage as an OCI layout once a test
+// asked for it.
+var (
+	layoutDir  string
+	layoutOnce sync.Once
+)
+
+// pythonImage pulls imagetest.PythonImage (busybox and this machine's
+// python3) into e's image cache, from an OCI layout written once per
+// test process, and returns its reference.
+func (e *testEnv) pythonImage(t testing.TB) string {
+	t.Helper()
+	img := imagetest.PythonImage(t)
+	layoutOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "mlagent-test-image")
+		if err != nil {
+			t.Fatal(err)
+		}
+		layoutDir = imagetest.WriteLayout(t, filepath.Join(dir, "py"), img, "py")
+	})
+	if layoutDir == "" {
+		t.Fatal("the test image's layout could not be written")
+	}
+	if _, err := e.images.Pull(context.Background(), layoutDir, image.PullOptions{}); err != nil {
+		t.Fatalf("pull the test image: %v", err)
+	}
+	return layoutDir
+}
+
+// eachRoot runs f on a sandbox root of each kind: the host's /usr, and
+// an image.
+func eachRoot(t *testing.T, f func(t *testing.T, env *testEnv, b *Backend, image string)) {
+	t.Run("host root", func(t *testing.T) {
+		env := newTestEnv(t)
+		f(t, env, env.backend(t), "")
+	})
+	t.Run("image root", func(t *testing.T) {
+		env := newTestEnv(t)
+		f(t, env, env.backend(t), env.pythonImage(t))
+	})
+}
 
 // testEnv is one fake $MLAGENT_HOME.
 type testEnv struct {
-	home string
-	db   *store.DB
+	home   string
+	db     *store.DB
+	images *image.Store
 }
 
 func newTestEnv(t testing.TB) *testEnv {
@@ -36,7 +88,11 @@ func newTestEnv(t testing.TB) *testEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	return &testEnv{home: home, db: db}
+	images, err := image.Open(filepath.Join(home, "images"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testEnv{home: home, db: db, images: images}
 }
 
 func (e *testEnv) backend(t testing.TB) *Backend {
@@ -46,6 +102,7 @@ func (e *testEnv) backend(t testing.TB) *Backend {
 		StateDir: filepath.Join(e.home, "sandboxes"),
 		Volumes:  volume.New(filepath.Join(e.home, "volumes")),
 		DB:       e.db,
+		Images:   e.images,
 	})
 	if err != nil {
 		t.Fatalf("New: %v", err)

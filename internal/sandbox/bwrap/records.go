@@ -31,6 +31,10 @@ var migrations = []store.Migration{{
 		notes      TEXT NOT NULL DEFAULT '[]',
 		created    TEXT NOT NULL
 	)`,
+}, {
+	Name: "sandbox/002_image",
+	SQL: `ALTER TABLE sandboxes ADD COLUMN image TEXT NOT NULL DEFAULT '';
+	ALTER TABLE sandboxes ADD COLUMN image_id TEXT NOT NULL DEFAULT ''`,
 }}
 
 type record struct {
@@ -42,6 +46,8 @@ type record struct {
 	GPU       bool
 	Notes     []string
 	Created   time.Time
+	// Image and ImageID name the image it runs on ("" for the host's /usr).
+	Image, ImageID string
 }
 
 const backendName = "local"
@@ -66,9 +72,9 @@ func (b *Backend) claim(ctx context.Context, r *record) error {
 		return fmt.Errorf("%w: %s", sandbox.ErrExists, r.Name)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO sandboxes
-		(name, backend, pid, start_time, state_dir, labels, gpu, notes, created) VALUES (?,?,?,?,?,?,?,?,?)`,
+		(name, backend, pid, start_time, state_dir, labels, gpu, notes, created, image, image_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)`,
 		r.Name, backendName, 0, 0, r.StateDir, string(labels), r.GPU, string(notes),
-		r.Created.UTC().Format(time.RFC3339Nano)); err != nil {
+		r.Created.UTC().Format(time.RFC3339Nano), r.Image, r.ImageID); err != nil {
 		return fmt.Errorf("record sandbox: %w", err)
 	}
 	return tx.Commit()
@@ -89,7 +95,7 @@ func (b *Backend) forget(ctx context.Context, name string) error {
 	return nil
 }
 
-const selectRecord = `SELECT name, pid, start_time, state_dir, labels, gpu, notes, created FROM sandboxes`
+const selectRecord = `SELECT name, pid, start_time, state_dir, labels, gpu, notes, created, image, image_id FROM sandboxes`
 
 type scanner interface{ Scan(...any) error }
 
@@ -100,7 +106,7 @@ func scanRecord(s scanner) (*record, error) {
 		labels, notes string
 		created       string
 	)
-	if err := s.Scan(&r.Name, &r.Pid, &start, &r.StateDir, &labels, &r.GPU, &notes, &created); err != nil {
+	if err := s.Scan(&r.Name, &r.Pid, &start, &r.StateDir, &labels, &r.GPU, &notes, &created, &r.Image, &r.ImageID); err != nil {
 		return nil, err
 	}
 	r.StartTime = uint64(start)
@@ -137,7 +143,7 @@ func (r *record) info() sandbox.Info {
 	return sandbox.Info{
 		Name: r.Name, Backend: backendName, State: st, Created: r.Created,
 		Labels: r.Labels, Workspace: workspaceDir(r.StateDir), GPU: r.GPU, Notes: r.Notes,
-		OOMKills: ooms,
+		OOMKills: ooms, Image: r.Image, ImageID: r.ImageID,
 	}
 }
 
