@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs the machine packages mlagent's sandbox, training and browser tests
 # use, when they are missing: bubblewrap (local sandbox), python3-torch and
-# python3-numpy (training inside the sandbox), chromium (dashboard browser
-# test). Needs root (or sudo); prints what to run otherwise.
+# python3-numpy (training inside the sandbox), busybox-static (the test image
+# for --image), chromium (dashboard browser test). Needs root (or sudo);
+# prints what to run otherwise.
 set -euo pipefail
 want=()
 command -v bwrap >/dev/null 2>&1 || want+=(bubblewrap)
 /usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1 || want+=(python3-torch python3-numpy)
+# The image tests build a small image from a static busybox and the host's python3.
+bb=$(command -v busybox || true)
+if [ -z "$bb" ] || ldd "$bb" >/dev/null 2>&1; then want+=(busybox-static); fi
 if [ "${MLAGENT_DEPS_BROWSER:-0}" = 1 ]; then
   command -v chromium >/dev/null 2>&1 || want+=(chromium)
 fi

@@ -13,8 +13,11 @@ type PromptOptions struct {
 	Workdir    string // "": sandbox.Workspace
 	DataDir    string // "": sandbox.DataMount
 	TrackioDir string // $TRACKIO_DIR
-	Skills     []*skills.Skill
-	Extra      string // --system-extra
+	// Image is the OCI image the sandbox runs on ($MLAGENT_IMAGE); "" is
+	// the host's /usr.
+	Image  string
+	Skills []*skills.Skill
+	Extra  string // --system-extra
 }
 
 // SystemPrompt builds the system prompt. It must be byte-for-byte stable
@@ -44,14 +47,15 @@ func SystemPrompt(o PromptOptions) string {
 - %[2]s is a persistent volume that outlives the sandbox: HF_HOME=%[2]s/hf-cache holds downloaded models and datasets (do not re-download what is there); put each run's outputs (checkpoints, logs, configs) under %[2]s/runs/<name>-<unix time>/.
 - Training metrics: log them with Trackio so they appear live on the user's dashboard; the Trackio directory is %[3]s (the TRACKIO_DIR environment variable). Load the trackio skill for how.
 - A GPU may be absent. Check with nvidia-smi (or torch.cuda.is_available()) before choosing batch sizes and precision, and make scripts work on CPU too. If there is no GPU, prefer small models and say what that costs in time.
-- Python is /usr/bin/python3 with torch. pip works through a proxy for the package index; Hugging Face downloads go through the gateway with credentials you never see — do not look for tokens, and never print environment variables that look like credentials.
+- %[4]s pip works through a proxy for the package index (only the hosts the gateway allows); Hugging Face downloads go through the gateway with credentials you never see — do not look for tokens, and never print environment variables that look like credentials.
+- The system directories are read-only. To add Python packages that persist across sandboxes, create a virtual environment on the data volume once, with the system's packages visible: python3 -m venv --system-site-packages %[2]s/venv; then %[2]s/venv/bin/pip install PACKAGE, and run code with %[2]s/venv/bin/python (it is still there in the next sandbox).
 - Network access is limited to what the gateway allows; a refused connection is policy, not a bug to work around.
 
 # Tools
 - bash is a persistent shell. Anything that runs longer than a minute or two (training, big downloads) must be started with background=true; then check on it with the jobs tool (action "output", with wait_seconds to wait instead of polling in a loop) and tell the user how it is going (loss, accuracy, ETA).
 - Prefer read/edit/write for files, glob/grep for finding things.
 - Tool results that are errors say what went wrong: fix the call rather than repeating it.
-`, o.Workdir, o.DataDir, o.TrackioDir)
+`, o.Workdir, o.DataDir, o.TrackioDir, pythonLine(o.Image))
 	if len(o.Skills) > 0 {
 		b.WriteString("\n# Skills\nSkills are packaged know-how. When a task matches a skill's description, load it with the skill tool (name=...) before starting, and follow it.\n")
 		for _, s := range o.Skills {
@@ -64,6 +68,14 @@ func SystemPrompt(o PromptOptions) string {
 		b.WriteByte('\n')
 	}
 	return b.String()
+}
+
+// pythonLine says where Python and its packages come from.
+func pythonLine(image string) string {
+	if image == "" {
+		return "Python is /usr/bin/python3 with torch (the host's)."
+	}
+	return "The sandbox runs on the OCI image " + image + ": its Python (python3 on PATH) and libraries are the image's, not the host's; check what it has (python3 -c 'import torch; print(torch.__version__, torch.cuda.is_available())') before installing anything."
 }
 
 func oneLineText(s string) string { return strings.Join(strings.Fields(s), " ") }

@@ -125,7 +125,7 @@ func Run(ctx context.Context, o RunOptions) error {
 	defer shell.Close() // background jobs end with the agent
 	system := SystemPrompt(PromptOptions{
 		Workdir: o.Workdir, DataDir: o.DataDir, TrackioDir: o.Getenv("TRACKIO_DIR"),
-		Skills: set.All(), Extra: o.SystemExtra,
+		Image: o.Getenv("MLAGENT_IMAGE"), Skills: set.All(), Extra: o.SystemExtra,
 	})
 	a, err := New(Config{
 		BaseURL: o.Getenv("ANTHROPIC_BASE_URL"), APIKey: o.Getenv("ANTHROPIC_API_KEY"),

@@ -2,12 +2,16 @@ package cli_test
 
 import (
 	"archive/tar"
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/mlagent/mlagent/internal/image/imagetest"
+	"github.com/mlagent/mlagent/internal/sandbox/sandboxtest"
 )
 
 func TestImageCLI(t *testing.T) {
@@ -56,4 +60,81 @@ func TestImageCLI(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &got); err != nil || len(got) != 1 || got[0].Config.Env[0] != "PATH=/usr/bin" {
 		t.Errorf("inspect: %v %q", err, out)
 	}
+}
+
+// TestSandboxRunImage is the issue's path end to end: `mlagent sandbox
+// run --image` on an image from a registry on loopback, an OCI archive
+// and an OCI layout; pulled once, run twice.
+func TestSandboxRunImage(t *testing.T) {
+	sandboxtest.RequireBwrap(t)
+	reg := imagetest.NewRegistry(t)
+	img := imagetest.PythonImage(t)
+	ref := reg.Push(t, "test/py:1", img)
+	dir := t.TempDir()
+	archive := imagetest.WriteOCIArchive(t, filepath.Join(dir, "py.tar"), img, "1")
+	layout := imagetest.WriteLayout(t, filepath.Join(dir, "py-layout"), img, "1")
+
+	// Registry credentials the CLI may use and no sandbox may see.
+	const sentinel = "registry-password-SENTINEL-31"
+	dockerDir := t.TempDir()
+	os.WriteFile(filepath.Join(dockerDir, "config.json"),
+		fmt.Appendf(nil, `{"auths":{%q:{"auth":%q}}}`, reg.Host, base64.StdEncoding.EncodeToString([]byte("u:"+sentinel))), 0o600)
+	e := newCLIEnv(t, "DOCKER_CONFIG="+dockerDir, "ANTHROPIC_API_KEY=sk-ant-not-inside")
+
+	const script = `import os; print(open("/etc/added-by-layer-2").read().strip(), os.path.exists("/etc/removed-by-whiteout"), os.path.exists("/etc/debian_version"), os.environ.get("IMAGE_VAR"), os.getcwd())`
+	const want = "layer 2 False False from-image /srv/app\n"
+	var afterFirst int64
+	for i, c := range []struct {
+		name  string
+		image string
+		extra []string
+	}{
+		{"registry, first run pulls", ref, nil},
+		{"registry, second run from the cache", ref, nil},
+		{"registry, no gateway", ref, []string{"--no-gateway"}},
+		{"oci archive", archive, nil},
+		{"oci layout", layout, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			args := append(append([]string{"sandbox", "run", "--image", c.image}, c.extra...), "--", "python3", "-c", script)
+			out, errOut, code := e.run(t, args...)
+			if code != 0 || out != want {
+				t.Errorf("got exit %d, %q (stderr %q); want %q", code, out, errOut, want)
+			}
+			if i == 0 && !strings.Contains(errOut, "pulling "+ref) {
+				t.Errorf("first run: stderr %q; want the pull's progress", errOut)
+			}
+			if i == 0 {
+				afterFirst = reg.Requests()
+			}
+			if i > 0 && reg.Requests() != afterFirst {
+				t.Errorf("the registry got %d more requests; want none once the image is cached", reg.Requests()-afterFirst)
+			}
+		})
+	}
+	t.Run("no credential inside", func(t *testing.T) {
+		out, errOut, code := e.run(t, "sandbox", "run", "--image", ref, "--", "sh", "-c",
+			`env; cat /proc/1/environ | tr '\0' '\n'; grep -rl "`+sentinel[:9]+`""`+sentinel[9:]+`" /etc /home /opt /run /tmp /workspace /data 2>/dev/null; echo done`)
+		if code != 0 || !strings.Contains(out, "done") {
+			t.Fatalf("got exit %d (stderr %q)", code, errOut)
+		}
+		if strings.Contains(out, sentinel) || strings.Contains(out, "sk-ant-not-inside") {
+			t.Errorf("a credential is visible inside: %q", out)
+		}
+	})
+	t.Run("unknown image: clear error, nothing started", func(t *testing.T) {
+		_, errOut, code := e.run(t, "sandbox", "run", "--image", reg.Host+"/test/nope:1", "--", "true")
+		if code != 1 || !strings.Contains(errOut, "image not found") {
+			t.Errorf("got exit %d, stderr %q; want 1 and image not found", code, errOut)
+		}
+		if out, _, _ := e.run(t, "sandbox", "ls"); !strings.Contains(out, "no sandboxes") {
+			t.Errorf("sandbox ls: %q; want none", out)
+		}
+	})
+	t.Run("image ls shows the last use", func(t *testing.T) {
+		out, _, _ := e.run(t, "image", "ls")
+		if !strings.Contains(out, ref) || strings.Count(out, "never") != 0 {
+			t.Errorf("image ls: %q; want the image with its last use", out)
+		}
+	})
 }

@@ -64,7 +64,8 @@ array, or one answer a line). The exit code is non-zero on failure.
 Examples:
   mlagent run "Train a model for categorizing multispectral satellite imagery"
   mlagent run -p --answers answers.json "Fine-tune a small model on imdb"
-  mlagent run --base-url http://localhost:11434 --model qwen3-coder "hello"`
+  mlagent run --base-url http://localhost:11434 --model qwen3-coder "hello"
+  mlagent run --gpu --image pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime "…"`
 
 // chatFlags are the flags shared by run and resume.
 type chatFlags struct {
@@ -84,6 +85,7 @@ type chatFlags struct {
 	limits       limitFlags
 	permMode     string
 	allow        allowFlags
+	image        string
 }
 
 func (c *chatFlags) register(fs *flag.FlagSet, cfg *config.Config, withSandbox bool) {
@@ -98,6 +100,7 @@ func (c *chatFlags) register(fs *flag.FlagSet, cfg *config.Config, withSandbox b
 	fs.StringVar(&c.gateway, "gateway", "", "shared gateway data-plane URL instead of the in-process one")
 	fs.StringVar(&c.gatewayAdmin, "gateway-admin", "", "the shared gateway's admin-plane URL (admin token: secret or $MLAGENT_ADMIN_TOKEN)")
 	fs.StringVar(&c.backend, "backend", cfg.Sandbox.Backend, "sandbox backend: local (bubblewrap)")
+	fs.StringVar(&c.image, "image", cfg.Sandbox.Image, `OCI image the sandbox runs on, e.g. pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime, ./img.tar or an OCI layout directory; pulled once with your Docker credentials ("mlagent image --help"); "" = the host's /usr (config sandbox.image)`)
 	fs.StringVar(&c.dashboard, "dashboard-listen", cfg.Dashboard.Listen, `live dashboard address (loopback); "off" disables it`)
 	c.limits.register(fs, cfg)
 	fs.StringVar(&c.permMode, "permission-mode", firstNonEmpty(cfg.Run.PermissionMode, "default"), "default (ask before Hub writes and git pushes), ask-all (and before each command) or bypass (never ask) (env MLAGENT_PERMISSION_MODE)")
@@ -209,7 +212,7 @@ func runRun(ctx context.Context, env *Env, args []string) int {
 	mounts = append(mounts, cf.volumes...)
 	now := time.Now()
 	return runChat(ctx, env, "run", &cf, chatSession{
-		Session: sessions.Session{ID: sessions.NewID(now), Title: strings.Join(pos, " "), Model: cf.model, Volumes: mounts, GPU: gpu.String()},
+		Session: sessions.Session{ID: sessions.NewID(now), Title: strings.Join(pos, " "), Model: cf.model, Volumes: mounts, GPU: gpu.String(), Image: cf.image},
 		Prompt:  strings.Join(pos, " "),
 	})
 }
@@ -328,7 +331,7 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 	req := launch.AgentRequest{
 		Session: cs.Session, Resume: cs.Resume, MaxTurns: cf.maxTurns,
 		BudgetUSD: cf.budgetUSD, CPUs: cpus, MemoryBytes: memory, Pids: pids,
-		AskBeforeBash: perm.AsksBash(),
+		AskBeforeBash: perm.AsksBash(), Progress: env.Stderr,
 	}
 	// The gateway holds this sandbox's writes until the chat decides;
 	// bypass holds nothing, and a shared gateway cannot hold.

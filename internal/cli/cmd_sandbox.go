@@ -30,8 +30,8 @@ func init() {
 }
 
 const sandboxHelp = `Sandboxes are isolated environments (bubblewrap locally): a non-root user, no
-capabilities, the host's /usr read-only, a private /tmp, a persisted /workspace,
-and named volumes (default: data at /data, trackio at ~/.cache/huggingface/trackio).
+capabilities, the host's /usr read-only (or an OCI image's root with --image),
+a private /tmp, a persisted /workspace, and named volumes (default: data at /data, trackio at ~/.cache/huggingface/trackio).
 The only network of "sandbox run" is an in-process gateway that holds the real
 keys (package indexes through its allowlist, the Hugging Face Hub with the token
 added outside); inside there is only a per-sandbox token, revoked when it ends.
@@ -45,7 +45,8 @@ added outside); inside there is only a per-sandbox token, revoked when it ends.
 
 Example:
   mlagent sandbox run -- python3 -c "print(1)"
-  mlagent sandbox run --name work --gpu=optional -- python3 train.py`
+  mlagent sandbox run --name work --gpu=optional -- python3 train.py
+  mlagent sandbox run --image python:3.12-slim -- python3 -c "import sys; print(sys.version)"`
 
 func runSandbox(ctx context.Context, env *Env, args []string) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
@@ -131,6 +132,7 @@ func sandboxRun(ctx context.Context, env *Env, args []string) int {
 	idle := fs.String("idle-timeout", env.Config.Sandbox.IdleTimeout, "end after this long with no command running (config sandbox.idle_timeout)")
 	keep := fs.Bool("keep", false, "keep the workspace of an unnamed sandbox after it ends")
 	noGateway := fs.Bool("no-gateway", false, "no gateway: loopback only inside, no pip, no Hugging Face Hub")
+	img := fs.String("image", env.Config.Sandbox.Image, `OCI image to run on (registry reference, OCI layout directory or archive; "mlagent image --help"); "" = the host's /usr (config sandbox.image)`)
 	var limits limitFlags
 	limits.register(fs, env.Config)
 	if code := parseFlags(fs, args, env); code >= 0 {
@@ -141,7 +143,7 @@ func sandboxRun(ctx context.Context, env *Env, args []string) int {
 		fmt.Fprintln(env.Stderr, "mlagent sandbox run: no command; usage: mlagent sandbox run [flags] -- CMD...")
 		return ExitUsage
 	}
-	spec := sandbox.Spec{Name: *name, GPU: gpu.mode, Env: map[string]string{}}
+	spec := sandbox.Spec{Name: *name, GPU: gpu.mode, Env: map[string]string{}, Image: *img}
 	var err error
 	if spec.Timeout, err = parseDuration(*timeout); err == nil {
 		spec.IdleTimeout, err = parseDuration(*idle)
@@ -239,6 +241,10 @@ func createRunSandbox(ctx context.Context, env *Env, spec sandbox.Spec, noGatewa
 		if err != nil {
 			return nil, nil, nil, err
 		}
+		if err := sandbox.PrepareImage(ctx, b, spec.Image, env.Stderr); err != nil {
+			closeDB()
+			return nil, nil, nil, err
+		}
 		sb, err := b.Create(ctx, spec)
 		if err != nil {
 			closeDB()
@@ -264,7 +270,8 @@ func createRunSandbox(ctx context.Context, env *Env, spec sandbox.Spec, noGatewa
 	sb, err := host.NewSandbox(ctx, launch.SandboxRequest{
 		Name: spec.Name, Volumes: spec.Volumes, GPU: spec.GPU, Env: spec.Env, Labels: spec.Labels,
 		Timeout: spec.Timeout, IdleTimeout: spec.IdleTimeout, CPUs: spec.CPUs, MemoryBytes: spec.MemoryBytes,
-		Pids: spec.Pids,
+		Pids:  spec.Pids,
+		Image: spec.Image, Progress: env.Stderr,
 	})
 	if err != nil {
 		host.Close()

@@ -94,7 +94,8 @@ func openSessionIndex(ctx context.Context, env *Env) (*sessions.Index, func(), e
 	return idx, func() { db.Close() }, nil
 }
 
-const resumeHelp = `Reopens a session in a new sandbox with the same volumes; the agent reloads the
+const resumeHelp = `Reopens a session in a new sandbox with the same volumes and image (--image
+names another); the agent reloads the
 full transcript, so nothing answered is lost, even after the CLI was killed.
 ID defaults to the most recently used session ("latest" says so explicitly);
 PROMPT, if given, is sent as the next message (and is required with -p).`
@@ -133,6 +134,10 @@ func runResume(ctx context.Context, env *Env, args []string) int {
 	}
 	if !flagSet(fs, "model") && s.Model != "" {
 		cf.model = s.Model
+	}
+	// The session's image unless --image names another ("" for the host's).
+	if flagSet(fs, "image") {
+		s.Image = cf.image
 	}
 	var prompt string
 	if len(pos) > 1 {

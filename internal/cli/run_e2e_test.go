@@ -24,9 +24,11 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/mlagent/mlagent/internal/fakeapi"
 	"github.com/mlagent/mlagent/internal/gateway"
+	"github.com/mlagent/mlagent/internal/image/imagetest"
 	"github.com/mlagent/mlagent/internal/sandbox/sandboxtest"
 	"github.com/mlagent/mlagent/internal/store"
 	"github.com/mlagent/mlagent/internal/testbin"
@@ -62,6 +64,7 @@ const (
 	trainPrompt  = "Train a tiny classifier on satellite tiles"
 	sleepPrompt  = "sleep please"
 	recallPrompt = "What was the accuracy?"
+	imagePrompt  = "Which image do you run on?"
 )
 
 // scriptedModel decides each reply from the conversation so far, so the
@@ -89,6 +92,8 @@ func scriptedModel(req *fakeapi.Request) *fakeapi.Reply {
 		return fakeapi.ToolCalls("", fakeapi.ToolUse("h1", "bash", map[string]any{"command": createRepoCmd}))
 	case strings.Contains(text, sleepPrompt):
 		return fakeapi.ToolCalls("", fakeapi.ToolUse("s1", "bash", map[string]any{"command": "echo started; sleep 300"}))
+	case strings.Contains(text, imagePrompt):
+		return fakeapi.ToolCalls("", fakeapi.ToolUse("i1", "bash", map[string]any{"command": `echo "image=$MLAGENT_IMAGE"; cat /etc/added-by-layer-2 || true`}))
 	case strings.Contains(text, recallPrompt):
 		var dataset, acc, slept bool
 		for _, m := range req.Messages {
@@ -100,6 +105,9 @@ func scriptedModel(req *fakeapi.Request) *fakeapi.Reply {
 			}
 		}
 		return fakeapi.Text(fmt.Sprintf("Recalled: dataset=%v accuracy=%v sleep-turn=%v.", dataset, acc, slept))
+	}
+	if r, ok := results["i1"]; ok {
+		return fakeapi.Text("Seen: " + strings.Join(strings.Fields(r), " "))
 	}
 	if r, ok := results["h1"]; ok {
 		return fakeapi.Text("Hub replied: " + strings.TrimSpace(r))
@@ -501,5 +509,38 @@ func TestRunWithoutKey(t *testing.T) {
 	}
 	if rows := e.sessions(); len(rows) != 0 {
 		t.Errorf("got sessions %+v; want none", rows)
+	}
+}
+
+// TestRunOnImage runs the agent in a sandbox on an image (--image), and
+// resumes the session on the same image unless --image names another.
+func TestRunOnImage(t *testing.T) {
+	e := newE2E(t)
+	layout := imagetest.WriteLayout(t, filepath.Join(t.TempDir(), "py"), imagetest.PythonImage(t), "1")
+	onImage := `image=oci:` + layout + `\nlayer 2`
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"run --image", []string{"run", "-p", "--image", layout, imagePrompt}, onImage},
+		{"resume keeps the image", []string{"resume", "-p", "latest", imagePrompt}, onImage},
+		{"resume --image '' goes back to the host", []string{"resume", "-p", "--image", "", "latest", imagePrompt}, `image=\n`},
+	} {
+		out, errs, code := e.run(true, e.chatArgs(c.args[0], c.args[1:]...)...)
+		// The tool result comes back as JSON text blocks: \n is escaped.
+		if code != 0 || !strings.Contains(out, c.want) || c.want == `image=\n` && strings.Contains(out, "layer 2") {
+			t.Errorf("%s: exit %d, stdout %q (stderr %s); want %q", c.name, code, out, errs, c.want)
+		}
+	}
+	// An image without bash: a clear error before the agent starts.
+	noBash, err := mutate.AppendLayers(imagetest.PythonImage(t), imagetest.Layer(t, imagetest.LayerTar(t, []imagetest.Entry{{Name: "usr/bin/.wh.bash"}})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := imagetest.WriteLayout(t, filepath.Join(t.TempDir(), "nobash"), noBash, "1")
+	_, errs, code := e.run(true, e.chatArgs("run", "-p", "--image", dir, imagePrompt)...)
+	if code != 1 || !strings.Contains(errs, "has no bash") {
+		t.Errorf("an image without bash: exit %d, stderr %q; want 1 and the reason", code, errs)
 	}
 }

@@ -57,3 +57,27 @@ func TestHomeDefaults(t *testing.T) {
 		t.Errorf("home = %q", h)
 	}
 }
+
+func TestSandboxImage(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "config.toml")
+	os.WriteFile(file, []byte("[sandbox]\nimage = \"python:3.12-slim\"\n"), 0o600)
+	for _, c := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"MLAGENT_CONFIG": file}, "python:3.12-slim"},
+		{map[string]string{"MLAGENT_CONFIG": file, "MLAGENT_SANDBOX_IMAGE": "./img.tar"}, "./img.tar"},
+		{map[string]string{}, ""},
+	} {
+		c.env["MLAGENT_HOME"] = filepath.Join(dir, "home")
+		c.env["XDG_CONFIG_HOME"] = filepath.Join(dir, "none")
+		cfg, err := Load(func(k string) string { return c.env[k] })
+		if err != nil || cfg.Sandbox.Image != c.want {
+			t.Errorf("%v: got %q, %v; want %q", c.env, cfg.Sandbox.Image, err, c.want)
+		}
+	}
+	if cfg, _ := Load(func(k string) string { return map[string]string{"MLAGENT_HOME": dir}[k] }); cfg.ImagesDir() != filepath.Join(dir, "images") {
+		t.Errorf("ImagesDir: %s", cfg.ImagesDir())
+	}
+}

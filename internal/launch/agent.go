@@ -47,6 +47,8 @@ type AgentRequest struct {
 	HoldWrites bool
 	// AskBeforeBash makes the agent ask before each command (ask-all).
 	AskBeforeBash bool
+	// Progress is where pulling the session's image (Session.Image) draws.
+	Progress io.Writer
 }
 
 // AgentSession is `mlagent agent` running in its own sandbox. A front end
@@ -90,6 +92,7 @@ func (h *Host) StartAgent(ctx context.Context, r AgentRequest) (_ *AgentSession,
 		Volumes: s.Volumes, GPU: gpu, BudgetUSD: r.BudgetUSD,
 		Labels: map[string]string{"mlagent.session": s.ID},
 		CPUs:   r.CPUs, MemoryBytes: r.MemoryBytes, Pids: r.Pids,
+		Image: s.Image, Progress: r.Progress,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create sandbox: %w", err)
@@ -99,8 +102,16 @@ func (h *Host) StartAgent(ctx context.Context, r AgentRequest) (_ *AgentSession,
 			sb.Terminate(context.WithoutCancel(ctx))
 		}
 	}()
+	if s.Image != "" {
+		// The agent's shell tool runs bash; many small images lack it.
+		if code, xerr := sb.Exec(ctx, sandbox.ExecRequest{Argv: []string{"sh", "-c", "command -v bash"}}); xerr != nil || code != 0 {
+			return nil, fmt.Errorf("image %s has no bash, which the agent's shell tool runs: use an image that has it (most Debian- and Ubuntu-based ones do: python:3.12-slim, pytorch/pytorch:…)", s.Image)
+		}
+	}
 	if r.Resume {
-		err = h.sessions.Touch(ctx, s.ID, sb.Name(), s.Model)
+		if err = h.sessions.Touch(ctx, s.ID, sb.Name(), s.Model); err == nil {
+			err = h.sessions.SetImage(ctx, s.ID, s.Image)
+		}
 	} else {
 		s.Sandbox = sb.Name()
 		err = h.sessions.Create(ctx, s)

@@ -258,6 +258,11 @@ type SandboxRequest struct {
 	MemoryBytes int64
 	// Pids bounds its tasks: 0 is config sandbox.pids, sandbox.NoPidsLimit none.
 	Pids int
+	// Image is the OCI image to run on ("" for the backend's default);
+	// a backend that prepares images (the local one pulls a missing one)
+	// draws its progress on Progress (nil: nowhere).
+	Image    string
+	Progress io.Writer
 }
 
 // Sandbox is a sandbox whose token dies with it.
@@ -291,6 +296,11 @@ func (h *Host) NewSandbox(ctx context.Context, r SandboxRequest) (*Sandbox, erro
 	if ttl == 0 {
 		ttl = 24 * time.Hour
 	}
+	// Before the token: a missing, unreachable or refused image is a
+	// clear error with nothing issued or started.
+	if err := sandbox.PrepareImage(ctx, h.backend, r.Image, r.Progress); err != nil {
+		return nil, err
+	}
 	tok, err := h.tokens.Issue(ctx, gateway.TokenRequest{
 		Sandbox: name, BudgetUSD: r.BudgetUSD, BudgetTokens: r.BudgetTokens, TTL: ttl,
 	})
@@ -308,6 +318,7 @@ func (h *Host) NewSandbox(ctx context.Context, r SandboxRequest) (*Sandbox, erro
 		GPU:     r.GPU,
 		Gateway: &sandbox.GatewayAccess{Socket: h.socket, Token: tok.Token},
 		Labels:  r.Labels,
+		Image:   r.Image,
 
 		Timeout:     r.Timeout,
 		IdleTimeout: r.IdleTimeout,

@@ -33,6 +33,7 @@ CREATE TABLE sessions (
 	sandbox  TEXT NOT NULL DEFAULT ''    -- the last sandbox that ran it
 );
 CREATE INDEX sessions_updated ON sessions(updated);`},
+	{Name: "sessions/002_image", SQL: `ALTER TABLE sessions ADD COLUMN image TEXT NOT NULL DEFAULT ''`},
 }
 
 // ErrNotFound is returned for an unknown session id, or by Latest when
@@ -51,6 +52,9 @@ type Session struct {
 	Volumes []sandbox.Mount
 	GPU     string
 	Sandbox string
+	// Image is the image reference its sandboxes run on ("" for the
+	// host's /usr), reused on resume.
+	Image string
 }
 
 // Index is the sessions table. Safe for concurrent use (and by several
@@ -116,10 +120,10 @@ func (x *Index) Create(ctx context.Context, s Session) error {
 	if s.Volumes == nil {
 		vols = []byte("[]")
 	}
-	_, err = x.db.ExecContext(ctx, `INSERT INTO sessions(id, title, model, started, updated, turns, cost_usd, volumes, gpu, sandbox)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err = x.db.ExecContext(ctx, `INSERT INTO sessions(id, title, model, started, updated, turns, cost_usd, volumes, gpu, sandbox, image)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		s.ID, Title(s.Title), s.Model, s.Started.UTC().Format(timeFormat), s.Updated.UTC().Format(timeFormat),
-		s.Turns, s.CostUSD, string(vols), s.GPU, s.Sandbox)
+		s.Turns, s.CostUSD, string(vols), s.GPU, s.Sandbox, s.Image)
 	if err != nil {
 		return fmt.Errorf("sessions: create %s: %w", s.ID, err)
 	}
@@ -143,6 +147,12 @@ func (x *Index) Touch(ctx context.Context, id, sandboxName, model string) error 
 	return x.checkOne(res, err, "touch", id)
 }
 
+// SetImage records the image a resumed session now runs on.
+func (x *Index) SetImage(ctx context.Context, id, image string) error {
+	res, err := x.db.ExecContext(ctx, `UPDATE sessions SET image = ? WHERE id = ?`, image, id)
+	return x.checkOne(res, err, "set image", id)
+}
+
 // RecordTurn counts a finished turn and adds its cost.
 func (x *Index) RecordTurn(ctx context.Context, id string, costUSD float64) error {
 	res, err := x.db.ExecContext(ctx, `UPDATE sessions SET turns = turns + 1, cost_usd = cost_usd + ?, updated = ? WHERE id = ?`,
@@ -160,7 +170,7 @@ func (x *Index) checkOne(res sql.Result, err error, op, id string) error {
 	return nil
 }
 
-const columns = `id, title, model, started, updated, turns, cost_usd, volumes, gpu, sandbox`
+const columns = `id, title, model, started, updated, turns, cost_usd, volumes, gpu, sandbox, image`
 
 // Get returns one session.
 func (x *Index) Get(ctx context.Context, id string) (Session, error) {
@@ -209,7 +219,7 @@ func (x *Index) List(ctx context.Context, limit int) ([]Session, error) {
 func scan(row interface{ Scan(...any) error }) (Session, error) {
 	var s Session
 	var started, updated, vols string
-	if err := row.Scan(&s.ID, &s.Title, &s.Model, &started, &updated, &s.Turns, &s.CostUSD, &vols, &s.GPU, &s.Sandbox); err != nil {
+	if err := row.Scan(&s.ID, &s.Title, &s.Model, &started, &updated, &s.Turns, &s.CostUSD, &vols, &s.GPU, &s.Sandbox, &s.Image); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return s, ErrNotFound
 		}

@@ -137,3 +137,23 @@ func TestNewIDAndTitle(t *testing.T) {
 		}
 	}
 }
+
+func TestImageKeptForResume(t *testing.T) {
+	x, _ := newIndex(t)
+	ctx := context.Background()
+	if err := x.Create(ctx, Session{ID: "s1", Image: "python:3.12-slim"}); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := x.Get(ctx, "s1"); err != nil || s.Image != "python:3.12-slim" {
+		t.Errorf("got %q, %v; want the image recorded", s.Image, err)
+	}
+	if err := x.SetImage(ctx, "s1", ""); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := x.Latest(ctx); s.Image != "" {
+		t.Errorf("after SetImage: got %q; want the host's (empty)", s.Image)
+	}
+	if err := x.SetImage(ctx, "nope", "x"); err == nil {
+		t.Errorf("SetImage on an unknown session: no error")
+	}
+}

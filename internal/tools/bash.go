@@ -78,6 +78,8 @@ func (s *Shell) statePath() string { return filepath.Join(s.StateDir, "shell.sta
 // Credential-like variables (the sandbox token, proxy URLs carrying it) are
 // not saved: the state file lives on the persistent volume, and those
 // variables come from the process environment on every call anyway.
+// Neither are MLAGENT_* ones: they describe the sandbox (its image), which
+// a resumed session may not share.
 // The command is passed as $1 and run with eval so a syntax error in it is
 // reported like any other failure.
 const script = `__mlagent_state="$MLAGENT_SHELL_STATE"; unset MLAGENT_SHELL_STATE
@@ -86,7 +88,7 @@ if [ -f "$__mlagent_state" ]; then . "$__mlagent_state" >/dev/null 2>&1; fi
 __mlagent_save() {
   __rc=$?
   if [ -n "$__mlagent_save_state" ]; then
-    { export -p | grep -v -E -e ' (BASHOPTS|SHELLOPTS|BASH_[A-Z_]*)=' -e ' [A-Za-z0-9_]*(TOKEN|KEY|SECRET|PASSWORD|PROXY|proxy)[A-Za-z0-9_]*=' ; for __f in $(compgen -A function); do case $__f in __mlagent*) ;; *) declare -f "$__f";; esac; done; printf 'cd %q\n' "$PWD"; } > "$__mlagent_state.tmp" 2>/dev/null && mv -f "$__mlagent_state.tmp" "$__mlagent_state"
+    { export -p | grep -v -E -e ' (BASHOPTS|SHELLOPTS|BASH_[A-Z_]*)=' -e ' [A-Za-z0-9_]*(TOKEN|KEY|SECRET|PASSWORD|PROXY|proxy)[A-Za-z0-9_]*=' -e ' MLAGENT_[A-Z_]*=' ; for __f in $(compgen -A function); do case $__f in __mlagent*) ;; *) declare -f "$__f";; esac; done; printf 'cd %q\n' "$PWD"; } > "$__mlagent_state.tmp" 2>/dev/null && mv -f "$__mlagent_state.tmp" "$__mlagent_state"
   fi
   exit $__rc
 }

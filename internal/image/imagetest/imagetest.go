@@ -246,8 +246,8 @@ const (
 )
 
 // PythonImage is a small image made of this machine's files: busybox
-// (busybox-static: a static binary, its applets as links in /usr/bin)
-// and /usr/bin/python3 with the libraries it loads and its standard
+// (busybox-static: a static binary, its applets as links in /usr/bin),
+// bash, and /usr/bin/python3 with the libraries it loads and its standard
 // library, in a merged-/usr layout; a second layer carries a whiteout.
 // Its config sets ENV (IMAGE_VAR=from-image, and SECRET_TOKEN, which a
 // sandbox must not pass on) and WORKDIR /srv/app. It skips the test
@@ -305,6 +305,12 @@ func buildPythonImage() (v1.Image, string) {
 		}
 	}
 	tb.file(py, "usr/bin/"+filepath.Base(py))
+	// bash, which the agent's shell tool runs.
+	bash, err := filepath.EvalSymlinks("/bin/bash")
+	if err != nil {
+		return nil, "bash is not installed"
+	}
+	tb.file(bash, "usr/bin/bash")
 	tb.add(Entry{Name: "usr/bin/python3", Type: tar.TypeSymlink, Linkname: filepath.Base(py)})
 	// The standard library, less what no test needs.
 	skip := map[string]bool{"test": true, "idlelib": true, "tkinter": true, "ensurepip": true, "lib2to3": true, "pydoc_data": true, "turtledemo": true, "dist-packages": true, "site-packages": true}
@@ -365,6 +371,7 @@ func buildPythonImage() (v1.Image, string) {
 		}
 	}
 	need(py)
+	need(bash)
 	for _, p := range elves {
 		need(p)
 	}
