@@ -138,14 +138,19 @@ func composeRoot(dst string, layers []string, metas []*layerMeta) (int64, error)
 
 // realDir reports whether rel names a directory under root reached
 // through directories only, never a symlink.
-func realDir(root, rel string) bool {
-	if rel == "." || rel == "" {
-		return true
-	}
-	p := root
-	for _, c := range strings.Split(rel, "/") {
-		p = filepath.Join(p, c)
-		fi, err := os.Lstat(p)
+func realDir(root, rel string) bool { return DirIn(root, rel) }
+
+// DirIn reports whether p (relative to root, or absolute within it)
+// names a directory under root reached through directories only, never a
+// symlink: what a bind mount onto p inside the root would land on.
+func DirIn(root, p string) bool {
+	cur := root
+	for _, c := range strings.Split(strings.Trim(p, "/"), "/") {
+		if c == "" || c == "." {
+			continue
+		}
+		cur = filepath.Join(cur, c)
+		fi, err := os.Lstat(cur)
 		if err != nil || !fi.IsDir() {
 			return false
 		}

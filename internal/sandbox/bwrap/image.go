@@ -75,7 +75,7 @@ func (b *Backend) openImage(spec sandbox.Spec, gpus []string) (*imageRoot, error
 	}
 	r.env["MLAGENT_IMAGE"] = img.Ref
 	if wd := img.Config.WorkingDir; wd != "" {
-		if p := path.Clean(wd); path.IsAbs(p) && realDir(img.Root, p) {
+		if p := path.Clean(wd); path.IsAbs(p) && image.DirIn(img.Root, p) {
 			r.workdir = p
 		} else {
 			r.notes = append(r.notes, "the image's WORKDIR "+wd+" is not a directory in it; commands start in "+sandbox.Workspace)
@@ -179,24 +179,7 @@ func mountable(root, p string) bool {
 			return true
 		}
 	}
-	return realDir(root, p)
-}
-
-// realDir reports whether p (absolute, clean) is a directory under root
-// reached through directories only.
-func realDir(root, p string) bool {
-	cur := root
-	for _, c := range strings.Split(strings.TrimPrefix(p, "/"), "/") {
-		if c == "" {
-			continue
-		}
-		cur = filepath.Join(cur, c)
-		fi, err := os.Lstat(cur)
-		if err != nil || !fi.IsDir() {
-			return false
-		}
-	}
-	return true
+	return image.DirIn(root, p)
 }
 
 func shortID(id string) string {
