@@ -27,9 +27,6 @@ type callError struct {
 	Err        error
 }
 
-func (e *callError) Error() string { return e.Err.Error() }
-func (e *callError) Unwrap() error { return e.Err }
-
 // errIncomplete is a stream that ended without message_stop (a cut
 // connection the SSE reader saw as a clean EOF).
 var errIncomplete = errors.New("response stream ended before message_stop")

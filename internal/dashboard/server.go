@@ -408,9 +408,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		if _, ok := s.subs[sub]; ok {
-			delete(s.subs, sub)
-		}
+		delete(s.subs, sub)
 		s.mu.Unlock()
 	}()
 

@@ -133,6 +133,7 @@ func parseRequest(h http.Header, body []byte, countOnly bool) (*Request, error) 
 				}
 			}
 			if names[tool.Name] {
+				//lint:ignore ST1005 the real API's message, verbatim
 				return nil, fmt.Errorf("tools: Tool names must be unique.")
 			}
 			names[tool.Name] = true
@@ -260,6 +261,7 @@ func checkToolPairs(msgs []Message) error {
 			}
 			for _, b := range m.Content {
 				if b.Type == "tool_result" && !prev[b.ToolUseID] {
+					//lint:ignore ST1005 the real API's message, verbatim
 					return fmt.Errorf("messages.%d.content: unexpected `tool_use_id` found in `tool_result` blocks: %s. Each `tool_result` block must have a corresponding `tool_use` block in the previous message.", i, b.ToolUseID)
 				}
 			}
@@ -284,6 +286,7 @@ func checkToolPairs(msgs []Message) error {
 			}
 		}
 		if len(missing) > 0 {
+			//lint:ignore ST1005 the real API's message, verbatim
 			return fmt.Errorf("messages.%d: `tool_use` ids were found without `tool_result` blocks immediately after: %s. Each `tool_use` block must have a corresponding `tool_result` block in the next message.", i, strings.Join(missing, ", "))
 		}
 	}

@@ -83,7 +83,7 @@ func (g *Gateway) AdminHandler(adminToken string) http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusCreated)
-		json.NewEncoder(w).Encode(issuedJSON{ID: it.ID, Token: it.Token, ExpiresAt: it.ExpiresAt})
+		json.NewEncoder(w).Encode(issuedJSON(it))
 	})
 	mux.HandleFunc("DELETE /v1/tokens/{id}", func(w http.ResponseWriter, r *http.Request) {
 		err := g.Revoke(r.Context(), r.PathValue("id"))
@@ -186,7 +186,7 @@ func (c *AdminClient) Issue(ctx context.Context, r TokenRequest) (IssuedToken, e
 	if err := c.do(ctx, http.MethodPost, "/v1/tokens", in, http.StatusCreated, &out); err != nil {
 		return IssuedToken{}, fmt.Errorf("issue token: %w", err)
 	}
-	return IssuedToken{ID: out.ID, Token: out.Token, ExpiresAt: out.ExpiresAt}, nil
+	return IssuedToken(out), nil
 }
 
 // Revoke revokes a token by id.

@@ -43,7 +43,7 @@ func openOCIArchive(p string) (*ociArchive, error) {
 			f.Close()
 			return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, p, err)
 		}
-		if h.Typeflag != tar.TypeReg && h.Typeflag != tar.TypeRegA {
+		if h.Typeflag != tar.TypeReg { // archive/tar reads the legacy TypeRegA as TypeReg
 			continue
 		}
 		// The tar reader has read exactly the header blocks: the file's

@@ -111,7 +111,7 @@ func extractLayer(r io.Reader, dir string) (*layerMeta, error) {
 				return nil, entryErr(name, err, dir)
 			}
 			dirs[name] = dirAttr{mode, h.ModTime}
-		case tar.TypeReg, tar.TypeRegA:
+		case tar.TypeReg: // archive/tar reads the legacy TypeRegA as TypeReg or TypeDir
 			if err := replace(root, name); err != nil {
 				return nil, entryErr(name, err, dir)
 			}

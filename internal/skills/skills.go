@@ -78,7 +78,7 @@ func (s *Skill) Files() ([]string, error) {
 }
 
 // ErrBadPath is returned for a file path that is not inside the skill.
-var ErrBadPath = errors.New("path must be relative to the skill folder, without ..")
+var ErrBadPath = errors.New("path must stay inside the skill folder (relative, no .. segment)")
 
 // ReadFile reads a file of the skill by its path relative to the skill
 // directory. Paths escaping the directory are refused.
@@ -216,13 +216,6 @@ func Load(userDir string) (*Set, []error) {
 	}
 	sort.Slice(set.skills, func(i, j int) bool { return set.skills[i].Name < set.skills[j].Name })
 	return set, errs
-}
-
-// NewSet returns a set of the given skills (tests, custom sources).
-func NewSet(skills ...*Skill) *Set {
-	s := &Set{skills: append([]*Skill(nil), skills...)}
-	sort.Slice(s.skills, func(i, j int) bool { return s.skills[i].Name < s.skills[j].Name })
-	return s
 }
 
 // All returns the skills sorted by name.

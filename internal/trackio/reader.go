@@ -140,9 +140,6 @@ func OpenReaderLimits(ctx context.Context, path string, limits Limits) (*Reader,
 // Close closes the connection.
 func (r *Reader) Close() error { return r.db.Close() }
 
-// Cursor returns how far the reader has read.
-func (r *Reader) Cursor() Cursor { return r.cur }
-
 // SetCursor makes the next Poll start after c (a restored position).
 func (r *Reader) SetCursor(c Cursor) { r.cur = c; r.polled = false }
 
