@@ -639,7 +639,7 @@ func (s *Sandbox) start(ctx context.Context, args []string, files []*os.File) er
 		if r.ready != "" {
 			msg = strings.TrimSpace(strings.TrimPrefix(r.ready, "error:") + "\n" + msg)
 		}
-		return fmt.Errorf("sandbox did not start: %s", explainBwrapError(msg))
+		return fmt.Errorf("sandbox did not start: %w", bwrapError(msg))
 	}
 	if s.cg != nil {
 		// bubblewrap may have forked init before it joined the group; no

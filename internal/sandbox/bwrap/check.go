@@ -42,24 +42,24 @@ func Check(ctx context.Context, bwrapPath string) error {
 	cmd.Env = []string{}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("%s", explainBwrapError(strings.TrimSpace(string(out))+" ("+err.Error()+")"))
+		return bwrapError(strings.TrimSpace(string(out)) + " (" + err.Error() + ")")
 	}
 	return nil
 }
 
-// explainBwrapError maps bubblewrap's messages about namespaces to
-// ErrNamespaces' advice.
-func explainBwrapError(msg string) string {
+// bwrapError turns bubblewrap's message into an error: one about
+// namespaces is ErrNamespaces (errors.Is finds it) with its advice.
+func bwrapError(msg string) error {
 	if strings.Contains(msg, "usage: ") {
-		return msg
+		return errors.New(msg)
 	}
 	for _, s := range []string{
 		"No permissions to creat", "Creating new namespace failed", "setting up uid map",
 		"loopback: Failed", "Operation not permitted", "user namespace",
 	} {
 		if strings.Contains(msg, s) {
-			return ErrNamespaces.Error() + " (bwrap: " + msg + ")"
+			return fmt.Errorf("%w (bwrap: %s)", ErrNamespaces, msg)
 		}
 	}
-	return msg
+	return errors.New(msg)
 }
