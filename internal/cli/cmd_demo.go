@@ -150,5 +150,5 @@ func demoSummary(ctx context.Context, env *Env, host *launch.Host, tokenID strin
 			}
 		}
 	}
-	fmt.Fprintln(out, "`mlagent usage` shows the ledger; `mlagent volume ls data` lists the volume.")
+	fmt.Fprintln(out, "`mlagent usage` shows the ledger; `mlagent volume ls data /data/runs` lists the runs.")
 }

@@ -210,6 +210,9 @@ func runRun(ctx context.Context, env *Env, args []string) int {
 		}
 	}
 	mounts = append(mounts, cf.volumes...)
+	if code := createMissingVolumes(env, "run", cf.volumes); code >= 0 {
+		return code
+	}
 	now := time.Now()
 	return runChat(ctx, env, "run", &cf, chatSession{
 		Session: sessions.Session{ID: sessions.NewID(now), Title: strings.Join(pos, " "), Model: cf.model, Volumes: mounts, GPU: gpu.String(), Image: cf.image},

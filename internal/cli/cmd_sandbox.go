@@ -184,6 +184,11 @@ func sandboxRun(ctx context.Context, env *Env, args []string) int {
 		fmt.Fprintf(env.Stderr, "mlagent sandbox run: %v\n", err)
 		return ExitUsage
 	}
+	if len(volumes) > 0 {
+		if code := createMissingVolumes(env, "sandbox run", spec.Volumes); code >= 0 {
+			return code
+		}
+	}
 	// Ctrl-C ends the command and the sandbox cleanly.
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
 	defer stop()

@@ -49,9 +49,18 @@ func (l *limitFlags) values() (float64, int64, error) {
 	return l.cpus, mem, nil
 }
 
-// parseBytes reads a size like 8G, 512MiB, 1.5g or 1048576; units are
-// binary (K = 1024), as in docker's --memory. "" is 0.
+// parseBytes is parseSize for a sandbox's memory: at least 4 MiB.
 func parseBytes(s string) (int64, error) {
+	n, err := parseSize(s)
+	if err == nil && n > 0 && n < 4<<20 {
+		return 0, fmt.Errorf("size %q: under 4 MiB, too small to start a sandbox", s)
+	}
+	return n, err
+}
+
+// parseSize reads a size like 8G, 512MiB, 1.5g or 1048576; units are
+// binary (K = 1024), as in docker's --memory. "" is 0.
+func parseSize(s string) (int64, error) {
 	t := strings.ToUpper(strings.TrimSpace(s))
 	if t == "" || t == "0" {
 		return 0, nil
@@ -68,9 +77,5 @@ func parseBytes(s string) (int64, error) {
 	if err != nil || v < 0 || math.IsInf(v*mult, 0) || v*mult >= math.MaxInt64 {
 		return 0, fmt.Errorf("size %q: want a number with an optional unit, e.g. 8G or 512M", s)
 	}
-	n := int64(v * mult)
-	if n > 0 && n < 4<<20 {
-		return 0, fmt.Errorf("size %q: under 4 MiB, too small to start a sandbox", s)
-	}
-	return n, nil
+	return int64(v * mult), nil
 }

@@ -196,6 +196,8 @@ type Info struct {
 	// Image is the image reference the sandbox runs on ("" for the
 	// default), ImageID its resolved id where the backend knows it.
 	Image, ImageID string
+	// Volumes are the volumes it mounts.
+	Volumes []Mount
 }
 
 const (

@@ -7,7 +7,6 @@ package volume
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -76,7 +75,10 @@ func (s *Store) Ensure(name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := os.MkdirAll(p, 0o755); err != nil {
+	if err := s.mkdirStore(); err != nil {
+		return "", err
+	}
+	if err := os.Mkdir(p, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return "", fmt.Errorf("volume %s: %w", name, err)
 	}
 	return p, nil
@@ -112,28 +114,6 @@ func (s *Store) List() ([]Info, error) {
 	return out, nil
 }
 
-// Remove deletes a volume and everything in it.
-func (s *Store) Remove(name string) error {
-	p, err := s.Path(name)
-	if err != nil {
-		return err
-	}
-	if _, err := os.Lstat(p); err != nil {
-		return fmt.Errorf("%w: %s", ErrNotFound, name)
-	}
-	// Sandboxes may leave read-only directories behind.
-	filepath.WalkDir(p, func(q string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			os.Chmod(q, 0o755)
-		}
-		return nil
-	})
-	if err := os.RemoveAll(p); err != nil {
-		return fmt.Errorf("remove volume %s: %w", name, err)
-	}
-	return nil
-}
-
 // CleanRel checks a path inside a volume: relative, no "..", no NUL.
 func CleanRel(rel string) (string, error) {
 	if rel == "" || strings.ContainsRune(rel, 0) {
@@ -144,130 +124,4 @@ func CleanRel(rel string) (string, error) {
 		return "", fmt.Errorf("path %q leaves the volume", rel)
 	}
 	return c, nil
-}
-
-// Put copies a host file or directory tree src to rel inside the volume.
-func (s *Store) Put(name, src, rel string) (int, error) {
-	rel, err := CleanRel(rel)
-	if err != nil {
-		return 0, err
-	}
-	dir, err := s.Ensure(name)
-	if err != nil {
-		return 0, err
-	}
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return 0, err
-	}
-	defer root.Close()
-	n := 0
-	err = filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		sub, _ := filepath.Rel(src, p)
-		dst := path.Join(rel, filepath.ToSlash(sub))
-		switch {
-		case d.IsDir():
-			return root.MkdirAll(dst, 0o755)
-		case d.Type().IsRegular():
-			if err := root.MkdirAll(path.Dir(dst), 0o755); err != nil {
-				return err
-			}
-			if err := copyIn(root, p, dst); err != nil {
-				return err
-			}
-			n++
-		}
-		return nil // symlinks and devices are not copied
-	})
-	if err != nil {
-		return n, fmt.Errorf("put %s into volume %s: %w", src, name, err)
-	}
-	return n, nil
-}
-
-func copyIn(root *os.Root, src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	fi, err := in.Stat()
-	if err != nil {
-		return err
-	}
-	out, err := root.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, fi.Mode().Perm()|0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
-}
-
-// Get copies rel (a file or a tree) out of the volume to the host path
-// dst. Symlinks inside the volume are never followed out of it.
-func (s *Store) Get(name, rel, dst string) (int, error) {
-	rel, err := CleanRel(rel)
-	if err != nil {
-		return 0, err
-	}
-	dir, err := s.Path(name)
-	if err != nil {
-		return 0, err
-	}
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return 0, fmt.Errorf("%w: %s", ErrNotFound, name)
-		}
-		return 0, err
-	}
-	defer root.Close()
-	n := 0
-	err = fs.WalkDir(root.FS(), rel, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		sub := strings.TrimPrefix(strings.TrimPrefix(p, rel), "/")
-		out := filepath.Join(dst, filepath.FromSlash(sub))
-		switch {
-		case d.IsDir():
-			return os.MkdirAll(out, 0o755)
-		case d.Type().IsRegular():
-			if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
-				return err
-			}
-			if err := copyOut(root, p, out); err != nil {
-				return err
-			}
-			n++
-		}
-		return nil
-	})
-	if err != nil {
-		return n, fmt.Errorf("get %s from volume %s: %w", rel, name, err)
-	}
-	return n, nil
-}
-
-func copyOut(root *os.Root, src, dst string) error {
-	in, err := root.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }

@@ -15,19 +15,28 @@ func TestPutGetListRemove(t *testing.T) {
 	os.MkdirAll(filepath.Join(src, "sub"), 0o755)
 	os.WriteFile(filepath.Join(src, "sub", "b.txt"), []byte("bb"), 0o644)
 
-	if n, err := st.Put("data", filepath.Join(src, "my.tif"), "datasets/my.tif"); err != nil || n != 1 {
-		t.Fatalf("Put file: got %d, %v; want 1, nil", n, err)
+	if _, err := st.Put("data", filepath.Join(src, "my.tif"), "x"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Put into a missing volume: got %v; want ErrNotFound", err)
 	}
-	if n, err := st.Put("data", src, "tree"); err != nil || n != 2 {
-		t.Fatalf("Put tree: got %d, %v; want 2, nil", n, err)
+	if err := st.Create("data"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Create("data"); !errors.Is(err, ErrExists) {
+		t.Fatalf("Create twice: got %v; want ErrExists", err)
+	}
+	if c, err := st.Put("data", filepath.Join(src, "my.tif"), "datasets/my.tif"); err != nil || c.Files != 1 {
+		t.Fatalf("Put file: got %+v, %v; want 1 file", c, err)
+	}
+	if c, err := st.Put("data", src, "tree"); err != nil || c.Files != 2 {
+		t.Fatalf("Put tree: got %+v, %v; want 2 files", c, err)
 	}
 	got, err := os.ReadFile(filepath.Join(st.Dir, "data", "datasets", "my.tif"))
 	if err != nil || string(got) != "tiff" {
 		t.Fatalf("volume file: got %q, %v; want tiff", got, err)
 	}
 	out := t.TempDir()
-	if n, err := st.Get("data", "tree", filepath.Join(out, "t")); err != nil || n != 2 {
-		t.Fatalf("Get tree: got %d, %v; want 2", n, err)
+	if c, err := st.Get("data", "tree", filepath.Join(out, "t")); err != nil || c.Files != 2 {
+		t.Fatalf("Get tree: got %+v, %v; want 2 files", c, err)
 	}
 	if b, _ := os.ReadFile(filepath.Join(out, "t", "sub", "b.txt")); string(b) != "bb" {
 		t.Errorf("Get tree: got %q; want bb", b)

@@ -167,7 +167,7 @@ func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 	}
 	rec := &record{
 		Name: spec.Name, StateDir: filepath.Join(b.opts.StateDir, spec.Name),
-		Labels: spec.Labels, GPU: len(gpus) > 0, Created: time.Now(),
+		Labels: spec.Labels, GPU: len(gpus) > 0, Created: time.Now(), Volumes: spec.Volumes,
 	}
 	if root != nil {
 		rec.Image, rec.ImageID = root.img.Ref, root.img.ID

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -640,4 +641,77 @@ for line in open("/proc/self/mountinfo"):
 		}
 		return nil
 	})
+}
+
+// TestVolumeFromHostileSandbox: what a running sandbox does to its volume
+// while the host copies it out or removes it. A 15 TiB sparse file costs
+// the host its data; a FIFO blocks nothing; a symlink to a host path is
+// never followed; and a directory swapped for such a symlink over and
+// over (renameat2 RENAME_EXCHANGE) while the host removes the volume
+// changes nothing outside it.
+func TestVolumeFromHostileSandbox(t *testing.T) {
+	sandboxtest.RequireBwrap(t)
+	requirePython(t)
+	env := newTestEnv(t)
+	b := env.backend(t)
+	victim := t.TempDir()
+	os.WriteFile(filepath.Join(victim, "keep"), []byte("host file"), 0o600)
+	os.Chmod(victim, 0o700)
+	sb := newSandbox(t, b, sandbox.Spec{Volumes: sandbox.DefaultMounts()})
+	script := fmt.Sprintf(`
+import os
+f = open("/data/sparse", "wb"); f.write(b"data"); f.truncate(15 << 40); f.close()
+os.mkfifo("/data/fifo")
+os.symlink(%q, "/data/host-link")
+for i in range(30):
+    os.makedirs("/data/a/%%d/x" %% i)
+os.symlink(%q, "/data/b")
+print("ready")`, victim, victim)
+	if out, code := run(t, sb, python, "-c", script); code != 0 || out != "ready\n" {
+		t.Fatalf("setup inside: %d %q", code, out)
+	}
+	vols := b.opts.Volumes
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		out := t.TempDir()
+		c, err := vols.Get("data", "/", out)
+		if err != nil {
+			t.Errorf("Get: %v", err)
+			return
+		}
+		var st syscall.Stat_t
+		syscall.Stat(filepath.Join(out, "data", "sparse"), &st)
+		if st.Size != 15<<40 || st.Blocks*512 > 1<<20 || c.Skipped < 3 {
+			t.Errorf("Get: %+v; the sparse file is %d bytes with %d allocated; want 15 TiB with under 1 MiB, and the FIFO and links skipped", c, st.Size, st.Blocks*512)
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("volume get of a hostile volume did not finish")
+	}
+
+	// The swapper runs inside for the rest of the test.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go sb.Exec(ctx, sandbox.ExecRequest{Argv: []string{python, "-c", `
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+while True:
+    libc.renameat2(-100, b"/data/a", -100, b"/data/b", 2)  # RENAME_EXCHANGE
+`}})
+	time.Sleep(200 * time.Millisecond)
+	start := time.Now()
+	err := vols.Remove("data")
+	t.Logf("Remove took %v", time.Since(start))
+	if err != nil {
+		t.Logf("Remove while the sandbox writes: %v", err) // it may refuse; it must not escape
+	}
+	if fi, err := os.Stat(victim); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("a host directory a swapped link pointed at: mode %v, %v; want it untouched (0700)", fi.Mode(), err)
+	}
+	if b, err := os.ReadFile(filepath.Join(victim, "keep")); err != nil || string(b) != "host file" {
+		t.Errorf("a host file a swapped link pointed at: %q, %v", b, err)
+	}
 }

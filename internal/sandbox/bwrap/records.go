@@ -35,6 +35,10 @@ var migrations = []store.Migration{{
 	Name: "sandbox/002_image",
 	SQL: `ALTER TABLE sandboxes ADD COLUMN image TEXT NOT NULL DEFAULT '';
 	ALTER TABLE sandboxes ADD COLUMN image_id TEXT NOT NULL DEFAULT ''`,
+}, {
+	// The volumes it mounts: `volume rm` refuses while one is in use.
+	Name: "sandbox/003_volumes",
+	SQL:  `ALTER TABLE sandboxes ADD COLUMN volumes TEXT NOT NULL DEFAULT '[]'`,
 }}
 
 type record struct {
@@ -48,6 +52,7 @@ type record struct {
 	Created   time.Time
 	// Image and ImageID name the image it runs on ("" for the host's /usr).
 	Image, ImageID string
+	Volumes        []sandbox.Mount
 }
 
 const backendName = "local"
@@ -57,6 +62,7 @@ const backendName = "local"
 func (b *Backend) claim(ctx context.Context, r *record) error {
 	labels, _ := json.Marshal(r.Labels)
 	notes, _ := json.Marshal(r.Notes)
+	vols, _ := json.Marshal(r.Volumes)
 	tx, err := b.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("record sandbox: %w", err)
@@ -72,9 +78,9 @@ func (b *Backend) claim(ctx context.Context, r *record) error {
 		return fmt.Errorf("%w: %s", sandbox.ErrExists, r.Name)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO sandboxes
-		(name, backend, pid, start_time, state_dir, labels, gpu, notes, created, image, image_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)`,
+		(name, backend, pid, start_time, state_dir, labels, gpu, notes, created, image, image_id, volumes) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)`,
 		r.Name, backendName, 0, 0, r.StateDir, string(labels), r.GPU, string(notes),
-		r.Created.UTC().Format(time.RFC3339Nano), r.Image, r.ImageID); err != nil {
+		r.Created.UTC().Format(time.RFC3339Nano), r.Image, r.ImageID, string(vols)); err != nil {
 		return fmt.Errorf("record sandbox: %w", err)
 	}
 	return tx.Commit()
@@ -95,7 +101,7 @@ func (b *Backend) forget(ctx context.Context, name string) error {
 	return nil
 }
 
-const selectRecord = `SELECT name, pid, start_time, state_dir, labels, gpu, notes, created, image, image_id FROM sandboxes`
+const selectRecord = `SELECT name, pid, start_time, state_dir, labels, gpu, notes, created, image, image_id, volumes FROM sandboxes`
 
 type scanner interface{ Scan(...any) error }
 
@@ -104,9 +110,9 @@ func scanRecord(s scanner) (*record, error) {
 		r             record
 		start         int64
 		labels, notes string
-		created       string
+		created, vols string
 	)
-	if err := s.Scan(&r.Name, &r.Pid, &start, &r.StateDir, &labels, &r.GPU, &notes, &created, &r.Image, &r.ImageID); err != nil {
+	if err := s.Scan(&r.Name, &r.Pid, &start, &r.StateDir, &labels, &r.GPU, &notes, &created, &r.Image, &r.ImageID, &vols); err != nil {
 		return nil, err
 	}
 	r.StartTime = uint64(start)
@@ -115,6 +121,9 @@ func scanRecord(s scanner) (*record, error) {
 	}
 	if err := json.Unmarshal([]byte(notes), &r.Notes); err != nil {
 		return nil, fmt.Errorf("sandbox %s: corrupt notes: %w", r.Name, err)
+	}
+	if err := json.Unmarshal([]byte(vols), &r.Volumes); err != nil {
+		return nil, fmt.Errorf("sandbox %s: corrupt volumes: %w", r.Name, err)
 	}
 	r.Created, _ = time.Parse(time.RFC3339Nano, created)
 	return &r, nil
@@ -143,7 +152,7 @@ func (r *record) info() sandbox.Info {
 	return sandbox.Info{
 		Name: r.Name, Backend: backendName, State: st, Created: r.Created,
 		Labels: r.Labels, Workspace: workspaceDir(r.StateDir), GPU: r.GPU, Notes: r.Notes,
-		OOMKills: ooms, Image: r.Image, ImageID: r.ImageID,
+		OOMKills: ooms, Image: r.Image, ImageID: r.ImageID, Volumes: r.Volumes,
 	}
 }
 
