@@ -31,6 +31,21 @@ type Copied struct {
 	Dest    string
 }
 
+// add books the outcome of one file's copy: n bytes written, and the
+// file copied, skipped (not a regular file after all), or failed.
+func (c *Copied) add(n int64, err error) error {
+	c.Bytes += n
+	switch {
+	case errors.Is(err, errSkipped):
+		c.Skipped++
+	case err != nil:
+		return err
+	default:
+		c.Files++
+	}
+	return nil
+}
+
 // Usage is what copying a tree out of a volume would write.
 type Usage struct {
 	Files    int
@@ -145,16 +160,7 @@ func (s *Store) Get(name, rel, dst string) (Copied, error) {
 		case d.IsDir():
 			return os.MkdirAll(out, 0o755)
 		case d.Type().IsRegular():
-			n, err := copyOut(root, p, out)
-			c.Bytes += n
-			if errors.Is(err, errSkipped) {
-				c.Skipped++
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			c.Files++
+			return c.add(copyOut(root, p, out))
 		default:
 			c.Skipped++
 		}
@@ -308,12 +314,7 @@ func (s *Store) Put(name, src, rel string) (Copied, error) {
 			if err := root.MkdirAll(path.Dir(dst), 0o755); err != nil {
 				return err
 			}
-			n, err := copyIn(root, p, dst)
-			c.Bytes += n
-			if err != nil {
-				return err
-			}
-			c.Files++
+			return c.add(copyIn(root, p, dst))
 		default:
 			c.Skipped++
 		}
