@@ -21,11 +21,13 @@ func init() {
 	})
 }
 
-const dashboardHelp = `Serves a web page with one chart per metric (value vs step, one line per run),
-each run's config and system metrics, read live from the Trackio databases
-that training code writes with the trackio package. New rows appear within
-about a second, without reloading. Works offline; binds to loopback unless
---listen says otherwise.`
+const dashboardHelp = `Serves a web page charting the Trackio databases that training code writes
+with the trackio package, live: one chart per metric, grouped by prefix, one
+line per run, with hover values, drag to zoom, log scale, a choice of x axis
+(step, wall time, relative time, any metric), smoothing, each run's status and
+config, and a view comparing runs. New rows appear within about a second,
+without reloading; the view is kept in the page's URL. Works offline; binds to
+loopback unless --listen says otherwise.`
 
 func runDashboard(ctx context.Context, env *Env, args []string) int {
 	fs := newFlagSet(env, "dashboard", "dashboard [--dir TRACKIO_DIR] [--listen ADDR]", dashboardHelp)

@@ -5,15 +5,17 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/mlagent/mlagent/internal/trackio"
 	"github.com/mlagent/mlagent/internal/trackio/trackiotest"
 )
 
@@ -100,7 +102,7 @@ func newTestServerFrom(t testing.TB, s *Server) (*Server, string) {
 
 func TestPageIsEmbeddedAndSelfContained(t *testing.T) {
 	_, hs := newTestServer(t, t.TempDir())
-	for _, path := range []string{"/", "/app.js", "/style.css"} {
+	for _, path := range []string{"/", "/app.js", "/style.css", "/uPlot.iife.min.js", "/uPlot.min.css", "/uPlot.LICENSE"} {
 		resp, err := http.Get(hs.URL + path)
 		if err != nil {
 			t.Fatal(err)
@@ -110,13 +112,78 @@ func TestPageIsEmbeddedAndSelfContained(t *testing.T) {
 		if resp.StatusCode != 200 {
 			t.Fatalf("GET %s = %d; want 200", path, resp.StatusCode)
 		}
-		if strings.Contains(string(body), "http://") && path != "/app.js" || strings.Contains(string(body), "https://") {
+		// Our own files name nothing remote (uPlot's carry its home page
+		// in a comment, loaded from nowhere).
+		if !strings.Contains(path, "uPlot") && (strings.Contains(string(body), "http://") && path != "/app.js" || strings.Contains(string(body), "https://")) {
 			t.Errorf("GET %s references a remote URL; the page must work offline", path)
 		}
-		if resp.Header.Get("Content-Security-Policy") == "" {
-			t.Errorf("GET %s has no Content-Security-Policy", path)
+		if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'self'") || strings.Contains(csp, "unsafe") {
+			t.Errorf("GET %s: Content-Security-Policy %q; want default-src 'self', nothing unsafe", path, csp)
+		}
+		if path == "/uPlot.LICENSE" && !strings.Contains(string(body), "MIT License") {
+			t.Errorf("uPlot's licence is not served with it")
 		}
 	}
+}
+
+// seriesOf returns each run's points of metric m in project p, from
+// /api/series with the given extra query.
+func seriesOf(t testing.TB, base, project, m, extra string) map[string][][2]float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/api/series?project=" + url.QueryEscape(project) + "&m=" + url.QueryEscape(m) + extra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("GET /api/series: %d %s", resp.StatusCode, b)
+	}
+	var res struct {
+		Charts []struct {
+			Key  string `json:"key"`
+			Runs []struct {
+				ID string     `json:"id"`
+				X  []float64  `json:"x"`
+				Y  []*float64 `json:"y"`
+			} `json:"runs"`
+		} `json:"charts"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][][2]float64{}
+	for _, c := range res.Charts {
+		for _, r := range c.Runs {
+			for i, x := range r.X {
+				y := math.NaN()
+				if r.Y[i] != nil {
+					y = *r.Y[i]
+				}
+				out[r.ID] = append(out[r.ID], [2]float64{x, y})
+			}
+		}
+	}
+	return out
+}
+
+type snapshotRun struct {
+	ID      string                `json:"id"`
+	Name    string                `json:"name"`
+	Config  map[string]any        `json:"config"`
+	Marker  string                `json:"marker"`
+	Metrics map[string][4]float64 `json:"metrics"`
+	System  map[string][4]float64 `json:"system"`
+}
+
+type snapshotMsg struct {
+	Projects []projectSummary `json:"projects"`
+	Project  *struct {
+		Name  string        `json:"name"`
+		MaxID int64         `json:"max_id"`
+		Runs  []snapshotRun `json:"runs"`
+		Media []mediaItem   `json:"media"`
+	} `json:"project"`
 }
 
 func TestSnapshotThenLiveDelta(t *testing.T) {
@@ -135,35 +202,29 @@ func TestSnapshotThenLiveDelta(t *testing.T) {
 	w.LogSystem(ctx, "rid", "run", map[string]any{"cpu": 12.5}, now)
 
 	_, hs := newTestServer(t, dir)
-	// Wait until the follower has read the three rows, then subscribe.
-	var snap struct {
-		Project *struct {
-			Name string `json:"name"`
-			Runs []struct {
-				ID      string                  `json:"id"`
-				Config  map[string]any          `json:"config"`
-				Metrics map[string][][2]float64 `json:"metrics"`
-				System  map[string][][2]float64 `json:"system"`
-			} `json:"runs"`
-		} `json:"project"`
-	}
+	// Wait until the follower has read the rows, then subscribe.
+	var snap snapshotMsg
 	for {
 		c := openEvents(t, hs.URL, "proj")
 		data := c.until(t, "snapshot", func([]byte) bool { return true })
 		json.Unmarshal(data, &snap)
-		if snap.Project != nil && len(snap.Project.Runs) == 1 && len(snap.Project.Runs[0].Metrics["loss"]) == 3 {
-			if snap.Project.Runs[0].Config["lr"] != 0.01 || len(snap.Project.Runs[0].System["cpu"]) != 1 {
-				t.Fatalf("snapshot run = %+v; want config lr=0.01 and one cpu point", snap.Project.Runs[0])
+		if snap.Project != nil && len(snap.Project.Runs) == 1 && snap.Project.Runs[0].Metrics["loss"][3] == 3 && len(snap.Project.Runs[0].System) == 1 {
+			run := snap.Project.Runs[0]
+			if run.Config["lr"] != 0.01 || run.System["cpu"] != [4]float64{12.5, 12.5, 12.5, 1} || run.Metrics["loss"] != [4]float64{8, 8, 10, 3} {
+				t.Fatalf("snapshot run = %+v; want config lr=0.01, loss last 8 min 8 max 10 of 3, one cpu point", run)
+			}
+			if got := seriesOf(t, hs.URL, "proj", "loss", ""); !reflect.DeepEqual(got["rid"], [][2]float64{{0, 10}, {1, 9}, {2, 8}}) {
+				t.Fatalf("series = %v; want the three points", got)
 			}
 			// Live: a new row arrives as a delta on this stream.
 			w.Log(ctx, "rid", "run", 3, map[string]any{"loss": 6.5}, now)
-			data := c.until(t, "delta", func(b []byte) bool { return strings.Contains(string(b), `"x":3`) })
+			data := c.until(t, "delta", func(b []byte) bool { return strings.Contains(string(b), `"step":3`) })
 			var d delta
 			if err := json.Unmarshal(data, &d); err != nil {
 				t.Fatal(err)
 			}
-			if d.Project != "proj" || len(d.Rows) != 1 || d.Rows[0].V["loss"] != 6.5 {
-				t.Fatalf("delta = %s; want one row loss=6.5", data)
+			if d.Project != "proj" || len(d.Rows) != 1 || d.Rows[0].V["loss"] != 6.5 || d.Rows[0].ID != snap.Project.MaxID+1 {
+				t.Fatalf("delta = %s; want one row loss=6.5 with the next id", data)
 			}
 			return
 		}
@@ -215,26 +276,22 @@ func TestBrokenProjectDoesNotStopOthers(t *testing.T) {
 	c.until(t, "delta", func(b []byte) bool { return strings.Contains(string(b), `"loss":0.5`) })
 }
 
-func TestPointJSONNonFinite(t *testing.T) {
+func TestNumbersJSONNonFinite(t *testing.T) {
 	tests := []struct {
-		p    point
+		v    float64
+		bits int
 		want string
 	}{
-		{point{1, 2.5}, `[1,2.5]`},
-		{point{2, nan()}, `[2,null]`},
+		{2.5, 64, `2.5`},
+		{0.1, 32, `0.1`},
+		{math.NaN(), 64, `null`},
+		{math.Inf(-1), 32, `null`},
 	}
 	for _, tt := range tests {
-		b, _ := json.Marshal(tt.p)
-		if string(b) != tt.want {
-			t.Errorf("marshal %v = %s; want %s", tt.p, b, tt.want)
+		if got := string(appendNum(nil, tt.v, tt.bits)); got != tt.want {
+			t.Errorf("appendNum(%v, %d) = %s; want %s", tt.v, tt.bits, got, tt.want)
 		}
 	}
-}
-
-func nan() float64 {
-	var v map[string]float64
-	v, _ = trackio.Values([]byte(`{"x":"NaN"}`))
-	return v["x"]
 }
 
 // TestReplacedDatabaseStartsOver: deleting a project's database and

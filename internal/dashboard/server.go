@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math"
 	"net/http"
 	"sort"
 	"sync"
@@ -36,6 +37,13 @@ type Options struct {
 	ReadTimeout time.Duration
 	// MaxProjects bounds the databases followed (default 1000).
 	MaxProjects int
+	// MaxPoints bounds the points kept in memory, all projects together
+	// (default 25 million, about 200 MB); beyond it the longest series
+	// are thinned, keeping each stretch's extremes.
+	MaxPoints int64
+	// StaleAfter is how long a run may go without a row and still show
+	// as running (default: 60s, or 10 times its usual interval if longer).
+	StaleAfter time.Duration
 }
 
 // Server follows a Trackio directory and serves the dashboard.
@@ -48,7 +56,8 @@ type Server struct {
 	done   chan struct{}
 	wg     sync.WaitGroup // the per-project followers
 
-	mu        sync.Mutex
+	mu        sync.RWMutex
+	points    int64 // stored points, all projects
 	projects  map[string]*projectState
 	followers map[string]chan struct{} // wake-up of each project's follower
 	subs      map[*subscriber]struct{}
@@ -83,6 +92,12 @@ func NewWithOptions(dir string, log *slog.Logger, opts Options) (*Server, error)
 	}
 	if opts.MaxProjects <= 0 {
 		opts.MaxProjects = 1000
+	}
+	if opts.MaxPoints <= 0 {
+		opts.MaxPoints = 25_000_000
+	}
+	if opts.StaleAfter <= 0 {
+		opts.StaleAfter = time.Minute
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
@@ -274,21 +289,71 @@ func (f *projectFollower) poll(ctx context.Context) error {
 			f.close()
 			return err
 		}
+		var meta map[string]string
+		if b.Empty() {
+			// End markers live in project_metadata, which has no row ids:
+			// read it once the rows are in.
+			if meta, err = f.reader.Metadata(ctx); errors.Is(err, trackio.ErrBusy) {
+				meta = nil
+			} else if err != nil {
+				f.close()
+				return err
+			}
+		}
 		s.mu.Lock()
 		p := s.projects[f.name]
 		hadErr := p.Error != ""
 		p.Error = ""
 		p.Layout = f.reader.Layout().String()
-		if hadErr {
+		before := p.points
+		d := p.apply(b, s.listenedLocked(f.name))
+		d.Markers = p.applyMarkers(meta)
+		s.points += p.points - before
+		s.fitLocked()
+		if hadErr || !b.Empty() {
 			s.broadcastLocked("", "projects", s.projectListLocked())
 		}
+		if len(d.Rows)+len(d.Configs)+len(d.Markers)+len(d.Media) > 0 {
+			s.broadcastLocked(f.name, "delta", d)
+		}
+		s.mu.Unlock()
 		if b.Empty() {
-			s.mu.Unlock()
 			return nil
 		}
-		s.broadcastLocked(f.name, "delta", p.apply(b))
-		s.mu.Unlock()
 	}
+}
+
+// fitLocked thins the longest series until the points kept fit in
+// MaxPoints (to 90% of it, so thinning is not repeated at every row).
+func (s *Server) fitLocked() {
+	if s.points <= s.opts.MaxPoints {
+		return
+	}
+	for s.points > s.opts.MaxPoints*9/10 {
+		var longest *series
+		var owner *projectState
+		for _, p := range s.projects {
+			for _, r := range p.runs {
+				for _, m := range []map[string]*series{r.metrics, r.system} {
+					for _, sr := range m {
+						if longest == nil || len(sr.rows) > len(longest.rows) {
+							longest, owner = sr, p
+						}
+					}
+				}
+			}
+		}
+		if longest == nil {
+			return
+		}
+		freed := longest.thin()
+		if freed == 0 {
+			return
+		}
+		owner.points -= int64(freed)
+		s.points -= int64(freed)
+	}
+	s.log.Info("dashboard: thinned the longest series to stay within the point limit", "max_points", s.opts.MaxPoints)
 }
 
 // setError records a project's error and tells the pages if it changed.
@@ -306,17 +371,31 @@ func (s *Server) setError(name string, err error) {
 }
 
 type projectSummary struct {
-	Name  string `json:"name"`
-	Runs  int    `json:"runs"`
-	Error string `json:"error,omitempty"`
+	Name   string    `json:"name"`
+	Runs   int       `json:"runs"`
+	Points int64     `json:"points"`
+	Last   jsonFloat `json:"last"` // newest row, Unix seconds; null if none
+	Error  string    `json:"error,omitempty"`
 }
 
+// projectListLocked lists the projects, the most recently written first.
 func (s *Server) projectListLocked() []projectSummary {
 	out := make([]projectSummary, 0, len(s.projects))
 	for _, p := range s.projects {
-		out = append(out, projectSummary{Name: p.Name, Runs: len(p.Runs), Error: p.Error})
+		out = append(out, projectSummary{Name: p.Name, Runs: len(p.runs), Points: p.points, Last: jsonFloat(p.last()), Error: p.Error})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	sort.Slice(out, func(i, j int) bool {
+		a, b := float64(out[i].Last), float64(out[j].Last)
+		switch {
+		case a == b || math.IsNaN(a) && math.IsNaN(b):
+			return out[i].Name < out[j].Name
+		case math.IsNaN(b):
+			return true
+		case math.IsNaN(a):
+			return false
+		}
+		return a > b
+	})
 	return out
 }
 
@@ -329,14 +408,27 @@ func frame(event string, v any) []byte {
 	return []byte(fmt.Sprintf("event: %s\ndata: %s\n\n", event, b))
 }
 
+// listenedLocked reports whether any page follows project.
+func (s *Server) listenedLocked(project string) bool {
+	for sub := range s.subs {
+		if sub.project == project {
+			return true
+		}
+	}
+	return false
+}
+
 // broadcastLocked sends an event to the subscribers of project ("" = all).
 // A subscriber too slow to keep up is dropped; its browser reconnects and
 // gets a fresh snapshot, so nothing is silently lost.
 func (s *Server) broadcastLocked(project, event string, v any) {
-	f := frame(event, v)
+	var f []byte
 	for sub := range s.subs {
 		if project != "" && sub.project != project {
 			continue
+		}
+		if f == nil {
+			f = frame(event, v)
 		}
 		select {
 		case sub.ch <- f:
@@ -349,9 +441,11 @@ func (s *Server) broadcastLocked(project, event string, v any) {
 
 // Handler serves the page, its assets and the API:
 //
-//	GET /                  the dashboard page
-//	GET /api/projects      project list
-//	GET /api/events?project=NAME  SSE: "snapshot", then "delta" and "projects"
+//	GET /                  the dashboard page (and its assets)
+//	GET /api/projects      project list, most recently written first
+//	GET /api/events?project=NAME  SSE: "snapshot", then "delta", "projects", "reset"
+//	GET /api/series?project=NAME&m=METRIC&…  downsampled points (series.go)
+//	GET /api/media?project=NAME&path=PATH  an image Trackio logged (media.go)
 //
 // URLs in the page are relative, so the handler can be mounted under a
 // prefix (e.g. /dashboard/ with http.StripPrefix).
@@ -359,31 +453,30 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	sub, _ := fs.Sub(assets, "assets")
 	static := http.FileServerFS(sub)
-	mux.Handle("GET /", withHeaders(static))
+	mux.Handle("GET /", static)
 	mux.HandleFunc("GET /api/projects", s.handleProjects)
 	mux.HandleFunc("GET /api/events", s.handleEvents)
-	return mux
+	mux.HandleFunc("GET /api/series", s.handleSeries)
+	mux.HandleFunc("GET /api/media", s.handleMedia)
+	return withHeaders(mux)
 }
 
 func withHeaders(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'")
+		// Every string on the page comes from the sandbox: no inline
+		// script or style, nothing from elsewhere.
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		h.ServeHTTP(w, r)
 	})
 }
 
 func (s *Server) handleProjects(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
+	s.mu.RLock()
 	list := s.projectListLocked()
-	s.mu.Unlock()
+	s.mu.RUnlock()
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(list)
-}
-
-type snapshot struct {
-	Projects []projectSummary `json:"projects"`
-	Project  *projectState    `json:"project"`
 }
 
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
@@ -400,10 +493,9 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		name = list[0].Name
 	}
 	sub.project = name
-	snap := snapshot{Projects: list, Project: s.projects[name]}
 	// Rendered under the lock with the subscription, so no delta falls
 	// between the snapshot and the stream.
-	first := frame("snapshot", snap)
+	first := frame("snapshot", s.snapshotLocked(list, s.projects[name]))
 	s.subs[sub] = struct{}{}
 	s.mu.Unlock()
 	defer func() {

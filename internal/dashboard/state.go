@@ -1,72 +1,246 @@
 package dashboard
 
 import (
+	"bytes"
 	"encoding/json"
 	"math"
-	"strconv"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/mlagent/mlagent/internal/trackio"
 )
 
-// point is one chart point; Y is NaN for non-finite values, sent as null
-// so the chart shows a gap.
-type point struct{ X, Y float64 }
+// The server keeps every project's points in memory, column by column, so
+// a chart of any run, metric and x-axis is computed without reading the
+// database again: per run one step and one wall time per metrics row, and
+// per metric the rows that logged it with their values (float32: what a
+// chart and a tooltip show). About 8 bytes a point; Options.MaxPoints
+// bounds the total by thinning the longest series (thin).
 
-func (p point) MarshalJSON() ([]byte, error) {
-	b := make([]byte, 0, 32)
-	b = append(b, '[')
-	b = strconv.AppendFloat(b, p.X, 'g', -1, 64)
-	b = append(b, ',')
-	if math.IsNaN(p.Y) || math.IsInf(p.Y, 0) {
-		b = append(b, "null"...)
-	} else {
-		b = strconv.AppendFloat(b, p.Y, 'g', -1, 64)
+// series is one metric of one run: the indexes of the rows (into the run's
+// steps and times, or sysTimes) that logged it, and the values there.
+type series struct {
+	rows []int32
+	vals []float32
+	// Exact summary of every value ever appended, thinned or not.
+	last, min, max float64 // last finite value; NaN until one arrives
+	lastRow        int32
+	thinned        int // times the series was halved to fit MaxPoints
+}
+
+func newSeries() *series { return &series{last: math.NaN(), min: math.NaN(), max: math.NaN()} }
+
+func (s *series) add(row int32, v float64) {
+	s.rows = append(s.rows, row)
+	s.vals = append(s.vals, float32(v))
+	s.lastRow = row
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return
 	}
-	return append(b, ']'), nil
+	s.last = v
+	if math.IsNaN(s.min) || v < s.min {
+		s.min = v
+	}
+	if math.IsNaN(s.max) || v > s.max {
+		s.max = v
+	}
 }
 
-type runState struct {
-	ID      string             `json:"id"`
-	Name    string             `json:"name"`
-	Config  json.RawMessage    `json:"config,omitempty"`
-	Metrics map[string][]point `json:"metrics"`
-	System  map[string][]point `json:"system"`
-	start   time.Time          // first system-metrics timestamp, the x origin
+// thin halves the series, keeping of each four points the lowest and the
+// highest in their order, so spikes survive; it returns the points freed.
+func (s *series) thin() int {
+	n := len(s.rows)
+	if n < 8 {
+		return 0
+	}
+	w := 0
+	keep := func(j int) {
+		s.rows[w], s.vals[w] = s.rows[j], s.vals[j]
+		w++
+	}
+	for i := 0; i < n; i += 4 {
+		end := min(i+4, n)
+		lo, hi, gap := -1, -1, -1
+		for j := i; j < end; j++ {
+			v := s.vals[j]
+			switch {
+			case v != v || math.IsInf(float64(v), 0):
+				if gap < 0 {
+					gap = j
+				}
+			case lo < 0:
+				lo, hi = j, j
+			case v < s.vals[lo]:
+				lo = j
+			case v > s.vals[hi]:
+				hi = j
+			}
+		}
+		// In index order: the gap (a NaN breaks the line), the lowest, the
+		// highest.
+		for j := i; j < end; j++ {
+			if j == gap || j == lo || (j == hi && hi != lo) {
+				keep(j)
+			}
+		}
+	}
+	s.rows = append([]int32(nil), s.rows[:w]...)
+	s.vals = append([]float32(nil), s.vals[:w]...)
+	s.thinned++
+	return n - w
 }
 
+// runData is one run of a project.
+type runData struct {
+	ID, Name string
+	Config   json.RawMessage
+	// Per metrics row, in row-id order: its step and wall time (Unix
+	// seconds; NaN when the timestamp does not parse).
+	steps   []int64
+	times   []float64
+	metrics map[string]*series
+	// Per system_metrics row: its wall time.
+	sysTimes []float64
+	system   map[string]*series
+	// first and last row times, any table; intervals between the last
+	// metrics rows, for "still running?".
+	first, last float64
+	gaps        []float64
+	marker      string // end marker from project_metadata, "" if none
+	// Whether steps, times or sysTimes ever went back (or a time was
+	// unknown): until then a chart reads them in order, without sorting.
+	stepsBack, timesBack, sysBack bool
+}
+
+// push appends a metrics row's step and time and returns its index.
+func (r *runData) push(step int64, t float64) int32 {
+	if n := len(r.steps); n > 0 && (step < r.steps[n-1] || !(t >= r.times[n-1])) {
+		r.stepsBack = r.stepsBack || step < r.steps[n-1]
+		r.timesBack = r.timesBack || !(t >= r.times[n-1])
+	}
+	if math.IsNaN(t) {
+		r.timesBack = true
+	}
+	r.steps = append(r.steps, step)
+	r.times = append(r.times, t)
+	return int32(len(r.steps) - 1)
+}
+
+// pushSys appends a system row's time and returns its index.
+func (r *runData) pushSys(t float64) int32 {
+	if n := len(r.sysTimes); n > 0 && t < r.sysTimes[n-1] {
+		r.sysBack = true
+	}
+	r.sysTimes = append(r.sysTimes, t)
+	return int32(len(r.sysTimes) - 1)
+}
+
+func newRun(id, name string) *runData {
+	return &runData{ID: id, Name: name, metrics: map[string]*series{}, system: map[string]*series{}, first: math.NaN(), last: math.NaN()}
+}
+
+func (r *runData) seen(t float64) {
+	if math.IsNaN(t) {
+		return
+	}
+	if math.IsNaN(r.first) || t < r.first {
+		r.first = t
+	}
+	if math.IsNaN(r.last) || t > r.last {
+		if !math.IsNaN(r.last) {
+			r.gaps = append(r.gaps, t-r.last)
+			if len(r.gaps) > 32 {
+				r.gaps = r.gaps[len(r.gaps)-32:]
+			}
+		}
+		r.last = t
+	}
+}
+
+// interval is the median gap between the run's recent rows, 0 if unknown.
+func (r *runData) interval() float64 {
+	if len(r.gaps) == 0 {
+		return 0
+	}
+	g := append([]float64(nil), r.gaps...)
+	sort.Float64s(g)
+	return g[len(g)/2]
+}
+
+// mediaItem is an image, table or other media object Trackio logged.
+type mediaItem struct {
+	RunID   string `json:"run_id"`
+	Key     string `json:"key"`
+	Step    int64  `json:"step"`
+	Type    string `json:"type"` // trackio.image, trackio.table, …
+	Caption string `json:"caption,omitempty"`
+	Path    string `json:"path,omitempty"` // under the Trackio media directory
+	Rows    int    `json:"rows,omitempty"` // tables
+	Cols    int    `json:"cols,omitempty"`
+}
+
+// maxMedia bounds the media items kept per project (the newest).
+const maxMedia = 500
+
+// projectState is one project as the dashboard holds it.
 type projectState struct {
-	Name     string            `json:"name"`
-	Error    string            `json:"error,omitempty"`
-	Layout   string            `json:"layout"`
-	Metadata map[string]string `json:"metadata,omitempty"`
-	Runs     []*runState       `json:"runs"`
-
-	path string
-	byID map[string]*runState
+	Name   string
+	Error  string
+	Layout string
+	path   string
+	runs   []*runData
+	byID   map[string]*runData
+	media  []mediaItem
+	points int64 // stored points, for MaxPoints
+	maxID  int64 // last metrics row applied
+	maxSys int64 // last system row applied
 }
 
 func newProject(name, path string) *projectState {
-	return &projectState{Name: name, path: path, byID: map[string]*runState{}, Runs: []*runState{}}
+	return &projectState{Name: name, path: path, byID: map[string]*runData{}}
 }
 
-func (p *projectState) run(id, name string) *runState {
+// maxRuns bounds the runs of one project; rows of further runs are
+// dropped (a database may hold any number of distinct run ids).
+const maxRuns = 1000
+
+func (p *projectState) run(id, name string) *runData {
 	r := p.byID[id]
 	if r == nil {
-		r = &runState{ID: id, Name: name, Metrics: map[string][]point{}, System: map[string][]point{}}
+		if len(p.runs) >= maxRuns {
+			return nil
+		}
+		r = newRun(id, name)
 		p.byID[id] = r
-		p.Runs = append(p.Runs, r)
+		p.runs = append(p.runs, r)
 	}
 	return r
 }
 
+// last is the newest row time of the project (NaN if none).
+func (p *projectState) last() float64 {
+	t := math.NaN()
+	for _, r := range p.runs {
+		if math.IsNaN(t) || r.last > t {
+			t = r.last
+		}
+	}
+	return t
+}
+
+// maxKeys bounds the metric names of one run.
+const maxKeys = 2000
+
 // deltaRow is one row as sent to browsers.
 type deltaRow struct {
-	Kind    string         `json:"kind"` // "metric" or "system"
-	RunID   string         `json:"run_id"`
-	RunName string         `json:"run_name"`
-	X       float64        `json:"x"`
-	V       map[string]any `json:"values"`
+	Kind    string             `json:"kind"` // "metric" or "system"
+	ID      int64              `json:"id"`
+	RunID   string             `json:"run_id"`
+	RunName string             `json:"run_name"`
+	Step    int64              `json:"step"`
+	Time    jsonFloat          `json:"t"`
+	V       map[string]jsonVal `json:"values"`
 }
 
 type deltaConfig struct {
@@ -80,71 +254,204 @@ type delta struct {
 	Project string        `json:"project"`
 	Rows    []deltaRow    `json:"rows"`
 	Configs []deltaConfig `json:"configs,omitempty"`
+	Media   []mediaItem   `json:"media,omitempty"`
+	Markers []runMarker   `json:"markers,omitempty"`
 	// MaxID is the last metrics row id included, for latency measurements.
 	MaxID int64 `json:"max_id"`
 }
 
-// apply folds a batch into the project and returns the delta to broadcast.
-func (p *projectState) apply(b trackio.Batch) delta {
+type runMarker struct {
+	RunID  string `json:"run_id"`
+	Marker string `json:"marker"`
+}
+
+// apply folds a batch into the project and returns the delta to
+// broadcast; the rows are left out of it when nobody is listening
+// (withRows false), which at startup is most of the work saved.
+func (p *projectState) apply(b trackio.Batch, withRows bool) delta {
 	d := delta{Project: p.Name}
 	for _, row := range b.Metrics {
-		vals, err := trackio.Values(row.Raw)
+		p.maxID = row.ID
+		d.MaxID = row.ID
+		vals, err := row.Values()
 		if err != nil {
 			continue
 		}
 		r := p.run(row.RunID, row.RunName)
-		x := float64(row.Step)
-		dr := deltaRow{Kind: "metric", RunID: row.RunID, RunName: row.RunName, X: x, V: map[string]any{}}
-		for k, v := range vals {
-			r.Metrics[k] = append(r.Metrics[k], point{x, v})
-			dr.V[k] = jsonNum(v)
+		if r == nil {
+			continue
 		}
-		d.Rows = append(d.Rows, dr)
-		d.MaxID = row.ID
+		t := parseTime(row.Timestamp)
+		idx := r.push(row.Step, t)
+		r.seen(t)
+		var dr deltaRow
+		if withRows {
+			dr = deltaRow{Kind: "metric", ID: row.ID, RunID: r.ID, RunName: r.Name, Step: row.Step, Time: jsonFloat(t), V: make(map[string]jsonVal, len(vals))}
+		}
+		for k, v := range vals {
+			s := r.metrics[k]
+			if s == nil {
+				if len(r.metrics) >= maxKeys {
+					continue
+				}
+				s = newSeries()
+				r.metrics[k] = s
+			}
+			s.add(idx, v)
+			p.points++
+			if withRows {
+				dr.V[k] = jsonVal(v)
+			}
+		}
+		if withRows {
+			d.Rows = append(d.Rows, dr)
+		}
+		if bytes.Contains(row.Raw, []byte(`"_type"`)) {
+			for _, m := range mediaOf(row.Raw) {
+				m.RunID, m.Step = r.ID, row.Step
+				p.media = append(p.media, m)
+				d.Media = append(d.Media, m)
+			}
+			if len(p.media) > maxMedia {
+				p.media = append([]mediaItem(nil), p.media[len(p.media)-maxMedia:]...)
+			}
+		}
 	}
 	for _, row := range b.System {
-		vals, err := trackio.Values(row.Raw)
+		p.maxSys = row.ID
+		vals, err := row.Values()
 		if err != nil {
 			continue
 		}
 		r := p.run(row.RunID, row.RunName)
-		ts, err := parseTimestamp(row.Timestamp)
-		if err != nil {
+		if r == nil {
 			continue
 		}
-		if r.start.IsZero() {
-			r.start = ts
+		t := parseTime(row.Timestamp)
+		if math.IsNaN(t) {
+			continue // a system row has no other x
 		}
-		x := ts.Sub(r.start).Seconds()
-		dr := deltaRow{Kind: "system", RunID: row.RunID, RunName: row.RunName, X: x, V: map[string]any{}}
+		idx := r.pushSys(t)
+		r.seen(t)
+		var dr deltaRow
+		if withRows {
+			dr = deltaRow{Kind: "system", ID: row.ID, RunID: r.ID, RunName: r.Name, Time: jsonFloat(t), V: make(map[string]jsonVal, len(vals))}
+		}
 		for k, v := range vals {
-			r.System[k] = append(r.System[k], point{x, v})
-			dr.V[k] = jsonNum(v)
+			s := r.system[k]
+			if s == nil {
+				if len(r.system) >= maxKeys {
+					continue
+				}
+				s = newSeries()
+				r.system[k] = s
+			}
+			s.add(idx, v)
+			p.points++
+			if withRows {
+				dr.V[k] = jsonVal(v)
+			}
 		}
-		d.Rows = append(d.Rows, dr)
+		if withRows {
+			d.Rows = append(d.Rows, dr)
+		}
 	}
 	for _, c := range b.Configs {
 		r := p.run(c.RunID, c.RunName)
+		if r == nil {
+			continue
+		}
 		r.Config = c.Raw
-		d.Configs = append(d.Configs, deltaConfig{RunID: c.RunID, RunName: c.RunName, Config: c.Raw})
+		d.Configs = append(d.Configs, deltaConfig{RunID: r.ID, RunName: r.Name, Config: c.Raw})
 	}
 	return d
 }
 
-func jsonNum(v float64) any {
-	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return nil
-	}
-	return v
-}
+// MarkerPrefix starts the project_metadata key of a run's end marker:
+// "mlagent/run_status/<run id>" = "finished" or "crashed". Trackio itself
+// writes none, so without one a run that stopped writing shows as
+// finished.
+const MarkerPrefix = "mlagent/run_status/"
 
-// parseTimestamp accepts Trackio's isoformat timestamps, with or without
-// an offset (old releases wrote naive local times).
-func parseTimestamp(s string) (time.Time, error) {
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999", "2006-01-02 15:04:05.999999"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t, nil
+// applyMarkers records end markers and returns those that changed.
+func (p *projectState) applyMarkers(meta map[string]string) []runMarker {
+	var out []runMarker
+	for k, v := range meta {
+		id, ok := strings.CutPrefix(k, MarkerPrefix)
+		if !ok {
+			continue
+		}
+		switch v {
+		case "finished", "crashed":
+		default:
+			continue
+		}
+		if r := p.byID[id]; r != nil && r.marker != v {
+			r.marker = v
+			out = append(out, runMarker{RunID: id, Marker: v})
 		}
 	}
-	return time.Time{}, &time.ParseError{Layout: time.RFC3339Nano, Value: s}
+	sort.Slice(out, func(i, j int) bool { return out[i].RunID < out[j].RunID })
+	return out
+}
+
+// mediaOf lists the media objects in a metrics row.
+func mediaOf(raw json.RawMessage) []mediaItem {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) != nil {
+		return nil
+	}
+	var out []mediaItem
+	for k, v := range m {
+		if len(v) == 0 || v[0] != '{' {
+			continue
+		}
+		var obj struct {
+			Type     string            `json:"_type"`
+			FilePath string            `json:"file_path"`
+			Caption  *string           `json:"caption"`
+			Value    []json.RawMessage `json:"_value"`
+		}
+		if json.Unmarshal(v, &obj) != nil || !strings.HasPrefix(obj.Type, "trackio.") {
+			continue
+		}
+		it := mediaItem{Key: k, Type: obj.Type, Path: obj.FilePath}
+		if obj.Caption != nil {
+			it.Caption = *obj.Caption
+		}
+		if obj.Type == "trackio.table" {
+			it.Rows = len(obj.Value)
+			if len(obj.Value) > 0 {
+				var cols map[string]json.RawMessage
+				if json.Unmarshal(obj.Value[0], &cols) == nil {
+					it.Cols = len(cols)
+				}
+			}
+		}
+		out = append(out, it)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
+}
+
+// jsonVal is a value as sent to browsers: null for NaN and ±Inf.
+type jsonVal float64
+
+func (v jsonVal) MarshalJSON() ([]byte, error) { return appendNum(nil, float64(v), 64), nil }
+
+// jsonFloat is a time or x value, exact; null when unknown.
+type jsonFloat float64
+
+func (v jsonFloat) MarshalJSON() ([]byte, error) { return appendNum(nil, float64(v), 64), nil }
+
+// parseTime reads Trackio's isoformat timestamps, with or without an
+// offset (old releases wrote naive times, taken as UTC), as Unix seconds;
+// NaN if it does not parse.
+func parseTime(s string) float64 {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999", "2006-01-02 15:04:05.999999", "2006-01-02 15:04:05.999999-07:00"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return float64(t.UnixMicro()) / 1e6
+		}
+	}
+	return math.NaN()
 }

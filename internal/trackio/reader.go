@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"strings"
 
 	"modernc.org/sqlite"
@@ -507,43 +506,4 @@ func (r *Reader) wrap(ctx, tctx context.Context, err error) error {
 		}
 	}
 	return fmt.Errorf("%s: %w", r.Path, err)
-}
-
-// Values decodes a row's numeric scalars. Trackio's "NaN", "Infinity" and
-// "-Infinity" strings become the float values; everything else that is not
-// a number (media objects, strings, nested tables) is skipped.
-func Values(raw json.RawMessage) (map[string]float64, error) {
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, fmt.Errorf("trackio values: %w", err)
-	}
-	out := make(map[string]float64, len(m))
-	for k, v := range m {
-		if len(v) == 0 {
-			continue
-		}
-		switch v[0] {
-		case '"':
-			var s string
-			if json.Unmarshal(v, &s) != nil {
-				continue
-			}
-			switch s {
-			case "NaN":
-				out[k] = math.NaN()
-			case "Infinity":
-				out[k] = math.Inf(1)
-			case "-Infinity":
-				out[k] = math.Inf(-1)
-			}
-		case 't', 'f', 'n', '{', '[':
-			continue
-		default:
-			var f float64
-			if json.Unmarshal(v, &f) == nil {
-				out[k] = f
-			}
-		}
-	}
-	return out, nil
 }
