@@ -144,11 +144,7 @@ func TestBrowserSeesLivePoints(t *testing.T) {
 	requireChromium(t)
 	ctx := context.Background()
 	dir := t.TempDir()
-	w, err := trackiotest.OpenWriter(ctx, dir, "demo", trackiotest.WriterOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w := newWriter(t, dir, "demo")
 	now := time.Now()
 	for i := 0; i < 5; i++ {
 		w.Log(ctx, "run-1", "bright-sun-1", int64(i), map[string]any{"loss": 2.0 / float64(i+1), "acc": 0.1 * float64(i)}, now)

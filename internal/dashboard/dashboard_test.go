@@ -83,6 +83,17 @@ func (c *sseClient) until(t testing.TB, name string, ok func([]byte) bool) []byt
 	}
 }
 
+// newWriter opens a Trackio writer for project in dir, closed with the test.
+func newWriter(t testing.TB, dir, project string) *trackiotest.Writer {
+	t.Helper()
+	w, err := trackiotest.OpenWriter(context.Background(), dir, project, trackiotest.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	return w
+}
+
 func newTestServer(t testing.TB, dir string) (*Server, *httptest.Server) {
 	t.Helper()
 	s, err := NewWithOptions(dir, nil, Options{Fallback: 50 * time.Millisecond, Debounce: time.Millisecond})
@@ -189,11 +200,7 @@ type snapshotMsg struct {
 func TestSnapshotThenLiveDelta(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	w, err := trackiotest.OpenWriter(ctx, dir, "proj", trackiotest.WriterOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w := newWriter(t, dir, "proj")
 	now := time.Now()
 	for i := 0; i < 3; i++ {
 		w.Log(ctx, "rid", "run", int64(i), map[string]any{"loss": float64(10 - i)}, now)
@@ -241,11 +248,7 @@ func TestBrokenProjectDoesNotStopOthers(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "broken.db"), []byte(strings.Repeat("garbage!", 512)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	w, err := trackiotest.OpenWriter(ctx, dir, "good", trackiotest.WriterOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w := newWriter(t, dir, "good")
 	_, hs := newTestServer(t, dir)
 	c := openEvents(t, hs.URL, "good")
 	w.Log(ctx, "r", "r", 0, map[string]any{"loss": 1.0}, time.Now())

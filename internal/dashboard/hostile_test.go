@@ -78,11 +78,7 @@ func TestHostileFilesDoNotStopOthers(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	want := trackiotest.PlantHostile(t, dir)
-	w, err := trackiotest.OpenWriter(ctx, dir, "good", trackiotest.WriterOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w := newWriter(t, dir, "good")
 	w.Log(ctx, "r", "r", 0, map[string]any{"loss": 1.0}, time.Now())
 
 	s, err := NewWithOptions(dir, nil, Options{Fallback: 50 * time.Millisecond, Debounce: time.Millisecond})
@@ -183,13 +179,8 @@ func newScanner(r io.Reader) *bufio.Scanner {
 // the files' sizes and mtimes as before, reaches the page (issue 16: the
 // size-and-mtime detector left it out for good).
 func TestNoCommittedRowIsMissed(t *testing.T) {
-	ctx := context.Background()
 	dir := t.TempDir()
-	w, err := trackiotest.OpenWriter(ctx, dir, "p", trackiotest.WriterOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w := newWriter(t, dir, "p")
 	s, err := NewWithOptions(dir, nil, Options{Fallback: 50 * time.Millisecond, Debounce: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

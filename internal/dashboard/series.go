@@ -168,27 +168,11 @@ func (v *view) downsample(i, j, max int, blo, bhi float64) []pt {
 		if width > 0 {
 			b = int((v.xAt(k) - blo) / width)
 		}
-		mn, mx, gap := -1, -1, -1
-		e := k
-		for ; e < j-1; e++ {
-			x := v.xAt(e)
-			if width > 0 && int((x-blo)/width) != b {
-				break
-			}
-			y := v.yAt(e)
-			switch {
-			case y != y || math.IsInf(float64(y), 0):
-				if gap < 0 {
-					gap = e
-				}
-			case mn < 0:
-				mn, mx = e, e
-			case y < v.yAt(mn):
-				mn = e
-			case y > v.yAt(mx):
-				mx = e
-			}
+		e := k + 1
+		for e < j-1 && (width <= 0 || int((v.xAt(e)-blo)/width) == b) {
+			e++
 		}
+		mn, mx, gap := extremes(k, e, v.yAt)
 		for q := k; q < e; q++ {
 			if q == gap || q == mn || (q == mx && mx != mn) {
 				out = append(out, pt{v.xAt(q), v.yAt(q)})

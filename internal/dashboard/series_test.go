@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/mlagent/mlagent/internal/trackio"
-	"github.com/mlagent/mlagent/internal/trackio/trackiotest"
 )
 
 func runWith(steps []int64, vals []float64) (*runData, *series) {
@@ -134,13 +133,8 @@ func TestThinKeepsExtremes(t *testing.T) {
 // TestMemoryBound: with MaxPoints below what the project holds, the
 // dashboard keeps at most MaxPoints, thinning the longest series.
 func TestMemoryBound(t *testing.T) {
-	ctx := context.Background()
 	dir := t.TempDir()
-	w, err := trackiotest.OpenWriter(ctx, dir, "p", trackiotest.WriterOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w := newWriter(t, dir, "p")
 	tx, _ := w.DB().Begin()
 	for i := 0; i < 5000; i++ {
 		tx.Exec(trackio.InsertMetricSQL, "2026-01-01T00:00:00+00:00", "r", "r", i, `{"a":1,"b":2}`)
@@ -171,11 +165,7 @@ func TestMemoryBound(t *testing.T) {
 func TestSeriesRequests(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	w, err := trackiotest.OpenWriter(ctx, dir, "p", trackiotest.WriterOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w := newWriter(t, dir, "p")
 	for i := 0; i < 10; i++ {
 		w.Log(ctx, "r", "r", int64(i), map[string]any{"loss": float64(i), "epoch": float64(i) / 5}, time.Now())
 	}
@@ -228,11 +218,7 @@ func TestMediaServesOnlyImagesInsideMedia(t *testing.T) {
 	os.Symlink(secret, filepath.Join(media, "p", "link.png"))
 	os.Symlink(filepath.Dir(secret), filepath.Join(media, "p", "dirlink"))
 	syscall.Mkfifo(filepath.Join(media, "p", "fifo.png"), 0o644)
-	w, err := trackiotest.OpenWriter(ctx, dir, "p", trackiotest.WriterOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w := newWriter(t, dir, "p")
 	for _, rel := range []string{"p/ok.png", "p/page.png", "p/link.png", "p/dirlink/secret.png", "p/fifo.png", "../outside.png"} {
 		w.Log(ctx, "r", "r", 0, map[string]any{"img": map[string]any{"_type": "trackio.image", "file_path": rel}}, time.Now())
 	}
@@ -287,11 +273,7 @@ func TestMediaServesOnlyImagesInsideMedia(t *testing.T) {
 func TestEndMarkers(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	w, err := trackiotest.OpenWriter(ctx, dir, "p", trackiotest.WriterOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w := newWriter(t, dir, "p")
 	w.Log(ctx, "a", "a", 0, map[string]any{"loss": 1.0}, time.Now())
 	w.Log(ctx, "b", "b", 0, map[string]any{"loss": 1.0}, time.Now())
 	w.DB().Exec(trackio.UpsertMetadataSQL, MarkerPrefix+"a", "finished")

@@ -61,22 +61,7 @@ func (s *series) thin() int {
 	}
 	for i := 0; i < n; i += 4 {
 		end := min(i+4, n)
-		lo, hi, gap := -1, -1, -1
-		for j := i; j < end; j++ {
-			v := s.vals[j]
-			switch {
-			case v != v || math.IsInf(float64(v), 0):
-				if gap < 0 {
-					gap = j
-				}
-			case lo < 0:
-				lo, hi = j, j
-			case v < s.vals[lo]:
-				lo = j
-			case v > s.vals[hi]:
-				hi = j
-			}
-		}
+		lo, hi, gap := extremes(i, end, func(j int) float32 { return s.vals[j] })
 		// In index order: the gap (a NaN breaks the line), the lowest, the
 		// highest.
 		for j := i; j < end; j++ {
@@ -89,6 +74,29 @@ func (s *series) thin() int {
 	s.vals = append([]float32(nil), s.vals[:w]...)
 	s.thinned++
 	return n - w
+}
+
+// extremes returns, among points [i, end) with values y, the index of
+// the lowest and of the highest finite value and of the first non-finite
+// one (-1 when there is none).
+func extremes(i, end int, y func(int) float32) (lo, hi, gap int) {
+	lo, hi, gap = -1, -1, -1
+	for j := i; j < end; j++ {
+		v := y(j)
+		switch {
+		case v != v || math.IsInf(float64(v), 0):
+			if gap < 0 {
+				gap = j
+			}
+		case lo < 0:
+			lo, hi = j, j
+		case v < y(lo):
+			lo = j
+		case v > y(hi):
+			hi = j
+		}
+	}
+	return lo, hi, gap
 }
 
 // runData is one run of a project.
@@ -284,27 +292,9 @@ func (p *projectState) apply(b trackio.Batch, withRows bool) delta {
 		t := parseTime(row.Timestamp)
 		idx := r.push(row.Step, t)
 		r.seen(t)
-		var dr deltaRow
+		p.points += addValues(r.metrics, idx, vals)
 		if withRows {
-			dr = deltaRow{Kind: "metric", ID: row.ID, RunID: r.ID, RunName: r.Name, Step: row.Step, Time: jsonFloat(t), V: make(map[string]jsonVal, len(vals))}
-		}
-		for k, v := range vals {
-			s := r.metrics[k]
-			if s == nil {
-				if len(r.metrics) >= maxKeys {
-					continue
-				}
-				s = newSeries()
-				r.metrics[k] = s
-			}
-			s.add(idx, v)
-			p.points++
-			if withRows {
-				dr.V[k] = jsonVal(v)
-			}
-		}
-		if withRows {
-			d.Rows = append(d.Rows, dr)
+			d.Rows = append(d.Rows, deltaRow{Kind: "metric", ID: row.ID, RunID: r.ID, RunName: r.Name, Step: row.Step, Time: jsonFloat(t), V: deltaValues(vals)})
 		}
 		if bytes.Contains(row.Raw, []byte(`"_type"`)) {
 			for _, m := range mediaOf(row.Raw) {
@@ -333,27 +323,9 @@ func (p *projectState) apply(b trackio.Batch, withRows bool) delta {
 		}
 		idx := r.pushSys(t)
 		r.seen(t)
-		var dr deltaRow
+		p.points += addValues(r.system, idx, vals)
 		if withRows {
-			dr = deltaRow{Kind: "system", ID: row.ID, RunID: r.ID, RunName: r.Name, Time: jsonFloat(t), V: make(map[string]jsonVal, len(vals))}
-		}
-		for k, v := range vals {
-			s := r.system[k]
-			if s == nil {
-				if len(r.system) >= maxKeys {
-					continue
-				}
-				s = newSeries()
-				r.system[k] = s
-			}
-			s.add(idx, v)
-			p.points++
-			if withRows {
-				dr.V[k] = jsonVal(v)
-			}
-		}
-		if withRows {
-			d.Rows = append(d.Rows, dr)
+			d.Rows = append(d.Rows, deltaRow{Kind: "system", ID: row.ID, RunID: r.ID, RunName: r.Name, Time: jsonFloat(t), V: deltaValues(vals)})
 		}
 	}
 	for _, c := range b.Configs {
@@ -365,6 +337,33 @@ func (p *projectState) apply(b trackio.Batch, withRows bool) delta {
 		d.Configs = append(d.Configs, deltaConfig{RunID: r.ID, RunName: r.Name, Config: c.Raw})
 	}
 	return d
+}
+
+// addValues appends a row's values (row index idx) to the run's series,
+// at most maxKeys of them per run, and returns the points added.
+func addValues(m map[string]*series, idx int32, vals map[string]float64) int64 {
+	n := int64(0)
+	for k, v := range vals {
+		s := m[k]
+		if s == nil {
+			if len(m) >= maxKeys {
+				continue
+			}
+			s = newSeries()
+			m[k] = s
+		}
+		s.add(idx, v)
+		n++
+	}
+	return n
+}
+
+func deltaValues(vals map[string]float64) map[string]jsonVal {
+	out := make(map[string]jsonVal, len(vals))
+	for k, v := range vals {
+		out[k] = jsonVal(v)
+	}
+	return out
 }
 
 // MarkerPrefix starts the project_metadata key of a run's end marker:
