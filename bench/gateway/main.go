@@ -49,7 +49,7 @@ func upstream(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/event-stream")
 	fl := w.(http.Flusher)
-	fmt.Fprint(w, "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-sonnet-4-5\",\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n")
+	fmt.Fprint(w, "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-sonnet-5-5\",\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n")
 	fl.Flush()
 	for i := 0; i < streamEvents; i++ {
 		time.Sleep(eventGap)
@@ -61,7 +61,7 @@ func upstream(w http.ResponseWriter, r *http.Request) {
 
 var reply1K = func() []byte {
 	text := strings.Repeat("lorem ipsum ", 70)
-	return []byte(`{"id":"msg_bench","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"text","text":"` +
+	return []byte(`{"id":"msg_bench","type":"message","role":"assistant","model":"claude-sonnet-5-5","content":[{"type":"text","text":"` +
 		text + `"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":25,"output_tokens":200,"cache_creation_input_tokens":0,"cache_read_input_tokens":0}}`)
 }()
 
@@ -70,7 +70,7 @@ const (
 	eventGap     = 2 * time.Millisecond
 )
 
-var reqBody = []byte(`{"model":"claude-sonnet-4-5","max_tokens":1024,"messages":[{"role":"user","content":"Say something about loopback benchmarks."}]}`)
+var reqBody = []byte(`{"model":"claude-sonnet-5-5","max_tokens":1024,"messages":[{"role":"user","content":"Say something about loopback benchmarks."}]}`)
 
 // serve serves h on loopback; its goroutines carry the pprof label
 // part=name, so a profile splits by part (-tagfocus part=gateway).

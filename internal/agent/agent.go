@@ -16,9 +16,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/anthropics/anthropic-sdk-go"
-	"github.com/anthropics/anthropic-sdk-go/option"
+	"github.com/anthropics/anthropic-sdk-go/v2"
+	"github.com/anthropics/anthropic-sdk-go/v2/option"
 
+	"github.com/mlagent/mlagent/internal/models"
 	"github.com/mlagent/mlagent/internal/protocol"
 	"github.com/mlagent/mlagent/internal/tools"
 )
@@ -229,7 +230,11 @@ func (a *Agent) turn(ctx context.Context, text string, turn *usage, requests *in
 				return StopInterrupted
 			}
 			ce := classify(err)
-			a.emit(protocol.Event{Type: protocol.EventError, Kind: ce.Kind, Message: errorText(ce)})
+			text := errorText(ce)
+			if ce.Status == http.StatusNotFound && strings.Contains(text, "model: ") {
+				text += "; " + a.usableModels(ctx)
+			}
+			a.emit(protocol.Event{Type: protocol.EventError, Kind: ce.Kind, Message: text})
 			if ce.Kind == protocol.ErrBudget {
 				return StopBudget
 			}
@@ -274,6 +279,27 @@ func (a *Agent) turn(ctx context.Context, text string, turn *usage, requests *in
 			return StopEndTurn
 		}
 	}
+}
+
+// usableModels says which models the key can use, for a request the API
+// refused for its model (unknown, or past its end of life).
+func (a *Agent) usableModels(ctx context.Context) string {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	pager := a.client.Models.ListAutoPaging(ctx, anthropic.ModelListParams{Limit: anthropic.Int(1000)})
+	var list []models.Info
+	for pager.Next() && len(list) < 1000 {
+		m := pager.Current()
+		list = append(list, models.Info{ID: m.ID, Line: string(m.Line), Lifecycle: string(m.Lifecycle), Created: m.CreatedAt})
+	}
+	if err := pager.Err(); err != nil {
+		return "listing the models this key can use failed too: " + err.Error()
+	}
+	hint := "models this key can use: " + models.IDs(list)
+	if def, ok := models.PickDefault(list); ok {
+		hint += "; mlagent run --model " + def + " (or no --model: the newest Sonnet-class one)"
+	}
+	return hint
 }
 
 func errorText(ce *callError) string {

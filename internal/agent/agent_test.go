@@ -120,7 +120,7 @@ func newHarness(t *testing.T, responder fakeapi.Responder, mod func(*Config)) *h
 	t.Cleanup(func() { tr.Close() })
 	rec := &recorder{}
 	cfg := Config{
-		BaseURL: srv.URL(), APIKey: testKey, Model: "claude-sonnet-4-5", MaxTokens: 1024,
+		BaseURL: srv.URL(), APIKey: testKey, Model: "claude-sonnet-5-5", MaxTokens: 1024,
 		System: "You are a test agent.", Tools: reg, Transcript: tr, Emit: rec.emit,
 		Backoff: Backoff{Base: time.Millisecond, Max: 10 * time.Millisecond}, SessionID: "s1",
 	}
@@ -336,6 +336,22 @@ func TestBudgetStop(t *testing.T) {
 	}
 	if len(h.rec.ofType(protocol.EventRetry)) != 0 {
 		t.Error("a 403 was retried")
+	}
+}
+
+// TestModelNotFoundListsModels: a model past its end of life (the old
+// default, claude-sonnet-4-5) gets an error that says which models the
+// key can use, not only the API's "model: …".
+func TestModelNotFoundListsModels(t *testing.T) {
+	h := newHarness(t, nil, func(c *Config) { c.Model = "claude-sonnet-4-5" })
+	if stop := h.agent.Turn(context.Background(), "hi"); stop != StopError {
+		t.Fatalf("stop = %q; want error", stop)
+	}
+	errs := h.rec.ofType(protocol.EventError)
+	if len(errs) != 1 || !strings.Contains(errs[0].Message, "model: claude-sonnet-4-5") ||
+		!strings.Contains(errs[0].Message, "models this key can use: claude-fable-5-2, claude-haiku-5-5, claude-sonnet-5-5") ||
+		!strings.Contains(errs[0].Message, "--model claude-sonnet-5-5") {
+		t.Errorf("errors = %+v; want the usable models named", errs)
 	}
 }
 

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mlagent/mlagent/internal/agent"
+	"github.com/mlagent/mlagent/internal/models"
 	"github.com/mlagent/mlagent/internal/permission"
 	"github.com/mlagent/mlagent/internal/sandbox"
 )
@@ -34,7 +36,7 @@ every model request; --resume continues it.`
 func runAgent(ctx context.Context, env *Env, args []string) int {
 	flags := newFlagSet(env, "agent", "agent [flags]", agentHelp)
 	o := agent.RunOptions{DataDir: sandbox.DataMount, Getenv: env.Getenv, In: env.Stdin, Out: env.Stdout, Log: env.Log}
-	flags.StringVar(&o.Model, "model", env.Config.Run.Model, "model id")
+	flags.StringVar(&o.Model, "model", cmp.Or(env.Config.Run.Model, models.Fallback), "model id")
 	flags.StringVar(&o.Session, "session", "", "session id (a new one if empty)")
 	flags.StringVar(&o.SessionsDir, "sessions-dir", sandbox.SessionsDir, "directory of session transcripts")
 	flags.BoolVar(&o.Resume, "resume", false, "continue the transcript of --session")

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/anthropics/anthropic-sdk-go"
-	"github.com/anthropics/anthropic-sdk-go/option"
+	"github.com/anthropics/anthropic-sdk-go/v2"
+	"github.com/anthropics/anthropic-sdk-go/v2/option"
 
 	"github.com/mlagent/mlagent/internal/config"
 	"github.com/mlagent/mlagent/internal/fakeapi"
@@ -77,7 +77,7 @@ func TestGatewayCommandEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := anthropic.NewClient(option.WithBaseURL("http://"+addrs["data"]), option.WithAPIKey(tok.Token), option.WithMaxRetries(0))
-	if _, err := c.Messages.New(ctx, anthropic.MessageNewParams{Model: "claude-sonnet-4-5", MaxTokens: 10,
+	if _, err := c.Messages.New(ctx, anthropic.MessageNewParams{Model: "claude-sonnet-5-5", MaxTokens: 10,
 		Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("hi"))}}); err != nil {
 		t.Fatal(err)
 	}

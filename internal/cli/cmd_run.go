@@ -73,6 +73,7 @@ type chatFlags struct {
 	outputFormat string
 	answers      string
 	model        string
+	sessionModel bool // model is the resumed session's, not the user's choice
 	budgetUSD    float64
 	maxTurns     int
 	baseURL      string
@@ -93,7 +94,7 @@ func (c *chatFlags) register(fs *flag.FlagSet, cfg *config.Config, withSandbox b
 	fs.BoolVar(&c.print, "print", false, "same as -p")
 	fs.StringVar(&c.outputFormat, "output-format", "", "with -p: text (the final answer, default) or stream-json (every event); chat shows the conversation")
 	fs.StringVar(&c.answers, "answers", "", "file of answers to the agent's questions (needed by -p when it asks)")
-	fs.StringVar(&c.model, "model", cfg.Run.Model, "model id (env MLAGENT_MODEL)")
+	fs.StringVar(&c.model, "model", cfg.Run.Model, "model id (env MLAGENT_MODEL); default: the newest Sonnet-class model your key can use")
 	fs.Float64Var(&c.budgetUSD, "budget-usd", cfg.Run.BudgetUSD, "most this sandbox may spend on the model API, USD; 0 = no limit (env MLAGENT_BUDGET_USD)")
 	fs.IntVar(&c.maxTurns, "max-turns", cfg.Run.MaxTurns, "most model requests per user message")
 	fs.StringVar(&c.baseURL, "base-url", cfg.Run.BaseURL, "Anthropic-compatible API base URL instead of the configured upstream (env MLAGENT_BASE_URL)")
@@ -335,6 +336,7 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 		Session: cs.Session, Resume: cs.Resume, MaxTurns: cf.maxTurns,
 		BudgetUSD: cf.budgetUSD, CPUs: cpus, MemoryBytes: memory, Pids: pids,
 		AskBeforeBash: perm.AsksBash(), Progress: env.Stderr,
+		ModelFromSession: cf.sessionModel,
 	}
 	// The gateway holds this sandbox's writes until the chat decides;
 	// bypass holds nothing, and a shared gateway cannot hold.
@@ -355,6 +357,10 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 		}
 	}
 	defer terminate()
+	for _, w := range agent.ModelWarnings {
+		fmt.Fprintf(env.Stderr, "mlagent %s: %s\n", name, w)
+	}
+	cf.model = agent.Session.Model
 	if cs.Resume && !agent.Resumed {
 		// Killed before the first model request: nothing to reload.
 		fmt.Fprintf(env.Stderr, "mlagent %s: session %s has no transcript yet; starting it afresh\n", name, cs.ID)

@@ -133,7 +133,7 @@ func runResume(ctx context.Context, env *Env, args []string) int {
 		return ExitFailure
 	}
 	if !flagSet(fs, "model") && s.Model != "" {
-		cf.model = s.Model
+		cf.model, cf.sessionModel = s.Model, true
 	}
 	// The session's image unless --image names another ("" for the host's).
 	if flagSet(fs, "image") {

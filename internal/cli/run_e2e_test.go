@@ -249,7 +249,7 @@ func (e *e2e) checkCleanExit() {
 		e.t.Fatal(err)
 	}
 	defer gw.Close()
-	req := httptest.NewRequest("POST", "/v1/messages", strings.NewReader(`{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}`))
+	req := httptest.NewRequest("POST", "/v1/messages", strings.NewReader(`{"model":"claude-sonnet-5-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}`))
 	req.Header.Set("x-api-key", strings.TrimSpace(string(tok)))
 	req.Header.Set("anthropic-version", "2023-06-01")
 	req.Header.Set("content-type", "application/json")
@@ -345,6 +345,10 @@ func TestRunInTerminal(t *testing.T) {
 	e := newE2E(t)
 	tm := startTerm(t, e.command(true, e.chatArgs("run", trainPrompt)...))
 
+	// No --model: the newest Sonnet-class model the key can use, listed
+	// through the gateway (not the retired claude-sonnet-4-5).
+	tm.waitFor("· model claude-sonnet-5-5")
+
 	// The question, with its choices; answer with the number.
 	tm.waitFor("Which dataset should I use?")
 	tm.waitFor("2) BigEarthNet")
@@ -391,6 +395,14 @@ func TestRunInTerminal(t *testing.T) {
 	}
 	if rows := e.sessions(); rows[0].Turns != 3 {
 		t.Errorf("after resume: got %d turns; want 3", rows[0].Turns)
+	}
+	for _, r := range e.api.Requests() {
+		if r.Model != "claude-sonnet-5-5" {
+			t.Errorf("a request named model %q; want claude-sonnet-5-5", r.Model)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(e.home, "models.json")); err != nil {
+		t.Errorf("the list of models was not cached: %v", err)
 	}
 }
 

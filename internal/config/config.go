@@ -71,6 +71,8 @@ type SandboxConfig struct {
 
 // RunConfig configures `mlagent run`.
 type RunConfig struct {
+	// Model is the model id; "" = the newest Sonnet-class model the
+	// key can use (internal/models), so that no default outlives its model.
 	Model     string  `toml:"model"`
 	BudgetUSD float64 `toml:"budget_usd"`
 	MaxTurns  int     `toml:"max_turns"`
@@ -110,14 +112,11 @@ func Defaults() *Config {
 			},
 		},
 		Sandbox:   SandboxConfig{Backend: "local", Pids: 1024}, // sandbox.DefaultPids
-		Run:       RunConfig{Model: DefaultModel, BudgetUSD: 5, MaxTurns: 200},
+		Run:       RunConfig{BudgetUSD: 5, MaxTurns: 200},
 		Dashboard: DashboardConfig{Listen: "127.0.0.1:8792"},
 		Syncer:    SyncerConfig{Interval: "30s", HubURL: "https://huggingface.co"},
 	}
 }
-
-// DefaultModel is the model id used when none is configured.
-const DefaultModel = "claude-sonnet-4-5"
 
 // Load reads the config file (if any) and applies environment overrides.
 // getenv is os.Getenv outside tests.

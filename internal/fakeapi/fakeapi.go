@@ -26,6 +26,12 @@ type Options struct {
 	APIKey string
 	// Responder decides each reply of POST /v1/messages; nil replies "ok".
 	Responder Responder
+	// Models is the catalogue of GET /v1/models; nil = DefaultModels. A
+	// Messages request naming a model not in it, or retired, gets 404.
+	Models []ModelInfo
+	// AnyModel accepts any model name in Messages requests, for tests
+	// about something else.
+	AnyModel bool
 }
 
 // Responder decides the reply to one accepted request. It is called from
@@ -146,8 +152,11 @@ const maxBody = 32 << 20
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("request-id", newID("req_"))
 	route := r.Method + " " + r.URL.Path
-	switch route {
-	case "POST /v1/messages", "POST /v1/messages/count_tokens", "GET /v1/models":
+	modelID, isModel := strings.CutPrefix(r.URL.EscapedPath(), "/v1/models/")
+	switch {
+	case route == "POST /v1/messages", route == "POST /v1/messages/count_tokens", route == "GET /v1/models":
+	case r.Method == "GET" && isModel && modelID != "":
+		route = "GET /v1/models/{id}"
 	default:
 		writeError(w, 404, "not_found_error", "Not found")
 		return
@@ -156,17 +165,22 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		writeError(w, 401, "authentication_error", msg)
 		return
 	}
-	switch v := r.Header.Get("anthropic-version"); v {
-	case "2023-06-01", "2023-01-01":
+	version := r.Header.Get("anthropic-version")
+	switch version {
+	case "2026-10-21", "2023-06-01", "2023-01-01":
 	case "":
 		writeError(w, 400, "invalid_request_error", "anthropic-version: header is required")
 		return
 	default:
-		writeError(w, 400, "invalid_request_error", fmt.Sprintf("anthropic-version: invalid version %q", v))
+		writeError(w, 400, "invalid_request_error", fmt.Sprintf("anthropic-version: invalid version %q", version))
 		return
 	}
-	if route == "GET /v1/models" {
-		s.serveModels(w)
+	switch route {
+	case "GET /v1/models":
+		s.serveModels(w, r)
+		return
+	case "GET /v1/models/{id}":
+		s.serveModel(w, modelID)
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
@@ -179,9 +193,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	countOnly := route == "POST /v1/messages/count_tokens"
-	req, err := parseRequest(r.Header, body, countOnly)
+	req, err := parseRequest(r.Header, body, countOnly, version)
 	if err != nil {
 		writeError(w, 400, "invalid_request_error", err.Error())
+		return
+	}
+	if !s.usableModel(req.Model) {
+		writeError(w, 404, "not_found_error", "model: "+req.Model)
 		return
 	}
 	usage := s.promptUsage(req)
@@ -246,30 +264,6 @@ func (s *Server) checkAuth(h http.Header) string {
 		return "invalid x-api-key"
 	}
 	return ""
-}
-
-// Models lists the ids served by GET /v1/models.
-var Models = []string{"claude-opus-4-1", "claude-sonnet-4-5", "claude-haiku-4-5"}
-
-func (s *Server) serveModels(w http.ResponseWriter) {
-	type model struct {
-		Type        string `json:"type"`
-		ID          string `json:"id"`
-		DisplayName string `json:"display_name"`
-		CreatedAt   string `json:"created_at"`
-	}
-	var out struct {
-		Data    []model `json:"data"`
-		HasMore bool    `json:"has_more"`
-		FirstID string  `json:"first_id"`
-		LastID  string  `json:"last_id"`
-	}
-	for _, id := range Models {
-		out.Data = append(out.Data, model{Type: "model", ID: id, DisplayName: id, CreatedAt: "2025-09-29T00:00:00Z"})
-	}
-	out.FirstID, out.LastID = Models[0], Models[len(Models)-1]
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(out)
 }
 
 // Script plays its steps in order, one per request; past the end it

@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/anthropics/anthropic-sdk-go"
-	"github.com/anthropics/anthropic-sdk-go/option"
+	"github.com/anthropics/anthropic-sdk-go/v2"
+	"github.com/anthropics/anthropic-sdk-go/v2/option"
 )
 
 const testKey = "sk-ant-test-key"
@@ -49,7 +49,7 @@ func TestStrict(t *testing.T) {
 		}
 		return h
 	}
-	const ok = `{"model":"claude-sonnet-4-5","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`
+	const ok = `{"model":"claude-sonnet-5-5","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`
 	toolUse := `{"role":"assistant","content":[{"type":"tool_use","id":"toolu_1","name":"bash","input":{"cmd":"ls"}}]}`
 	tests := []struct {
 		name       string
@@ -67,16 +67,25 @@ func TestStrict(t *testing.T) {
 		{"missing key", "/v1/messages", with("x-api-key", ""), ok, 401, "authentication_error", "x-api-key"},
 		{"wrong key", "/v1/messages", with("x-api-key", "sk-ant-other"), ok, 401, "authentication_error", "invalid"},
 		{"unknown path", "/v1/complete", good, ok, 404, "not_found_error", ""},
+		{"version 2026-10-21", "/v1/messages", with("anthropic-version", "2026-10-21"), ok, 200, "", ""},
+		{"retired model", "/v1/messages", good, `{"model":"claude-sonnet-4-5","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`, 404, "not_found_error", "model: claude-sonnet-4-5"},
+		{"unknown model", "/v1/messages", good, `{"model":"claude-sonnet-9","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`, 404, "not_found_error", "model: claude-sonnet-9"},
+		{"deprecated alias", "/v1/messages", good, `{"model":"claude-opus-4-5","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`, 200, "", ""},
+		{"temperature, 2023-06-01", "/v1/messages", good, `{"model":"claude-haiku-5-5","max_tokens":10,"temperature":1,"messages":[{"role":"user","content":"hi"}]}`, 200, "", ""},
+		{"temperature, 2026-10-21", "/v1/messages", with("anthropic-version", "2026-10-21"), `{"model":"claude-haiku-5-5","max_tokens":10,"temperature":1,"messages":[{"role":"user","content":"hi"}]}`, 400, "invalid_request_error", "temperature: Extra inputs"},
+		{"top_k, 2026-10-21", "/v1/messages", with("anthropic-version", "2026-10-21"), `{"model":"claude-haiku-5-5","max_tokens":10,"top_k":5,"messages":[{"role":"user","content":"hi"}]}`, 400, "invalid_request_error", "top_k"},
+		{"assistant document, 2026-10-21", "/v1/messages", with("anthropic-version", "2026-10-21"), `{"model":"claude-haiku-5-5","max_tokens":10,"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":[{"type":"document","source":{"type":"text","media_type":"text/plain","data":"x"}}]},{"role":"user","content":"go on"}]}`, 400, "invalid_request_error", "document"},
+		{"user citations, 2026-10-21", "/v1/messages", with("anthropic-version", "2026-10-21"), `{"model":"claude-haiku-5-5","max_tokens":10,"messages":[{"role":"user","content":[{"type":"text","text":"hi","citations":[{"type":"char_location"}]}]}]}`, 400, "invalid_request_error", "citations"},
 		{"not json", "/v1/messages", good, `nope`, 400, "invalid_request_error", "JSON"},
 		{"missing model", "/v1/messages", good, `{"max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`, 400, "invalid_request_error", "model"},
-		{"missing max_tokens", "/v1/messages", good, `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, 400, "invalid_request_error", "max_tokens"},
-		{"extra field", "/v1/messages", good, `{"model":"m","max_tokens":1,"bogus":1,"messages":[{"role":"user","content":"hi"}]}`, 400, "invalid_request_error", "Extra inputs"},
-		{"bad role", "/v1/messages", good, `{"model":"m","max_tokens":1,"messages":[{"role":"system","content":"hi"}]}`, 400, "invalid_request_error", "role"},
-		{"empty text", "/v1/messages", good, `{"model":"m","max_tokens":1,"messages":[{"role":"user","content":[{"type":"text","text":""}]}]}`, 400, "invalid_request_error", "non-empty"},
-		{"orphan tool_result", "/v1/messages", good, `{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"ok"},{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_9","content":"x"}]}]}`, 400, "invalid_request_error", "tool_use_id"},
-		{"tool_use without result", "/v1/messages", good, `{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"hi"},` + toolUse + `,{"role":"user","content":"next"}]}`, 400, "invalid_request_error", "without `tool_result`"},
-		{"paired tools", "/v1/messages", good, `{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"hi"},` + toolUse + `,{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":"a b"}]}]}`, 200, "", ""},
-		{"count_tokens", "/v1/messages/count_tokens", good, `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, 200, "", ""},
+		{"missing max_tokens", "/v1/messages", good, `{"model":"claude-haiku-5-5","messages":[{"role":"user","content":"hi"}]}`, 400, "invalid_request_error", "max_tokens"},
+		{"extra field", "/v1/messages", good, `{"model":"claude-haiku-5-5","max_tokens":1,"bogus":1,"messages":[{"role":"user","content":"hi"}]}`, 400, "invalid_request_error", "Extra inputs"},
+		{"bad role", "/v1/messages", good, `{"model":"claude-haiku-5-5","max_tokens":1,"messages":[{"role":"system","content":"hi"}]}`, 400, "invalid_request_error", "role"},
+		{"empty text", "/v1/messages", good, `{"model":"claude-haiku-5-5","max_tokens":1,"messages":[{"role":"user","content":[{"type":"text","text":""}]}]}`, 400, "invalid_request_error", "non-empty"},
+		{"orphan tool_result", "/v1/messages", good, `{"model":"claude-haiku-5-5","max_tokens":1,"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"ok"},{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_9","content":"x"}]}]}`, 400, "invalid_request_error", "tool_use_id"},
+		{"tool_use without result", "/v1/messages", good, `{"model":"claude-haiku-5-5","max_tokens":1,"messages":[{"role":"user","content":"hi"},` + toolUse + `,{"role":"user","content":"next"}]}`, 400, "invalid_request_error", "without `tool_result`"},
+		{"paired tools", "/v1/messages", good, `{"model":"claude-haiku-5-5","max_tokens":1,"messages":[{"role":"user","content":"hi"},` + toolUse + `,{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":"a b"}]}]}`, 200, "", ""},
+		{"count_tokens", "/v1/messages/count_tokens", good, `{"model":"claude-haiku-5-5","messages":[{"role":"user","content":"hi"}]}`, 200, "", ""},
 		{"count_tokens with max_tokens", "/v1/messages/count_tokens", good, ok, 400, "invalid_request_error", "max_tokens"},
 	}
 	for _, tc := range tests {
@@ -112,7 +121,7 @@ func TestSDKStreamAccumulates(t *testing.T) {
 	defer s.Close()
 	c := client(s)
 	stream := c.Messages.NewStreaming(context.Background(), anthropic.MessageNewParams{
-		Model: "claude-sonnet-4-5", MaxTokens: 100,
+		Model: "claude-sonnet-5-5", MaxTokens: 100,
 		Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("list files"))},
 	})
 	var msg anthropic.Message
@@ -156,7 +165,7 @@ func TestSDKStreamAccumulates(t *testing.T) {
 	}
 	// The next turn, with the tool result, is accepted by the strict checks.
 	_, err := c.Messages.New(context.Background(), anthropic.MessageNewParams{
-		Model: "claude-sonnet-4-5", MaxTokens: 100,
+		Model: "claude-sonnet-5-5", MaxTokens: 100,
 		Messages: []anthropic.MessageParam{
 			anthropic.NewUserMessage(anthropic.NewTextBlock("list files")),
 			msg.ToParam(),
@@ -192,7 +201,7 @@ func TestStreamErrorEventAndCut(t *testing.T) {
 			defer s.Close()
 			c := client(s)
 			stream := c.Messages.NewStreaming(context.Background(), anthropic.MessageNewParams{
-				Model: "claude-sonnet-4-5", MaxTokens: 100,
+				Model: "claude-sonnet-5-5", MaxTokens: 100,
 				Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("hi"))},
 			})
 			n := 0
@@ -214,7 +223,7 @@ func TestRawErrorEvent(t *testing.T) {
 		return &Reply{Content: []ReplyBlock{{Type: "text", Text: "x"}}, ErrorEventAfter: 2}
 	})})
 	defer s.Close()
-	req, _ := http.NewRequest("POST", s.URL()+"/v1/messages", strings.NewReader(`{"model":"m","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"hi"}]}`))
+	req, _ := http.NewRequest("POST", s.URL()+"/v1/messages", strings.NewReader(`{"model":"claude-haiku-5-5","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"hi"}]}`))
 	req.Header.Set("x-api-key", "k")
 	req.Header.Set("anthropic-version", "2023-06-01")
 	resp, err := http.DefaultClient.Do(req)
@@ -243,7 +252,7 @@ func TestPromptCacheModel(t *testing.T) {
 	c := client(s)
 	long := strings.Repeat("You are a careful ML engineer. ", 100)
 	params := anthropic.MessageNewParams{
-		Model: "claude-sonnet-4-5", MaxTokens: 100,
+		Model: "claude-sonnet-5-5", MaxTokens: 100,
 		System:   []anthropic.TextBlockParam{{Text: long, CacheControl: anthropic.NewCacheControlEphemeralParam()}},
 		Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("hi"))},
 	}
@@ -262,7 +271,7 @@ func TestPromptCacheModel(t *testing.T) {
 		t.Errorf("second usage = %+v; want the first write (%d) read back", second.Usage, first.Usage.CacheCreationInputTokens)
 	}
 	count, err := c.Messages.CountTokens(context.Background(), anthropic.MessageCountTokensParams{
-		Model:    "claude-sonnet-4-5",
+		Model:    "claude-sonnet-5-5",
 		Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock(strings.Repeat("a", 400)))},
 	})
 	if err != nil {
@@ -299,7 +308,7 @@ func TestScriptAndErrors(t *testing.T) {
 	if script.Played() != 3 {
 		t.Errorf("played %d; want 3", script.Played())
 	}
-	models, err := c.Models.List(context.Background(), anthropic.ModelListParams{})
+	models, err := c.Models.List(context.Background(), anthropic.ModelListParams{Limit: anthropic.Int(100)})
 	if err != nil || len(models.Data) != len(Models) {
 		t.Fatalf("models = %v, %v", models, err)
 	}
@@ -322,7 +331,7 @@ func TestPromptCacheMovingBreakpoint(t *testing.T) {
 	u1 := strings.Repeat("a long first message ", 200)
 	u2 := strings.Repeat("a long second message ", 200)
 	r1, err := c.Messages.New(context.Background(), anthropic.MessageNewParams{
-		Model: "claude-sonnet-4-5", MaxTokens: 100,
+		Model: "claude-sonnet-5-5", MaxTokens: 100,
 		Messages: []anthropic.MessageParam{
 			anthropic.NewUserMessage(text(u1, true)),
 			anthropic.NewAssistantMessage(text("ok", false)),
@@ -333,7 +342,7 @@ func TestPromptCacheMovingBreakpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	r2, err := c.Messages.New(context.Background(), anthropic.MessageNewParams{
-		Model: "claude-sonnet-4-5", MaxTokens: 100,
+		Model: "claude-sonnet-5-5", MaxTokens: 100,
 		Messages: []anthropic.MessageParam{
 			anthropic.NewUserMessage(text(u1, false)), // its marker moved on
 			anthropic.NewAssistantMessage(text("ok", false)),
@@ -348,5 +357,74 @@ func TestPromptCacheMovingBreakpoint(t *testing.T) {
 	written := r1.Usage.CacheCreationInputTokens + r1.Usage.CacheReadInputTokens
 	if written < 500 || r2.Usage.CacheReadInputTokens != written {
 		t.Errorf("second request read %d cached tokens; want the first request's %d", r2.Usage.CacheReadInputTokens, written)
+	}
+}
+
+// TestModelsList: GET /v1/models pages as the real API does, newest
+// first, and refuses what it refuses; the SDK's auto-pager reads every
+// page.
+func TestModelsList(t *testing.T) {
+	s := Start(Options{APIKey: testKey})
+	defer s.Close()
+	get := func(query string, key string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", s.URL()+"/v1/models"+query, nil)
+		req.Header.Set("anthropic-version", "2026-10-21")
+		if key != "" {
+			req.Header.Set("x-api-key", key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, tc := range []struct {
+		query, key string
+		status     int
+		want       string
+	}{
+		{"", "", 401, "authentication_error"},
+		{"", "sk-ant-other", 401, "authentication_error"},
+		{"?limit=0", testKey, 400, "limit"},
+		{"?limit=1001", testKey, 400, "limit"},
+		{"?limit=x", testKey, 400, "limit"},
+		{"?page=2", testKey, 400, "page: Extra inputs"},
+		{"?after_id=a&before_id=b", testKey, 400, "mutually exclusive"},
+		{"?after_id=claude-nope", testKey, 400, "after_id"},
+		{"?lifecycle[]=gone", testKey, 400, "lifecycle"},
+		{"?limit=2", testKey, 200, `"has_more":true,"first_id":"claude-fable-5-2","last_id":"claude-haiku-5-5"`},
+		{"?limit=2&after_id=claude-haiku-5-5", testKey, 200, `"first_id":"claude-sonnet-5-5","last_id":"claude-fable-5-1"`},
+		{"?limit=2&before_id=claude-sonnet-5-5", testKey, 200, `"has_more":false,"first_id":"claude-fable-5-2","last_id":"claude-haiku-5-5"`},
+		{"?lifecycle[]=retired", testKey, 200, `"id":"claude-sonnet-4-5-20250929"`},
+		{"/claude-opus-4-5", testKey, 200, `"lifecycle":"deprecated","deprecated_at":"2026-11-23T00:00:00Z","retires_at":"2027-01-22T00:00:00Z"`},
+		{"/claude-nope", testKey, 404, "model: claude-nope"},
+	} {
+		status, body := get(tc.query, tc.key)
+		if status != tc.status || !strings.Contains(body, tc.want) {
+			t.Errorf("GET /v1/models%s: %d %s; want %d with %q", tc.query, status, body, tc.status, tc.want)
+		}
+	}
+	if _, body := get("", testKey); strings.Contains(body, "claude-sonnet-4-5") {
+		t.Errorf("the default list shows a retired model: %s", body)
+	}
+
+	c := anthropic.NewClient(option.WithBaseURL(s.URL()), option.WithAPIKey(testKey), option.WithMaxRetries(0))
+	var ids []string
+	pager := c.Models.ListAutoPaging(context.Background(), anthropic.ModelListParams{Limit: anthropic.Int(3)})
+	for pager.Next() {
+		m := pager.Current()
+		ids = append(ids, m.ID)
+		if m.ID == "claude-sonnet-5-5" && (m.Line != anthropic.ModelLineSonnet || m.Lifecycle != anthropic.ModelInfoLifecycleActive) {
+			t.Errorf("claude-sonnet-5-5 = %+v; want line sonnet, active", m)
+		}
+	}
+	if err := pager.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(ids, ",") != strings.Join(Models, ",") {
+		t.Errorf("auto-paged ids = %v; want %v", ids, Models)
 	}
 }

@@ -49,6 +49,7 @@ type wireBlock struct {
 	Signature    *string         `json:"signature"`
 	Data         string          `json:"data"`
 	Source       json.RawMessage `json:"source"`
+	Citations    json.RawMessage `json:"citations"`
 }
 
 type wireMessage struct {
@@ -73,7 +74,9 @@ var knownBlockTypes = map[string]bool{
 	"code_execution_tool_result": true, "container_upload": true,
 }
 
-func parseRequest(h http.Header, body []byte, countOnly bool) (*Request, error) {
+// parseRequest checks a request body as the real API does under the
+// given anthropic-version.
+func parseRequest(h http.Header, body []byte, countOnly bool, version string) (*Request, error) {
 	var top map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&top); err != nil || top == nil {
@@ -85,6 +88,15 @@ func parseRequest(h http.Header, body []byte, countOnly bool) (*Request, error) 
 				return nil, fmt.Errorf("%s: Extra inputs are not permitted", k)
 			}
 			return nil, fmt.Errorf("%s: Extra inputs are not permitted", k)
+		}
+	}
+	if version == "2026-10-21" {
+		// This version removed the sampling parameters: any value, even
+		// the default, is refused.
+		for _, k := range []string{"temperature", "top_p", "top_k"} {
+			if _, ok := top[k]; ok {
+				return nil, fmt.Errorf("%s: Extra inputs are not permitted", k)
+			}
 		}
 	}
 	req := &Request{Header: h.Clone(), Body: body}
@@ -168,7 +180,7 @@ func parseRequest(h http.Header, body []byte, countOnly bool) (*Request, error) 
 				return nil, fmt.Errorf("messages.%d: all messages must have non-empty content except for the optional final assistant message", i)
 			}
 			for j, wb := range blocks {
-				b, err := convertBlock(wb, wm.Role)
+				b, err := convertBlock(wb, wm.Role, version)
 				if err != nil {
 					return nil, fmt.Errorf("messages.%d.content.%d: %v", i, j, err)
 				}
@@ -205,7 +217,7 @@ func checkSystem(raw json.RawMessage) error {
 	return nil
 }
 
-func convertBlock(wb wireBlock, role string) (Block, error) {
+func convertBlock(wb wireBlock, role, version string) (Block, error) {
 	if !knownBlockTypes[wb.Type] {
 		return Block{}, fmt.Errorf("type: Input tag %q found using 'type' does not match any of the expected tags", wb.Type)
 	}
@@ -213,6 +225,14 @@ func convertBlock(wb wireBlock, role string) (Block, error) {
 		Input: wb.Input, Content: wb.Content, IsError: wb.IsError, CacheControl: wb.CacheControl}
 	if wb.Text != nil {
 		b.Text = *wb.Text
+	}
+	if version == "2026-10-21" {
+		switch {
+		case wb.Type == "document" && role == "assistant":
+			return b, errors.New("document blocks are not allowed in assistant messages")
+		case wb.Type == "text" && role == "user" && len(wb.Citations) > 0 && string(wb.Citations) != "[]" && string(wb.Citations) != "null":
+			return b, errors.New("text blocks in user messages cannot carry citations")
+		}
 	}
 	switch wb.Type {
 	case "text":

@@ -58,7 +58,7 @@ func FuzzUsageScanner(f *testing.F) {
 
 // FuzzScanTop: on any JSON object scanTop agrees with a real decoder.
 func FuzzScanTop(f *testing.F) {
-	f.Add([]byte(`{"max_tokens":1000,"messages":[{"role":"user","content":"a \" } ] { model"}],"model":"claude-sonnet-4-5"}`))
+	f.Add([]byte(`{"max_tokens":1000,"messages":[{"role":"user","content":"a \" } ] { model"}],"model":"claude-sonnet-5-5"}`))
 	f.Add([]byte(`{"model":"a","model":"b","max_tokens":5,"max_tokens":7}`))
 	f.Add([]byte(`{"m\u006fdel":"x","max_\u0074okens":9}`))
 	f.Add([]byte(`{"max_tokens":1e3, "nested":{"model":"no"}}`))
@@ -106,6 +106,9 @@ func FuzzFastUsage(f *testing.F) {
 	f.Add([]byte(`{"Input_Tokens":5,"server_tool_use":{"web_search_requests":1},"service_tier":"standard"}`))
 	f.Add([]byte(`{"input_tokens":1.0,"output_tokens":-3,"input_tokens":7}`))
 	f.Add([]byte(`{"output_tokens":99999999999999999999}`))
+	f.Add([]byte(`{"input_tokens":3,"cache_creation":{"ephemeral_5m_input_tokens":4,"ephemeral_1h_input_tokens":6}}`))
+	f.Add([]byte(`{"cache_creation":{"ephemeral_1h_input_tokens":1},"cache_creation":{"ephemeral_5m_input_tokens":2}}`))
+	f.Add([]byte(`{"cache_creation":null,"cache_creation":5}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var fast wireUsage
 		if !fastUsage(b, &fast) {
@@ -121,8 +124,18 @@ func FuzzFastUsage(f *testing.F) {
 			}
 			return *p
 		}
+		oneHour := func(w wireUsage) *int64 {
+			if w.CacheCreation == nil {
+				return nil
+			}
+			return w.CacheCreation.Ephemeral1h
+		}
+		if (fast.CacheCreation == nil) != (ref.CacheCreation == nil) {
+			t.Fatalf("%s: cache_creation nil %v; encoding/json nil %v", b, fast.CacheCreation == nil, ref.CacheCreation == nil)
+		}
 		for i, pair := range [][2]*int64{{fast.InputTokens, ref.InputTokens}, {fast.OutputTokens, ref.OutputTokens},
-			{fast.CacheCreationTokens, ref.CacheCreationTokens}, {fast.CacheReadTokens, ref.CacheReadTokens}} {
+			{fast.CacheCreationTokens, ref.CacheCreationTokens}, {fast.CacheReadTokens, ref.CacheReadTokens},
+			{oneHour(fast), oneHour(ref)}} {
 			if deref(pair[0]) != deref(pair[1]) {
 				t.Fatalf("%s: field %d = %v; encoding/json %v", b, i, deref(pair[0]), deref(pair[1]))
 			}
@@ -149,7 +162,7 @@ func TestAppendRecord(t *testing.T) {
 }
 
 func FuzzAppendRecord(f *testing.F) {
-	f.Add("sandbox", "claude-sonnet-4-5", "err <&>", 12.5, 0.003, int64(5))
+	f.Add("sandbox", "claude-sonnet-5-5", "err <&>", 12.5, 0.003, int64(5))
 	f.Add("\xff\xfe\u2029", "\x00", "", 1e-9, 1e22, int64(-1))
 	f.Fuzz(func(t *testing.T, sandbox, model, errText string, dur, cost float64, n int64) {
 		r := record{Time: time.Unix(n, n).UTC(), Sandbox: sandbox, Model: model, Error: errText, DurationMS: dur, CostUSD: cost, Bytes: n,

@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mlagent/mlagent/internal/prices"
 	"github.com/mlagent/mlagent/internal/store"
 )
 
@@ -35,7 +36,7 @@ type Config struct {
 	// Allow is the CONNECT allowlist: "host" or "*.domain" (port 443), or
 	// either with an explicit ":port".
 	Allow  []string
-	Prices PriceTable // nil = DefaultPrices
+	Prices PriceTable // nil = prices.Default()
 	DB     *store.DB
 	Audit  io.Writer // JSON lines; nil = no audit log
 	Log    *slog.Logger
@@ -108,7 +109,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Prices == nil {
-		cfg.Prices = DefaultPrices()
+		cfg.Prices = prices.Default()
 	}
 	customTransport := cfg.Transport != nil
 	if cfg.Transport == nil {

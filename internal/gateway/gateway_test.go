@@ -18,10 +18,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/anthropics/anthropic-sdk-go"
-	"github.com/anthropics/anthropic-sdk-go/option"
+	"github.com/anthropics/anthropic-sdk-go/v2"
+	"github.com/anthropics/anthropic-sdk-go/v2/option"
 
 	"github.com/mlagent/mlagent/internal/fakeapi"
+	"github.com/mlagent/mlagent/internal/prices"
 	"github.com/mlagent/mlagent/internal/store"
 	"github.com/mlagent/mlagent/internal/syncbuf"
 )
@@ -151,7 +152,7 @@ func TestSDKThroughGateway(t *testing.T) {
 	c := e.client(tok.Token)
 	ctx := context.Background()
 
-	stream := c.Messages.NewStreaming(ctx, anthropic.MessageNewParams{Model: "claude-sonnet-4-5", MaxTokens: 200, Messages: userMsg("list")})
+	stream := c.Messages.NewStreaming(ctx, anthropic.MessageNewParams{Model: "claude-sonnet-5-5", MaxTokens: 200, Messages: userMsg("list")})
 	var msg anthropic.Message
 	for stream.Next() {
 		if err := msg.Accumulate(stream.Current()); err != nil {
@@ -164,7 +165,7 @@ func TestSDKThroughGateway(t *testing.T) {
 	if len(msg.Content) != 3 || msg.Content[0].Signature != "sig" || string(msg.Content[2].Input) != `{"cmd":"ls"}` {
 		t.Fatalf("accumulated %+v", msg.Content)
 	}
-	next, err := c.Messages.New(ctx, anthropic.MessageNewParams{Model: "claude-sonnet-4-5", MaxTokens: 200,
+	next, err := c.Messages.New(ctx, anthropic.MessageNewParams{Model: "claude-sonnet-5-5", MaxTokens: 200,
 		Messages: append(userMsg("list"), msg.ToParam(), anthropic.NewUserMessage(anthropic.NewToolResultBlock("toolu_1", "a.txt", false)))})
 	if err != nil {
 		t.Fatal(err)
@@ -173,7 +174,7 @@ func TestSDKThroughGateway(t *testing.T) {
 		t.Errorf("got %q; want files: a.txt", got)
 	}
 
-	_, err = c.Messages.New(ctx, anthropic.MessageNewParams{Model: "claude-sonnet-4-5", MaxTokens: 10, Messages: userMsg("x")})
+	_, err = c.Messages.New(ctx, anthropic.MessageNewParams{Model: "claude-sonnet-5-5", MaxTokens: 10, Messages: userMsg("x")})
 	var apiErr *anthropic.Error
 	if !errors.As(err, &apiErr) || apiErr.StatusCode != 429 {
 		t.Fatalf("got %v; want a typed 429", err)
@@ -185,7 +186,7 @@ func TestSDKThroughGateway(t *testing.T) {
 		t.Errorf("rate-limit or request-id header lost: %v", apiErr.Response.Header)
 	}
 
-	count, err := c.Messages.CountTokens(ctx, anthropic.MessageCountTokensParams{Model: "claude-sonnet-4-5", Messages: userMsg(strings.Repeat("word ", 100))})
+	count, err := c.Messages.CountTokens(ctx, anthropic.MessageCountTokensParams{Model: "claude-sonnet-5-5", Messages: userMsg(strings.Repeat("word ", 100))})
 	if err != nil || count.InputTokens < 100 {
 		t.Fatalf("count_tokens = %v, %v", count, err)
 	}
@@ -195,7 +196,7 @@ func TestSDKThroughGateway(t *testing.T) {
 	}
 
 	bad := e.client("mlat_not-a-token")
-	_, err = bad.Messages.New(ctx, anthropic.MessageNewParams{Model: "claude-sonnet-4-5", MaxTokens: 10, Messages: userMsg("x")})
+	_, err = bad.Messages.New(ctx, anthropic.MessageNewParams{Model: "claude-sonnet-5-5", MaxTokens: 10, Messages: userMsg("x")})
 	if !errors.As(err, &apiErr) || apiErr.StatusCode != 401 || !strings.Contains(err.Error(), "authentication_error") {
 		t.Fatalf("got %v; want a typed 401 authentication_error", err)
 	}
@@ -245,7 +246,7 @@ func TestStreamVerbatim(t *testing.T) {
 func TestCredentialSwapAndSpoofing(t *testing.T) {
 	e := newEnv(t, nil, nil)
 	tok := e.issue(t, TokenRequest{Sandbox: "a"})
-	body := `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`
+	body := `{"model":"claude-sonnet-5-5","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`
 	tests := []struct {
 		name   string
 		hdr    map[string]string
@@ -330,7 +331,7 @@ func TestRevokeAndExpiry(t *testing.T) {
 	ctx := context.Background()
 	tok := e.issue(t, TokenRequest{Sandbox: "a"})
 	c := e.client(tok.Token)
-	params := anthropic.MessageNewParams{Model: "claude-sonnet-4-5", MaxTokens: 5, Messages: userMsg("hi")}
+	params := anthropic.MessageNewParams{Model: "claude-sonnet-5-5", MaxTokens: 5, Messages: userMsg("hi")}
 	if _, err := c.Messages.New(ctx, params); err != nil {
 		t.Fatal(err)
 	}
@@ -388,10 +389,10 @@ func TestBudgetParallel(t *testing.T) {
 	})
 	e := newEnv(t, resp, nil)
 	const budget = 0.1
-	cost := SonnetPrice.Cost(Usage{InputTokens: 40, OutputTokens: 1000})
+	cost := prices.Default().Lookup("claude-sonnet-5-5").Cost(Usage{InputTokens: 40, OutputTokens: 1000})
 	a := e.issue(t, TokenRequest{Sandbox: "a", BudgetUSD: budget})
 	b := e.issue(t, TokenRequest{Sandbox: "b", BudgetUSD: budget})
-	body := `{"model":"claude-sonnet-4-5","max_tokens":1000,"messages":[{"role":"user","content":"hi"}]}`
+	body := `{"model":"claude-sonnet-5-5","max_tokens":1000,"messages":[{"role":"user","content":"hi"}]}`
 	var ok, forbidden atomic.Int64
 	var wg sync.WaitGroup
 	for i := 0; i < n; i++ {
@@ -700,7 +701,7 @@ func TestPathTraversalRefused(t *testing.T) {
 	if n := hits.Load(); n != 0 {
 		t.Errorf("%d refused requests reached an upstream", n)
 	}
-	if code := raw("/v1/models/claude-sonnet-4-5"); code != 200 || hits.Load() != 1 {
+	if code := raw("/v1/models/claude-sonnet-5-5"); code != 200 || hits.Load() != 1 {
 		t.Errorf("GET a model: status %d, %d upstream hits; want 200 and 1", code, hits.Load())
 	}
 	if code := raw("/hf/api/models/org/name/revision/refs%2Fpr%2F1"); code != 200 || hits.Load() != 2 {

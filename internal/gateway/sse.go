@@ -23,6 +23,24 @@ type usageScanner struct {
 	model    string
 	sawUsage bool
 	errType  string // type of an SSE error event, if one came
+
+	// What a reply cut short (client gone, upstream cut) is charged from:
+	// started is message_start seen, final the final message_delta's
+	// usage; deltaBytes bounds the output delivered (every token decodes
+	// to at least one byte, and the JSON-escaped text is no shorter);
+	// hidden is a thinking block, whose tokens need not be delivered.
+	started, final bool
+	deltaBytes     int64
+	hidden         bool
+}
+
+// complete says whether the reply carried its final usage: the
+// message_delta of a stream, the usage object of a JSON body.
+func (s *usageScanner) complete() bool {
+	if s.stream {
+		return s.final
+	}
+	return s.sawUsage
 }
 
 const (
@@ -87,7 +105,7 @@ func (s *usageScanner) lineWanted(l []byte) bool {
 
 func (s *usageScanner) eventWanted() bool {
 	switch string(s.event) {
-	case "", "message_start", "message_delta", "error":
+	case "", "message_start", "message_delta", "error", "content_block_delta", "content_block_start":
 		return true
 	}
 	return false
@@ -123,6 +141,9 @@ type wireUsage struct {
 	OutputTokens        *int64 `json:"output_tokens"`
 	CacheCreationTokens *int64 `json:"cache_creation_input_tokens"`
 	CacheReadTokens     *int64 `json:"cache_read_input_tokens"`
+	CacheCreation       *struct {
+		Ephemeral1h *int64 `json:"ephemeral_1h_input_tokens"`
+	} `json:"cache_creation"`
 }
 
 func (s *usageScanner) merge(w *wireUsage) {
@@ -139,11 +160,39 @@ func (s *usageScanner) merge(w *wireUsage) {
 	set(&s.usage.OutputTokens, w.OutputTokens)
 	set(&s.usage.CacheCreationTokens, w.CacheCreationTokens)
 	set(&s.usage.CacheReadTokens, w.CacheReadTokens)
+	if w.CacheCreation != nil {
+		set(&s.usage.CacheCreation1hTokens, w.CacheCreation.Ephemeral1h)
+	}
+}
+
+// countContent adds to deltaBytes the text a content block event
+// carries and notes thinking blocks, reading the event without decoding
+// it: the escaped length of a string is never less than its bytes.
+func (s *usageScanner) countContent(data []byte) {
+	topFields(data, func(key, val []byte) {
+		switch string(key) {
+		case "delta", "content_block":
+			topFields(val, func(k, v []byte) {
+				switch string(k) {
+				case "text", "partial_json", "thinking":
+					if len(v) >= 2 && v[0] == '"' {
+						s.deltaBytes += int64(len(v) - 2)
+					}
+				case "type":
+					if string(v) == `"thinking"` || string(v) == `"redacted_thinking"` {
+						s.hidden = true
+					}
+				}
+			})
+		}
+	})
 }
 
 // dispatch ends an SSE event (blank line).
 func (s *usageScanner) dispatch() {
-	if s.hasData {
+	if s.hasData && (string(s.event) == "content_block_delta" || string(s.event) == "content_block_start") {
+		s.countContent(s.data)
+	} else if s.hasData {
 		var ev struct {
 			Type    string `json:"type"`
 			Message *struct {
@@ -158,12 +207,18 @@ func (s *usageScanner) dispatch() {
 		if json.Unmarshal(s.data, &ev) == nil {
 			switch ev.Type {
 			case "message_start":
+				s.started = true
 				if ev.Message != nil {
 					s.model = ev.Message.Model
 					s.merge(ev.Message.Usage)
 				}
 			case "message_delta":
+				if ev.Usage != nil && ev.Usage.OutputTokens != nil {
+					s.final = true
+				}
 				s.merge(ev.Usage)
+			case "content_block_delta", "content_block_start":
+				s.countContent(s.data)
 			case "error":
 				s.errType = "error"
 				if ev.Error != nil && ev.Error.Type != "" {
@@ -232,9 +287,35 @@ func fastUsage(val []byte, w *wireUsage) bool {
 			dst = &w.CacheCreationTokens
 		case "cache_read_input_tokens":
 			dst = &w.CacheReadTokens
+		case "cache_creation":
+			// Only its 1-hour part is priced apart; anything but a plain
+			// object of integers goes to encoding/json.
+			if string(v) == "null" {
+				w.CacheCreation = nil
+				return
+			}
+			if v[0] != '{' || w.CacheCreation != nil {
+				ok = false // not an object, or a repeat (encoding/json merges)
+				return
+			}
+			w.CacheCreation = &struct {
+				Ephemeral1h *int64 `json:"ephemeral_1h_input_tokens"`
+			}{}
+			topFields(v, func(k, n []byte) {
+				if !bytes.EqualFold(k, []byte("ephemeral_1h_input_tokens")) {
+					return
+				}
+				x, isInt := jsonInt(n)
+				if !isInt || string(k) != "ephemeral_1h_input_tokens" {
+					ok = false
+					return
+				}
+				w.CacheCreation.Ephemeral1h = &x
+			})
+			return
 		default:
 			// encoding/json matches names case-insensitively.
-			for _, k := range []string{"input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"} {
+			for _, k := range []string{"input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "cache_creation"} {
 				if bytes.EqualFold(key, []byte(k)) {
 					ok = false
 				}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/mlagent/mlagent/internal/models"
 	"github.com/mlagent/mlagent/internal/protocol"
 	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/sanitize"
@@ -49,6 +50,11 @@ type AgentRequest struct {
 	AskBeforeBash bool
 	// Progress is where pulling the session's image (Session.Image) draws.
 	Progress io.Writer
+	// ModelFromSession says Session.Model is a resumed session's, not the
+	// user's choice: it is replaced when the key can no longer use it.
+	// An empty Session.Model is the newest Sonnet-class model the key can
+	// use (internal/models).
+	ModelFromSession bool
 }
 
 // AgentSession is `mlagent agent` running in its own sandbox. A front end
@@ -62,6 +68,11 @@ type AgentSession struct {
 	Sandbox *Sandbox
 	// Resumed: the agent reloaded the session's transcript.
 	Resumed bool
+	// Session is the session's row as recorded, with the model chosen.
+	Session sessions.Session
+	// ModelWarnings are for the user: the model is deprecated, or not
+	// among those the key can use, or no list could be had.
+	ModelWarnings []string
 
 	id     string
 	host   *Host
@@ -108,6 +119,11 @@ func (h *Host) StartAgent(ctx context.Context, r AgentRequest) (_ *AgentSession,
 			return nil, fmt.Errorf("image %s has no bash, which the agent's shell tool runs: use an image that has it (most Debian- and Ubuntu-based ones do: python:3.12-slim, pytorch/pytorch:…)", s.Image)
 		}
 	}
+	// The model: the one named, or the newest Sonnet-class one the key
+	// can use, listed through the gateway (cached for a day).
+	choice := (&models.Resolver{List: sb.ListModels, CachePath: filepath.Join(h.opts.Config.Home, "models.json"),
+		Key: h.ModelsCacheKey()}).Choose(ctx, s.Model, !r.ModelFromSession)
+	s.Model = choice.Model
 	if r.Resume {
 		if err = h.sessions.Touch(ctx, s.ID, sb.Name(), s.Model); err == nil {
 			err = h.sessions.SetImage(ctx, s.ID, s.Image)
@@ -120,7 +136,7 @@ func (h *Host) StartAgent(ctx context.Context, r AgentRequest) (_ *AgentSession,
 		return nil, err
 	}
 
-	a := &AgentSession{Sandbox: sb, id: s.ID, host: h, exited: make(chan struct{})}
+	a := &AgentSession{Sandbox: sb, Session: s, ModelWarnings: choice.Warnings, id: s.ID, host: h, exited: make(chan struct{})}
 	if r.HoldWrites {
 		if h.gw == nil {
 			return nil, errors.New("a shared gateway (--gateway) cannot hold writes for approval; use --permission-mode bypass with it")

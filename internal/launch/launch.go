@@ -21,6 +21,7 @@ import (
 
 	"github.com/mlagent/mlagent/internal/config"
 	"github.com/mlagent/mlagent/internal/gateway"
+	"github.com/mlagent/mlagent/internal/models"
 	"github.com/mlagent/mlagent/internal/relay"
 	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/secrets"
@@ -269,6 +270,7 @@ type SandboxRequest struct {
 type Sandbox struct {
 	sandbox.Sandbox
 	TokenID string
+	token   string // the sandbox's own token, for ListModels
 	host    *Host
 	once    sync.Once
 	termErr error
@@ -333,7 +335,32 @@ func (h *Host) NewSandbox(ctx context.Context, r SandboxRequest) (*Sandbox, erro
 		return nil, err
 	}
 	h.log.Debug("sandbox ready", "sandbox", sb.Name(), "token", tok.ID)
-	return &Sandbox{Sandbox: sb, TokenID: tok.ID, host: h}, nil
+	return &Sandbox{Sandbox: sb, TokenID: tok.ID, token: tok.Token, host: h}, nil
+}
+
+// ListModels lists the models the user's key can use, asked through the
+// gateway with the sandbox's token, as the agent inside would: so it
+// works with the in-process gateway and a shared one alike, and the
+// gateway books and audits it.
+func (s *Sandbox) ListModels(ctx context.Context) ([]models.Info, error) {
+	hc := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", s.host.socket)
+		},
+		DisableCompression: true,
+	}}
+	defer hc.CloseIdleConnections()
+	return models.List(ctx, hc, "http://gateway", s.token)
+}
+
+// ModelsCacheKey names what the list of models depends on: the upstream
+// and the key (the in-process gateway), or the shared gateway.
+func (h *Host) ModelsCacheKey() string {
+	if h.opts.RemoteGateway != "" {
+		return "gateway " + h.opts.RemoteGateway
+	}
+	return "upstream " + firstNonEmpty(h.opts.Upstream, h.opts.Config.Gateway.Upstream) + " key " + h.opts.ModelKey
 }
 
 // Terminate ends the sandbox and revokes its token, even when the

@@ -29,7 +29,7 @@ const realKey = "sk-ant-REAL-KEY-must-never-enter-the-sandbox"
 const pyCall = `
 import os, urllib.request, urllib.error, json
 req = urllib.request.Request(os.environ["ANTHROPIC_BASE_URL"] + "/v1/messages",
-    data=json.dumps({"model": "claude-sonnet-4-5", "max_tokens": 16,
+    data=json.dumps({"model": "claude-sonnet-5-5", "max_tokens": 16,
         "messages": [{"role": "user", "content": "hi"}]}).encode(),
     headers={"x-api-key": os.environ["ANTHROPIC_API_KEY"], "anthropic-version": "2023-06-01",
         "content-type": "application/json"})
@@ -92,7 +92,7 @@ func TestSandboxReachesModelOnlyThroughGateway(t *testing.T) {
 	if err := sb.Terminate(ctx); err != nil {
 		t.Fatalf("Terminate: %v", err)
 	}
-	req := httptest.NewRequest("POST", "/v1/messages", strings.NewReader(`{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}`))
+	req := httptest.NewRequest("POST", "/v1/messages", strings.NewReader(`{"model":"claude-sonnet-5-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}`))
 	req.Header.Set("x-api-key", tok)
 	req.Header.Set("anthropic-version", "2023-06-01")
 	rec := httptest.NewRecorder()

@@ -16,7 +16,7 @@ var update = flag.Bool("update", false, "rewrite golden files")
 // sampleEvents has one event of every type, as the agent writes them.
 func sampleEvents() []Event {
 	return []Event{
-		{Type: EventReady, Session: "s-1", Model: "claude-sonnet-4-5", ResumedMessages: 4},
+		{Type: EventReady, Session: "s-1", Model: "claude-sonnet-5-5", ResumedMessages: 4},
 		{Type: EventTextDelta, Text: "Let me look at the data."},
 		{Type: EventThinking, Text: "the user wants a classifier"},
 		{Type: EventToolStart, ID: "toolu_1", Name: "bash", Summary: "ls /data"},
