@@ -365,7 +365,7 @@ func TestForwarderTruncated(t *testing.T) {
 			if err := e.g.flush(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			if !strings.Contains(e.audit.String(), `"error":"upstream response truncated"`) {
+			if !strings.Contains(e.audit.String(), `"error":"upstream response truncated; incomplete reply`) {
 				t.Errorf("audit = %s", e.audit.String())
 			}
 		})

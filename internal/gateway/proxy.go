@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httputil"
@@ -24,6 +25,8 @@ type call struct {
 	start    time.Time
 	resUSD   float64
 	resToks  int64
+	resIn    int64 // input tokens reserved (estimated from the body)
+	maxOut   int64 // the request's max_tokens, when read
 	reqModel string
 	ledger   bool // a model route: booked in the usage ledger
 	scan     bool // parse usage from the reply
@@ -60,7 +63,15 @@ func (c *call) finish() {
 			rec.Error = c.sc.errType
 		}
 		u = c.sc.usage
-		if c.sc.sawUsage {
+		if c.status == http.StatusOK && !c.sc.complete() {
+			u = c.incomplete(u)
+			note := fmt.Sprintf("incomplete reply: charged %d output tokens", u.OutputTokens)
+			if rec.Error != "" {
+				note = rec.Error + "; " + note
+			}
+			rec.Error = note
+		}
+		if c.sc.sawUsage || u != (Usage{}) {
 			rec.Usage = &u
 		}
 		if !c.sc.stream && cap(c.sc.line) <= 1<<20 {
@@ -72,6 +83,25 @@ func (c *call) finish() {
 	rec.CostUSD = c.g.prices.Lookup(rec.Model).Cost(u)
 	c.t.settle(c.resUSD, c.resToks, rec.CostUSD, u.Total())
 	c.g.emit(rec)
+}
+
+// incomplete is what a Messages reply that ended without its final usage
+// (the client went away, the upstream cut it, an error event) is charged,
+// so that dropping streams cannot get output past a budget: never less
+// than the output delivered, counted from the content deltas (one token
+// per byte: an upper bound); the whole max_tokens when output may have
+// been made that was not delivered (a thinking block, a JSON body); the
+// reserved input when the input usage never came.
+func (c *call) incomplete(u Usage) Usage {
+	out := max(u.OutputTokens, c.sc.deltaBytes)
+	if c.maxOut > 0 && (out > c.maxOut || c.sc.hidden || !c.sc.stream) {
+		out = c.maxOut
+	}
+	u.OutputTokens = out
+	if !c.sc.started && !c.sc.sawUsage {
+		u.InputTokens = max(u.InputTokens, c.resIn)
+	}
+	return u
 }
 
 // countingBody sees every byte of a response as the proxy copies it.
@@ -254,6 +284,7 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 			model, maxTokens := scanTop(body)
 			c.reqModel = model
 			c.resUSD, c.resToks = estimate(g.prices.Lookup(model), len(body), maxTokens)
+			c.maxOut, c.resIn = maxTokens, c.resToks-maxTokens
 			r.Body = io.NopCloser(bytes.NewReader(body))
 			r.ContentLength = int64(len(body))
 			inMem = true
