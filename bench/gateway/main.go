@@ -5,9 +5,17 @@
 // streamed event. Client, proxies and upstream share this process's cores.
 //
 //	go run ./bench/gateway [-n 3000] [-dur 3s] [-clients 64] [-rounds 1]
+//
+// With -process BINARY it also measures `BINARY gateway` run as its own
+// process (ledger and audit log on, as a user runs it) with this process
+// as its client: the figure a user meets. -gwprofile FILE writes that
+// process's CPU profile.
+//
+//	go build -o /tmp/mlagent ./cmd/mlagent && go run ./bench/gateway -process /tmp/mlagent
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"flag"
@@ -19,6 +27,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
@@ -27,6 +36,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mlagent/mlagent/internal/gateway"
@@ -185,6 +195,8 @@ func main() {
 	rounds := flag.Int("rounds", 1, "split the throughput test into this many interleaved rounds")
 	memprofile := flag.String("memprofile", "", "write an allocation profile of the whole run to this file")
 	tputprofile := flag.String("tputprofile", "", "write a CPU profile of the gateway's throughput run only to this file")
+	process := flag.String("process", "", "also measure `mlagent gateway` run as its own process from this binary")
+	gwprofile := flag.String("gwprofile", "", "with -process: write the gateway process's CPU profile to this file")
 	flag.Parse()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -233,6 +245,11 @@ func main() {
 	}
 	gwURL := serve("gateway", g.DataHandler())
 	targets := []target{{"direct", up, "sk-bench"}, {"gateway", gwURL, tok.Token}, {"httputil proxy", simpleURL, "sk-bench"}}
+	if *process != "" {
+		url, token, stop := startProcess(*process, up, *gwprofile)
+		defer stop()
+		targets = append(targets, target{"gateway process", url, token})
+	}
 
 	fmt.Printf("gateway benchmark: GOMAXPROCS=%d, %s, loopback, client+proxy+upstream in one process\n\n", runtime.GOMAXPROCS(0), runtime.Version())
 
@@ -334,3 +351,47 @@ func main() {
 }
 
 func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 }
+
+// startProcess runs `bin gateway` on loopback with its own MLAGENT_HOME
+// (SQLite ledger, audit log and reservation journal on) and issues a
+// token through its admin plane.
+func startProcess(bin, upstream, profile string) (url, token string, stop func()) {
+	home, err := os.MkdirTemp("", "gwbench-proc")
+	if err != nil {
+		log.Fatal(err)
+	}
+	cmd := exec.Command(bin, "gateway", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--upstream", upstream)
+	cmd.Env = []string{"MLAGENT_HOME=" + home, "HOME=" + home, "ANTHROPIC_API_KEY=sk-bench",
+		"MLAGENT_ADMIN_TOKEN=bench-admin", "MLAGENT_LOG_LEVEL=warn", "MLAGENT_GATEWAY_CPUPROFILE=" + profile}
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		log.Fatal(err)
+	}
+	var data, admin string
+	sc := bufio.NewScanner(out)
+	for (data == "" || admin == "") && sc.Scan() {
+		if a, ok := strings.CutPrefix(sc.Text(), "data plane listening on "); ok {
+			data = "http://" + a
+		} else if a, ok := strings.CutPrefix(sc.Text(), "admin plane listening on "); ok {
+			admin = "http://" + a
+		}
+	}
+	if data == "" || admin == "" {
+		log.Fatal("the gateway process did not say where it listens")
+	}
+	go io.Copy(io.Discard, out)
+	it, err := gateway.NewAdminClient(admin, "bench-admin").Issue(context.Background(),
+		gateway.TokenRequest{Sandbox: "bench", BudgetUSD: 1e9, TTL: time.Hour})
+	if err != nil {
+		log.Fatal(err)
+	}
+	return data, it.Token, func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		os.RemoveAll(home)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -163,6 +164,13 @@ func runGateway(ctx context.Context, env *Env, args []string) int {
 	}
 	fmt.Fprintf(env.Stdout, "upstream %s; audit log %s\n", *upstream, *auditPath)
 
+	if path := env.Getenv("MLAGENT_GATEWAY_CPUPROFILE"); path != "" {
+		// For bench/gateway's out-of-process runs: where the gateway
+		// process spends its CPU, written at shutdown.
+		if f, err := os.Create(path); err == nil && pprof.StartCPUProfile(f) == nil {
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
+	}
 	sigCtx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	errc := make(chan error, len(servers))

@@ -507,6 +507,11 @@ func (g *Gateway) copyResponse(w http.ResponseWriter, r *http.Request, c *call, 
 	}
 	copyPool.Put(bp)
 	clean := rerr == io.EOF && werr == nil
+	if clean && fl != nil {
+		// The client has its whole reply before the bookkeeping below
+		// (journal, usage, settling) runs.
+		fl.Flush()
+	}
 	if stop() && clean && !fc.spent && !resp.Close && fc.br.Buffered() == 0 &&
 		(resp.ContentLength >= 0 || len(resp.TransferEncoding) > 0) {
 		g.fwd.put(fc)

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -38,8 +39,12 @@ type Config struct {
 	Allow  []string
 	Prices PriceTable // nil = prices.Default()
 	DB     *store.DB
-	Audit  io.Writer // JSON lines; nil = no audit log
-	Log    *slog.Logger
+	// JournalDir holds the reservation journals that keep budgets across
+	// a crash (journal.go); "" = "gateway-journal" beside a file-backed
+	// DB, none for an in-memory one; "-" = none.
+	JournalDir string
+	Audit      io.Writer // JSON lines; nil = no audit log
+	Log        *slog.Logger
 	// Transport, when set, carries every upstream request. When nil, the
 	// model routes use the gateway's own HTTP/1.1 forwarder (unless a proxy
 	// from the environment applies to the upstream), and /hf, /git and the
@@ -74,8 +79,10 @@ type Gateway struct {
 	byID   map[string]*token
 
 	records    chan record
-	auditBuf   []byte // owned by the writer goroutine
-	ledgerArgs []any  // owned by the writer goroutine
+	auditBuf   []byte   // owned by the writer goroutine
+	ledgerArgs []any    // owned by the writer goroutine
+	settledIDs []string // owned by the writer goroutine
+	journal    *journal // nil: no crash-safe reservations
 	// insertStmts are the ledger's INSERTs of 64 rows and of 1 row,
 	// prepared by the writer goroutine on first use.
 	insertStmts [2]*sql.Stmt
@@ -139,6 +146,19 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	if err := Migrate(ctx, g.db); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
+	dir := cfg.JournalDir
+	if dir == "" && g.db.Path != "" && g.db.Path != ":memory:" {
+		dir = filepath.Join(filepath.Dir(g.db.Path), "gateway-journal")
+	}
+	if dir != "" && dir != "-" {
+		if g.journal, err = openJournal(dir); err != nil {
+			return nil, fmt.Errorf("gateway: reservation journal: %w", err)
+		}
+		if err := g.recoverJournals(ctx); err != nil {
+			g.journal.close(false)
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+	}
 	g.model = g.newModelProxy()
 	if !customTransport {
 		g.fwd = newForwarder(g.upstream)
@@ -179,6 +199,9 @@ func (g *Gateway) Close() error {
 	close(g.records)
 	g.closeMu.Unlock()
 	<-g.writerDone
+	if g.journal != nil {
+		g.journal.close(true)
+	}
 	for _, s := range g.insertStmts {
 		if s != nil {
 			s.Close()

@@ -28,7 +28,8 @@ type record struct {
 	Stream     bool      `json:"stream,omitempty"`
 	Error      string    `json:"error,omitempty"` // refusal reason or upstream error type
 
-	ledger bool // write a gateway_usage row
+	ledger bool   // write a gateway_usage row
+	resID  string // its journal entry (journal.go), if any
 }
 
 // batchWindow is how long the writer gathers records before writing them.
@@ -126,8 +127,9 @@ func (g *Gateway) persist(batch []record) {
 	// Many rows per INSERT, with statements prepared once: one statement
 	// per row costs more in database/sql and the driver, and parsing one
 	// per batch more than SQLite's work.
-	const cols = 11
+	const cols = 12
 	args := g.ledgerArgs[:0]
+	settled := g.settledIDs[:0]
 	for i := range batch {
 		r := &batch[i]
 		if !r.ledger || r.TokenID == "" {
@@ -137,8 +139,13 @@ func (g *Gateway) persist(batch []record) {
 		if r.Usage != nil {
 			u = *r.Usage
 		}
+		var res any
+		if r.resID != "" {
+			res = r.resID
+			settled = append(settled, r.resID)
+		}
 		args = append(args, r.TokenID, r.Time.UTC().Format(time.RFC3339Nano), r.Route, r.Model, r.Status,
-			u.InputTokens, u.OutputTokens, u.CacheCreationTokens, u.CacheReadTokens, r.CostUSD, r.DurationMS)
+			u.InputTokens, u.OutputTokens, u.CacheCreationTokens, u.CacheReadTokens, r.CostUSD, r.DurationMS, res)
 	}
 	defer func() {
 		clear(args)
@@ -161,7 +168,13 @@ func (g *Gateway) persist(batch []record) {
 	}
 	if err := tx.Commit(); err != nil {
 		g.log.Error("usage ledger write failed", "err", err)
+		return
 	}
+	if g.journal != nil {
+		g.journal.settled(settled)
+	}
+	clear(settled)
+	g.settledIDs = settled[:0]
 }
 
 const ledgerRowsPerInsert = 64
@@ -187,12 +200,12 @@ func (g *Gateway) prepareInserts(ctx context.Context) error {
 func insertUsageSQL(n int) string {
 	var b strings.Builder
 	b.WriteString(`INSERT INTO gateway_usage (token_id, time, route, model, status,
-		input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, cost_usd, duration_ms) VALUES `)
+		input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, cost_usd, duration_ms, reservation) VALUES `)
 	for i := 0; i < n; i++ {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?)")
+		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?)")
 	}
 	return b.String()
 }

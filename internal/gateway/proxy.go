@@ -25,8 +25,9 @@ type call struct {
 	start    time.Time
 	resUSD   float64
 	resToks  int64
-	resIn    int64 // input tokens reserved (estimated from the body)
-	maxOut   int64 // the request's max_tokens, when read
+	resIn    int64  // input tokens reserved (estimated from the body)
+	resID    string // the journal entry of this request
+	maxOut   int64  // the request's max_tokens, when read
 	reqModel string
 	ledger   bool // a model route: booked in the usage ledger
 	scan     bool // parse usage from the reply
@@ -81,6 +82,16 @@ func (c *call) finish() {
 		c.sc.line = nil
 	}
 	rec.CostUSD = c.g.prices.Lookup(rec.Model).Cost(u)
+	if j := c.g.journal; j != nil && c.ledger {
+		// The exact row, durable before the batched ledger write.
+		if c.resID == "" {
+			c.resID = j.newID()
+		}
+		rec.resID = c.resID
+		if err := j.done(&rec); err != nil {
+			c.g.log.Error("reservation journal write failed", "err", err)
+		}
+	}
 	c.t.settle(c.resUSD, c.resToks, rec.CostUSD, u.Total())
 	c.g.emit(rec)
 }
@@ -292,6 +303,17 @@ func (g *Gateway) serveModel(w http.ResponseWriter, r *http.Request) {
 		if err := t.reserve(c.resUSD, c.resToks); err != nil {
 			g.refuse(w, r, t, route, http.StatusForbidden, "permission_error", err.Error())
 			return
+		}
+		if g.journal != nil && (c.resUSD > 0 || c.resToks > 0) {
+			// Durable before the request leaves: a crash from here on
+			// charges the whole reservation, unless its row is booked.
+			c.resID = g.journal.newID()
+			if err := g.journal.reserve(c.resID, t.id, c.reqModel, c.resUSD, c.resIn, c.maxOut); err != nil {
+				t.settle(c.resUSD, c.resToks, 0, 0)
+				g.log.Error("reservation journal write failed", "err", err)
+				g.refuse(w, r, t, route, http.StatusServiceUnavailable, "api_error", "mlagent gateway: could not record the reservation")
+				return
+			}
 		}
 	}
 	if g.fwd != nil && g.forward(w, r, c, body, inMem) != errFallback {

@@ -45,6 +45,11 @@ CREATE TABLE gateway_usage (
 	duration_ms           REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX gateway_usage_token ON gateway_usage(token_id);`},
+	// The reservation a row settles: after a crash, the next gateway books
+	// the journaled reservations that have no row (journal.go).
+	{Name: "gateway/002_reservation", SQL: `
+ALTER TABLE gateway_usage ADD COLUMN reservation TEXT;
+CREATE INDEX gateway_usage_reservation ON gateway_usage(reservation) WHERE reservation IS NOT NULL;`},
 }
 
 // Migrate creates the gateway's tables in db; New calls it, and so can
