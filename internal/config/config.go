@@ -28,6 +28,18 @@ type Config struct {
 	Syncer    SyncerConfig    `toml:"syncer"`
 	GDrive    GDriveConfig    `toml:"gdrive"`
 	Notion    NotionConfig    `toml:"notion"`
+	Slack     SlackConfig     `toml:"slack"`
+}
+
+// SlackConfig configures `mlagent slack`.
+type SlackConfig struct {
+	Users            []string `toml:"users"`    // Slack user ids allowed; "*" = all
+	Channels         []string `toml:"channels"` // channel ids where mentions are served; "*" = all
+	SessionBudgetUSD float64  `toml:"session_budget_usd"`
+	UserBudgetUSD    float64  `toml:"user_budget_usd"` // per user, all their Slack sessions together
+	MaxSandboxes     int      `toml:"max_sandboxes"`
+	MaxFileMB        int64    `toml:"max_file_mb"`
+	APIURL           string   `toml:"api_url"` // Web API base; tests point it at a fake
 }
 
 // GDriveConfig configures Google Drive: `mlagent volume import|export` and
@@ -115,6 +127,7 @@ func Defaults() *Config {
 		Run:       RunConfig{BudgetUSD: 5, MaxTurns: 200},
 		Dashboard: DashboardConfig{Listen: "127.0.0.1:8792"},
 		Syncer:    SyncerConfig{Interval: "30s", HubURL: "https://huggingface.co"},
+		Slack:     SlackConfig{UserBudgetUSD: 20, MaxSandboxes: 2, MaxFileMB: 1024},
 	}
 }
 
@@ -162,6 +175,7 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		"MLAGENT_SPACE_ID":         &c.Syncer.SpaceID,
 		"MLAGENT_GDRIVE_UPSTREAM":  &c.GDrive.Upstream,
 		"MLAGENT_NOTION_UPSTREAM":  &c.Notion.Upstream,
+		"MLAGENT_SLACK_API_URL":    &c.Slack.APIURL,
 	}
 	for k, p := range str {
 		if v := getenv(k); v != "" {

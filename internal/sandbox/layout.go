@@ -50,6 +50,7 @@ const (
 	SessionsSubdir = "sessions"
 	SkillsSubdir   = "skills"
 	RunsSubdir     = "runs"
+	UploadsSubdir  = "uploads" // files people attach in Slack, per session
 	hfCacheSubdir  = "hf-cache"
 )
 

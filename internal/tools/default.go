@@ -52,5 +52,6 @@ func Default(e Env) (*Registry, *Shell, error) {
 		&AskUserTool{Asker: e.Asker},
 		&HFSearchTool{Endpoint: e.HFEndpoint, Token: e.HFToken},
 		&SkillTool{Skills: e.Skills},
+		&ShareFileTool{Dir: e.Workdir},
 	), shell, nil
 }

@@ -1,0 +1,134 @@
+package slackbot
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mlagent/mlagent/internal/config"
+	"github.com/mlagent/mlagent/internal/fakeapi"
+	"github.com/mlagent/mlagent/internal/gateway"
+	"github.com/mlagent/mlagent/internal/launch"
+	"github.com/mlagent/mlagent/internal/notion"
+	"github.com/mlagent/mlagent/internal/notion/notiontest"
+	"github.com/mlagent/mlagent/internal/sandbox/sandboxtest"
+	"github.com/mlagent/mlagent/internal/slackbot/slacktest"
+	"github.com/mlagent/mlagent/internal/testbin"
+	"github.com/mlagent/mlagent/internal/volume"
+)
+
+// A write the gateway holds (a Notion page outside the parents the user
+// chose) waits for a click in the thread: denied, nothing reaches Notion;
+// allowed, the page is made.
+func TestSlackApprovesHeldWrites(t *testing.T) {
+	sandboxtest.RequireBwrap(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	nt := notiontest.New(t)
+	parent := nt.AddPage("Somebody's page", "")
+	write := `python3 -c '
+import os, json, urllib.request, urllib.error
+req = urllib.request.Request(os.environ["ANTHROPIC_BASE_URL"] + "/notion/v1/pages", method="POST",
+    data=json.dumps({"parent": {"page_id": "` + parent + `"}, "properties": {"title": {"title": [{"type": "text", "text": {"content": "Report"}}]}}}).encode(),
+    headers={"Authorization": "Bearer " + os.environ["ANTHROPIC_API_KEY"], "Notion-Version": "2022-06-28", "Content-Type": "application/json"})
+try:
+    print("status", urllib.request.urlopen(req, timeout=60).status)
+except urllib.error.HTTPError as e:
+    print("status", e.code)
+'`
+	script := &fakeapi.Script{Steps: []func(*fakeapi.Request) *fakeapi.Reply{
+		func(*fakeapi.Request) *fakeapi.Reply {
+			return fakeapi.ToolCalls("", fakeapi.ToolUse("w1", "bash", map[string]any{"command": write}))
+		},
+		func(*fakeapi.Request) *fakeapi.Reply { return fakeapi.Text("first try done") },
+		func(*fakeapi.Request) *fakeapi.Reply {
+			return fakeapi.ToolCalls("", fakeapi.ToolUse("w2", "bash", map[string]any{"command": write}))
+		},
+		func(*fakeapi.Request) *fakeapi.Reply { return fakeapi.Text("second try done") },
+	}}
+	model := fakeapi.Start(fakeapi.Options{APIKey: modelKey, Responder: script})
+	defer model.Close()
+	home, err := os.MkdirTemp("", "mls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(home)
+	cfg := config.Defaults()
+	cfg.Home = home
+	host, err := launch.Start(ctx, launch.Options{Config: cfg, Upstream: model.URL(), ModelKey: modelKey, Binary: testbin.Path(t),
+		Services: []gateway.Service{notion.Service(nt.Token, nt.URL, notion.NewPolicy(nil))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	fake := slacktest.New(t)
+	bot, err := New(ctx, Config{BotToken: fake.BotToken, AppToken: fake.AppToken, APIURL: fake.APIURL(),
+		Users: []string{"U1"}, Channels: []string{"*"}, MaxSandboxes: 1, Model: "claude-sonnet-4-5", MaxTurns: 10},
+		host, volume.New(cfg.VolumesDir()), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go bot.Run(ctx)
+	if !fake.WaitConnected(10 * time.Second) {
+		t.Fatal("no Socket Mode connection")
+	}
+	root := fake.Event("message", "U1", "D1", "", "publish the report", nil) // a DM
+	for i, decision := range []string{"deny", "allow"} {
+		var ask slacktest.Message
+		id := "gw" + string(rune('1'+i))
+		fake.WaitFor("approval buttons", 60*time.Second, func(msgs []slacktest.Message, _ []slacktest.Upload) bool {
+			for _, m := range msgs {
+				if m.ThreadTS == root && strings.Contains(string(m.Blocks), `"`+id+`|allow"`) {
+					ask = m
+					return true
+				}
+			}
+			return false
+		})
+		if !strings.Contains(ask.Text, "notion:create") {
+			t.Errorf("approval text %q; want the action named", ask.Text)
+		}
+		if len(nt.ChildrenOf(parent)) != 0 {
+			t.Fatal("the write reached Notion before the click")
+		}
+		fake.Click("U1", ask, "mlagent_approve", id+"|"+decision)
+		want := []string{"first try done", "second try done"}[i]
+		fake.WaitFor(want, 60*time.Second, func(msgs []slacktest.Message, _ []slacktest.Upload) bool {
+			for _, m := range msgs {
+				if m.ThreadTS == root && strings.Contains(m.Text, want) {
+					return true
+				}
+			}
+			return false
+		})
+		if n := len(nt.ChildrenOf(parent)); n != i {
+			t.Errorf("after %s: %d pages in Notion; want %d", decision, n, i)
+		}
+		if i == 0 {
+			fake.Event("message", "U1", "D1", root, "try again", nil)
+		}
+	}
+	var all strings.Builder
+	for _, m := range fake.Messages() {
+		all.WriteString(m.Text + "\n")
+	}
+	for _, want := range []string{"🚫 denied by <@U1>", "✅ allowed by <@U1>"} {
+		if !strings.Contains(all.String(), want) {
+			t.Errorf("thread lacks %q:\n%s", want, all.String())
+		}
+	}
+	// What the sandbox saw: 403 after the denial, 200 after the approval.
+	var results strings.Builder
+	for _, r := range model.Requests() {
+		results.Write(r.Body)
+	}
+	for _, want := range []string{`status 403`, `status 200`} {
+		if !strings.Contains(results.String(), want) {
+			t.Errorf("the sandbox's command did not print %q", want)
+		}
+	}
+}
