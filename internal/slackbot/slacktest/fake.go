@@ -56,6 +56,7 @@ type Fake struct {
 	connected          chan struct{}
 	acks               map[string]chan struct{}
 	RateLimited        int // chat.update calls refused as too fast
+	envelopes          int
 	Calls              []string
 	bad                []string // protocol violations seen
 }
