@@ -79,7 +79,7 @@ except urllib.error.HTTPError as e:
 	root := fake.Event("message", "U1", "D1", "", "publish the report", nil) // a DM
 	for i, decision := range []string{"deny", "allow"} {
 		var ask slacktest.Message
-		id := "gw" + string(rune('1'+i))
+		id := "gw-" + string(rune('1'+i))
 		fake.WaitFor("approval buttons", 60*time.Second, func(msgs []slacktest.Message, _ []slacktest.Upload) bool {
 			for _, m := range msgs {
 				if m.ThreadTS == root && strings.Contains(string(m.Blocks), `"`+id+`|allow"`) {

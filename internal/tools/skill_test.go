@@ -19,7 +19,7 @@ func TestSkillTool(t *testing.T) {
 		{"list", map[string]any{}, "- good: A test skill that helps with testing.\n", false},
 		{"load", map[string]any{"name": "good"}, "# Skill: good\n\n# Good\n\nRun scripts/hello.py.\n\n\nFiles of this skill", false},
 		{"file", map[string]any{"name": "good", "file": "scripts/hello.py"}, "print(\"hello\")", false},
-		{"escape", map[string]any{"name": "good", "file": "../trackio/SKILL.md"}, "relative to the skill folder", true},
+		{"escape", map[string]any{"name": "good", "file": "../trackio/SKILL.md"}, "must stay inside the skill folder", true},
 		{"unknown", map[string]any{"name": "nope"}, "no skill \"nope\"", true},
 		{"file without name", map[string]any{"file": "x"}, "needs a skill name", true},
 	}
