@@ -1,33 +1,21 @@
 package slackbot
 
 import (
-	"context"
-	"io"
-	"log/slog"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/mlagent/mlagent/internal/config"
 	"github.com/mlagent/mlagent/internal/fakeapi"
 	"github.com/mlagent/mlagent/internal/gateway"
-	"github.com/mlagent/mlagent/internal/launch"
 	"github.com/mlagent/mlagent/internal/notion"
 	"github.com/mlagent/mlagent/internal/notion/notiontest"
-	"github.com/mlagent/mlagent/internal/sandbox/sandboxtest"
 	"github.com/mlagent/mlagent/internal/slackbot/slacktest"
-	"github.com/mlagent/mlagent/internal/testbin"
-	"github.com/mlagent/mlagent/internal/volume"
 )
 
 // A write the gateway holds (a Notion page outside the parents the user
 // chose) waits for a click in the thread: denied, nothing reaches Notion;
 // allowed, the page is made.
 func TestSlackApprovesHeldWrites(t *testing.T) {
-	sandboxtest.RequireBwrap(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	nt := notiontest.New(t)
 	parent := nt.AddPage("Somebody's page", "")
 	write := `python3 -c '
@@ -50,32 +38,9 @@ except urllib.error.HTTPError as e:
 		},
 		func(*fakeapi.Request) *fakeapi.Reply { return fakeapi.Text("second try done") },
 	}}
-	model := fakeapi.Start(fakeapi.Options{APIKey: modelKey, Responder: script})
-	defer model.Close()
-	home, err := os.MkdirTemp("", "mls")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(home)
-	cfg := config.Defaults()
-	cfg.Home = home
-	host, err := launch.Start(ctx, launch.Options{Config: cfg, Upstream: model.URL(), ModelKey: modelKey, Binary: testbin.Path(t),
-		Services: []gateway.Service{notion.Service(nt.Token, nt.URL, notion.NewPolicy(nil))}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer host.Close()
-	fake := slacktest.New(t)
-	bot, err := New(ctx, Config{BotToken: fake.BotToken, AppToken: fake.AppToken, APIURL: fake.APIURL(),
-		Users: []string{"U1"}, Channels: []string{"*"}, MaxSandboxes: 1, Model: "claude-sonnet-4-5", MaxTurns: 10},
-		host, volume.New(cfg.VolumesDir()), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	go bot.Run(ctx)
-	if !fake.WaitConnected(10 * time.Second) {
-		t.Fatal("no Socket Mode connection")
-	}
+	e := startEnv(t, script, []gateway.Service{notion.Service(nt.Token, nt.URL, notion.NewPolicy(nil))},
+		Config{Users: []string{"U1"}, Channels: []string{"*"}, MaxSandboxes: 1})
+	fake, model := e.fake, e.model
 	root := fake.Event("message", "U1", "D1", "", "publish the report", nil) // a DM
 	for i, decision := range []string{"deny", "allow"} {
 		var ask slacktest.Message
@@ -97,14 +62,7 @@ except urllib.error.HTTPError as e:
 		}
 		fake.Click("U1", ask, "mlagent_approve", id+"|"+decision)
 		want := []string{"first try done", "second try done"}[i]
-		fake.WaitFor(want, 60*time.Second, func(msgs []slacktest.Message, _ []slacktest.Upload) bool {
-			for _, m := range msgs {
-				if m.ThreadTS == root && strings.Contains(m.Text, want) {
-					return true
-				}
-			}
-			return false
-		})
+		fake.WaitText(root, want, 60*time.Second)
 		if n := len(nt.ChildrenOf(parent)); n != i {
 			t.Errorf("after %s: %d pages in Notion; want %d", decision, n, i)
 		}

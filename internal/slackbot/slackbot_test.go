@@ -14,6 +14,7 @@ import (
 
 	"github.com/mlagent/mlagent/internal/config"
 	"github.com/mlagent/mlagent/internal/fakeapi"
+	"github.com/mlagent/mlagent/internal/gateway"
 	"github.com/mlagent/mlagent/internal/launch"
 	"github.com/mlagent/mlagent/internal/sandbox/sandboxtest"
 	"github.com/mlagent/mlagent/internal/slackbot/slacktest"
@@ -80,38 +81,11 @@ func scriptedModel(req *fakeapi.Request) *fakeapi.Reply {
 // file → question with buttons → click → tool run → file uploaded back;
 // people and channels off the allowlists start nothing.
 func TestSlackThread(t *testing.T) {
-	sandboxtest.RequireBwrap(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	model := fakeapi.Start(fakeapi.Options{APIKey: modelKey, Responder: fakeapi.ResponderFunc(scriptedModel)})
-	defer model.Close()
-	home, err := os.MkdirTemp("", "mls")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(home)
-	cfg := config.Defaults()
-	cfg.Home = home
-	host, err := launch.Start(ctx, launch.Options{Config: cfg, Upstream: model.URL(), ModelKey: modelKey, Binary: testbin.Path(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer host.Close()
-
-	fake := slacktest.New(t)
-	bot, err := New(ctx, Config{
-		BotToken: fake.BotToken, AppToken: fake.AppToken, APIURL: fake.APIURL(),
+	e := startEnv(t, fakeapi.ResponderFunc(scriptedModel), nil, Config{
 		Users: []string{"U1"}, Channels: []string{"C1"}, SessionBudgetUSD: 1, UserBudgetUSD: 5,
-		MaxSandboxes: 1, Model: "claude-sonnet-4-5", MaxTurns: 20, DashboardURL: "http://127.0.0.1:8792",
-	}, host, volume.New(cfg.VolumesDir()), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- bot.Run(ctx) }()
-	if !fake.WaitConnected(10 * time.Second) {
-		t.Fatal("the bot did not open a Socket Mode connection")
-	}
+		MaxSandboxes: 1, DashboardURL: "http://127.0.0.1:8792",
+	})
+	ctx, fake, bot, host, model := e.ctx, e.fake, e.bot, e.host, e.model
 
 	// Someone not on the allowlist, and an allowed user in another channel.
 	stranger := fake.Event("app_mention", "U2", "C1", "", "<@UBOT> train something", nil)
@@ -154,14 +128,7 @@ func TestSlackThread(t *testing.T) {
 	}
 	// One sandbox at most: a second thread is told to wait.
 	second := fake.Event("app_mention", "U1", "C1", "", "<@UBOT> another task", nil)
-	fake.WaitFor("a busy reply", 10*time.Second, func(msgs []slacktest.Message, _ []slacktest.Upload) bool {
-		for _, m := range msgs {
-			if m.ThreadTS == second && strings.Contains(m.Text, "all 1 sandboxes are busy") {
-				return true
-			}
-		}
-		return false
-	})
+	fake.WaitText(second, "all 1 sandboxes are busy", 10*time.Second)
 	fake.Event("message", "U1", "C1", root, "<@UBOT> status", nil) // a mention in the thread: app_mention handles it
 	fake.Event("app_mention", "U1", "C1", root, "<@UBOT> status", nil)
 	fake.Click("U2", question, "mlagent_answer", values[1]) // not allowed: no effect
@@ -174,14 +141,7 @@ func TestSlackThread(t *testing.T) {
 	if up.Channel != "C1" || up.ThreadTS != root || up.Filename != "count.txt" || strings.TrimSpace(string(up.Data)) != "3" {
 		t.Errorf("upload %+v (%q); want count.txt with 3 in the thread", up, up.Data)
 	}
-	fake.WaitFor("the final answer", 30*time.Second, func(msgs []slacktest.Message, _ []slacktest.Upload) bool {
-		for _, m := range msgs {
-			if m.ThreadTS == root && strings.Contains(m.Text, "*3 lines*") {
-				return true
-			}
-		}
-		return false
-	})
+	fake.WaitText(root, "*3 lines*", 30*time.Second)
 	bot.shutdownWait(t)
 
 	// The sandbox ends; a reply in the thread (no mention needed) resumes
@@ -190,14 +150,7 @@ func TestSlackThread(t *testing.T) {
 	th.stop()
 	waitNoAgent(t, th)
 	fake.Event("message", "U1", "C1", root, "what did you find?", nil)
-	fake.WaitFor("the resumed session's answer", 60*time.Second, func(msgs []slacktest.Message, _ []slacktest.Upload) bool {
-		for _, m := range msgs {
-			if m.ThreadTS == root && strings.Contains(m.Text, "wc said 3") {
-				return true
-			}
-		}
-		return false
-	})
+	fake.WaitText(root, "wc said 3", 60*time.Second)
 	bot.shutdownWait(t)
 	th.stop()
 	waitNoAgent(t, th)
@@ -207,14 +160,7 @@ func TestSlackThread(t *testing.T) {
 		t.Fatal(err)
 	}
 	broke := fake.Event("app_mention", "U1", "C1", "", "<@UBOT> one more", nil)
-	fake.WaitFor("a budget refusal", 10*time.Second, func(msgs []slacktest.Message, _ []slacktest.Upload) bool {
-		for _, m := range msgs {
-			if m.ThreadTS == broke && strings.Contains(m.Text, "has used the Slack budget of $5.00") {
-				return true
-			}
-		}
-		return false
-	})
+	fake.WaitText(broke, "has used the Slack budget of $5.00", 10*time.Second)
 
 	var text strings.Builder
 	for _, m := range fake.Messages() {
@@ -255,12 +201,59 @@ func TestSlackThread(t *testing.T) {
 			t.Error("a Slack token reached the model")
 		}
 	}
-	cancel()
+	e.cancel()
 	select {
-	case <-done:
+	case <-e.done:
 	case <-time.After(30 * time.Second):
 		t.Error("Run did not return after ctx ended")
 	}
+}
+
+type testEnv struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	model  *fakeapi.Server
+	host   *launch.Host
+	fake   *slacktest.Fake
+	bot    *Bot
+	done   chan error
+}
+
+// startEnv starts a host on the fake model (with services as its gateway's
+// extra routes), a fake Slack and the bot on it, connected.
+func startEnv(t *testing.T, model fakeapi.Responder, services []gateway.Service, c Config) *testEnv {
+	t.Helper()
+	sandboxtest.RequireBwrap(t)
+	e := &testEnv{done: make(chan error, 1)}
+	e.ctx, e.cancel = context.WithCancel(context.Background())
+	t.Cleanup(e.cancel)
+	e.model = fakeapi.Start(fakeapi.Options{APIKey: modelKey, Responder: model})
+	t.Cleanup(e.model.Close)
+	home, err := os.MkdirTemp("", "mls") // short: socket paths live under it
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(home) })
+	cfg := config.Defaults()
+	cfg.Home = home
+	e.host, err = launch.Start(e.ctx, launch.Options{Config: cfg, Upstream: e.model.URL(), ModelKey: modelKey,
+		Binary: testbin.Path(t), Services: services})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.host.Close() })
+	e.fake = slacktest.New(t)
+	c.BotToken, c.AppToken, c.APIURL = e.fake.BotToken, e.fake.AppToken, e.fake.APIURL()
+	c.Model, c.MaxTurns = "claude-sonnet-4-5", 20
+	e.bot, err = New(e.ctx, c, e.host, volume.New(cfg.VolumesDir()), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { e.done <- e.bot.Run(e.ctx) }()
+	if !e.fake.WaitConnected(10 * time.Second) {
+		t.Fatal("the bot did not open a Socket Mode connection")
+	}
+	return e
 }
 
 func waitNoAgent(t *testing.T, th *thread) {

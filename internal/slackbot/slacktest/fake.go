@@ -485,3 +485,20 @@ func (f *Fake) WaitFor(what string, timeout time.Duration, cond func(msgs []Mess
 	}
 	f.t.Fatalf("fake Slack: timed out waiting for %s; messages:\n%s", what, b.String())
 }
+
+// WaitText waits for a message in thread whose text contains s, and
+// returns it.
+func (f *Fake) WaitText(thread, s string, timeout time.Duration) Message {
+	f.t.Helper()
+	var found Message
+	f.WaitFor(fmt.Sprintf("%q in thread %s", s, thread), timeout, func(msgs []Message, _ []Upload) bool {
+		for _, m := range msgs {
+			if m.ThreadTS == thread && strings.Contains(m.Text, s) {
+				found = m
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
