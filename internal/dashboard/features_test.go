@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"flag"
-	"fmt"
 	"image"
 	"image/color"
 	"image/png"
@@ -439,6 +438,6 @@ func TestBrowserScreenshots(t *testing.T) {
 		if err := os.WriteFile(path, png, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		t.Log(fmt.Sprintf("%s screenshot: %s", scheme, path))
+		t.Logf("%s screenshot: %s", scheme, path)
 	}
 }
