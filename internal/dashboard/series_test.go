@@ -290,6 +290,12 @@ func TestEndMarkers(t *testing.T) {
 	if snap.Project.Runs[0].Marker != "finished" || snap.Project.Runs[1].Marker != "" {
 		t.Errorf("markers = %q, %q; want finished and none", snap.Project.Runs[0].Marker, snap.Project.Runs[1].Marker)
 	}
+	// Run a resumes: its marker is removed, and a row logged.
+	c := openEvents(t, hs.URL, "p")
+	c.until(t, "snapshot", func([]byte) bool { return true })
+	w.DB().Exec(`DELETE FROM project_metadata WHERE key = ?`, MarkerPrefix+"a")
+	w.Log(ctx, "a", "a", 1, map[string]any{"loss": 0.5}, time.Now())
+	c.until(t, "delta", func(b []byte) bool { return strings.Contains(string(b), `"markers":[{"run_id":"a","marker":""}]`) })
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

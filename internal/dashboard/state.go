@@ -270,7 +270,7 @@ type delta struct {
 
 type runMarker struct {
 	RunID  string `json:"run_id"`
-	Marker string `json:"marker"`
+	Marker string `json:"marker"` // "" when cleared
 }
 
 // apply folds a batch into the project and returns the delta to
@@ -372,25 +372,23 @@ func deltaValues(vals map[string]float64) map[string]jsonVal {
 // finished.
 const MarkerPrefix = "mlagent/run_status/"
 
-// applyMarkers records end markers and returns those that changed.
+// applyMarkers records the end markers in meta (nil: not read) and
+// returns those that changed; a marker removed (the run resumed) clears.
 func (p *projectState) applyMarkers(meta map[string]string) []runMarker {
+	if meta == nil {
+		return nil
+	}
 	var out []runMarker
-	for k, v := range meta {
-		id, ok := strings.CutPrefix(k, MarkerPrefix)
-		if !ok {
-			continue
+	for _, r := range p.runs {
+		v := meta[MarkerPrefix+r.ID]
+		if v != "finished" && v != "crashed" {
+			v = ""
 		}
-		switch v {
-		case "finished", "crashed":
-		default:
-			continue
-		}
-		if r := p.byID[id]; r != nil && r.marker != v {
+		if r.marker != v {
 			r.marker = v
-			out = append(out, runMarker{RunID: id, Marker: v})
+			out = append(out, runMarker{RunID: r.ID, Marker: v})
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].RunID < out[j].RunID })
 	return out
 }
 

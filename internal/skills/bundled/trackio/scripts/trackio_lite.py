@@ -22,7 +22,11 @@ mlagent dashboard, the syncer and Trackio itself read them unchanged:
   configs(id, run_id, run_name, config, created_at)   one row per run
   system_metrics(id, run_id, timestamp, run_name, metrics, log_id, space_id)
             written by log_system()
-  project_metadata(key, value)                        not written
+  project_metadata(key, value)                        the run's end marker:
+            "mlagent/run_status/<run_id>" = "finished" (finish()) or
+            "crashed" (an uncaught exception); removed when a run starts or
+            resumes. Trackio itself writes none; the mlagent dashboard shows
+            a run's status from it.
 The database uses WAL journaling and one transaction per call, like Trackio,
 so a reader can follow a run live. Only the standard library is used.
 
@@ -81,6 +85,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS idx_system_metrics_log_id ON system_metrics(lo
 INSERT_METRIC_SQL = "INSERT INTO metrics (timestamp, run_id, run_name, step, metrics) VALUES (?, ?, ?, ?, ?)"
 INSERT_SYSTEM_METRIC_SQL = "INSERT INTO system_metrics (timestamp, run_id, run_name, metrics) VALUES (?, ?, ?, ?)"
 UPSERT_CONFIG_SQL = "INSERT OR REPLACE INTO configs (run_id, run_name, config, created_at) VALUES (?, ?, ?, ?)"
+STATUS_KEY_PREFIX = "mlagent/run_status/"
 
 
 def trackio_dir():
@@ -150,6 +155,7 @@ class Run:
         self._step = self._last_step() + 1 if row else 0
         with self._conn:
             self._conn.execute(UPSERT_CONFIG_SQL, (self.run_id, self.name, _encode(self.config), _now()))
+            self._conn.execute("DELETE FROM project_metadata WHERE key = ?", (STATUS_KEY_PREFIX + self.run_id,))
 
     def _last_step(self):
         r = self._conn.execute("SELECT MAX(step) FROM metrics WHERE run_id = ?", (self.run_id,)).fetchone()
@@ -166,13 +172,35 @@ class Run:
         with self._conn:
             self._conn.execute(INSERT_SYSTEM_METRIC_SQL, (_now(), self.run_id, self.name, _encode(metrics)))
 
-    def finish(self):
+    def finish(self, status="finished"):
         if self._conn is not None:
+            with self._conn:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO project_metadata (key, value) VALUES (?, ?)",
+                    (STATUS_KEY_PREFIX + self.run_id, status),
+                )
             self._conn.close()
             self._conn = None
 
 
 _current = None
+
+
+def _excepthook(kind, value, tb):
+    # An uncaught exception ends the script: mark the open run crashed,
+    # then report as usual.
+    global _current
+    if _current is not None:
+        try:
+            _current.finish("crashed")
+        except sqlite3.Error:
+            pass
+        _current = None
+    _previous_excepthook(kind, value, tb)
+
+
+_previous_excepthook = sys.excepthook
+sys.excepthook = _excepthook
 
 
 def init(project, name=None, config=None, resume="never", **_ignored):
