@@ -50,7 +50,7 @@ Anyone else gets a polite refusal and starts nothing.`
 func runSlack(ctx context.Context, env *Env, args []string) int {
 	fs := newFlagSet(env, "slack", "slack [--model M] [--max-sandboxes N]", slackHelp)
 	cfg := env.Config
-	model := fs.String("model", cfg.Run.Model, "model for the sessions")
+	model := fs.String("model", cfg.Run.Model, "model for the sessions (default: the newest Sonnet-class model the key can use)")
 	maxSandboxes := fs.Int("max-sandboxes", cfg.Slack.MaxSandboxes, "sessions running at once")
 	if code := parseFlags(fs, args, env); code >= 0 {
 		return code

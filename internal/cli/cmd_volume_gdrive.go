@@ -80,11 +80,14 @@ func runVolumeDrive(ctx context.Context, env *Env, verb string, args []string) i
 	if !ok || vol == "" {
 		return usage(fmt.Sprintf("%q: want VOLUME:PATH, e.g. data:datasets/", local))
 	}
+	// A sandbox-style path names the same place: /data/x is x in data.
+	trailing := strings.HasSuffix(rel, "/")
+	rel = strings.TrimPrefix(inVolume(vol, rel), "/")
 	if rel == "" {
 		rel = "."
+	} else if trailing && !strings.HasSuffix(rel, "/") {
+		rel += "/"
 	}
-	// A sandbox-style path names the same place: /data/x is x in data.
-	rel = strings.TrimPrefix(strings.TrimPrefix(rel, "/"+vol+"/"), "/")
 
 	cred, ok, err := secrets.Open(env.Config.SecretsPath()).Lookup(secrets.GoogleCredentials)
 	if err != nil {

@@ -244,7 +244,7 @@ func startEnv(t *testing.T, model fakeapi.Responder, services []gateway.Service,
 	t.Cleanup(func() { e.host.Close() })
 	e.fake = slacktest.New(t)
 	c.BotToken, c.AppToken, c.APIURL = e.fake.BotToken, e.fake.AppToken, e.fake.APIURL()
-	c.Model, c.MaxTurns = "claude-sonnet-4-5", 20
+	c.MaxTurns = 20 // Model "": StartAgent picks the newest Sonnet-class one
 	e.bot, err = New(e.ctx, c, e.host, volume.New(cfg.VolumesDir()), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
