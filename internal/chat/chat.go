@@ -100,6 +100,11 @@ type Options struct {
 	// (default 10s).
 	ShutdownWait time.Duration
 
+	// CanDetach: the agent is served by a session host, which keeps the
+	// session running when the chat detaches (/detach, or leaving while
+	// background jobs run).
+	CanDetach bool
+
 	// OnEvent sees every event before it is rendered.
 	OnEvent func(protocol.Event)
 	// OnUserMessage is called with each message sent to the agent.
@@ -121,6 +126,9 @@ type Result struct {
 	CostUSD        float64 // reported by the agent for this chat
 	StopReason     string  // of the last turn
 	Final          string  // the last assistant text of the last turn
+	// Detached: the chat left the session running (its session host
+	// keeps it) rather than ending it.
+	Detached bool
 }
 
 type agentLine struct {
@@ -158,6 +166,8 @@ type driver struct {
 	// for them).
 	asks      []protocol.Event
 	perm      *permission.Policy
+	jobs      map[string]protocol.Job // running background jobs
+	elsewhere bool                    // another front end attached: this one is detached
 	queued    []string
 	turnText  strings.Builder // the turn's last text, at most maxFinal bytes
 	textCut   bool            // turnText lost what came beyond maxFinal
@@ -252,6 +262,11 @@ func (d *driver) run(ctx context.Context) (Result, error) {
 		case al, ok := <-d.events:
 			if !ok {
 				err := <-d.readErr
+				if d.elsewhere && err == nil {
+					d.r.endText()
+					d.res.Detached = true
+					return d.res, nil
+				}
 				if errors.Is(err, protocol.ErrViolation) {
 					d.r.endText()
 					return d.res, err
@@ -298,6 +313,10 @@ func (d *driver) run(ctx context.Context) (Result, error) {
 			return d.res, err
 		}
 		if exit || err != nil {
+			if d.res.Detached && err == nil || d.res.Detached && errors.Is(err, ErrInterrupted) {
+				d.detach()
+				return d.res, nil
+			}
 			d.shutdown(context.WithoutCancel(ctx))
 			return d.res, err
 		}
@@ -349,8 +368,17 @@ func (d *driver) echo(text string) {
 // exits.
 func (d *driver) ctrlC() (exit bool, err error) {
 	now := d.o.Now()
+	if len(d.asks) > 0 && d.asks[0].Type == leaveQuestion {
+		// Ctrl-C at "leave it running?": leave, losing nothing.
+		d.popAsk()
+		d.res.Detached = true
+		return true, nil
+	}
 	if !d.lastCtrlC.IsZero() && now.Sub(d.lastCtrlC) <= exitWindow {
 		d.hint("")
+		if !d.leave() {
+			return false, nil
+		}
 		d.r.notice("exiting")
 		return true, ErrInterrupted
 	}
@@ -385,6 +413,22 @@ func (d *driver) hint(s string) {
 // the turn first.
 func (d *driver) eof() (exit bool, err error) {
 	d.r.endText()
+	if len(d.asks) > 0 && d.asks[0].Type == leaveQuestion {
+		d.popAsk()
+		d.res.Detached = true
+		return true, nil
+	}
+	switch {
+	case d.ui != nil:
+		if !d.leave() {
+			return false, nil
+		}
+	case d.o.CanDetach && len(d.runningJobs()) > 0:
+		// Piped input that ended cannot say; losing nothing is the answer.
+		d.r.notice("input ended while background jobs run: leaving them running")
+		d.res.Detached = true
+		return true, nil
+	}
 	if d.busy && len(d.asks) > 0 {
 		d.sendInput(protocol.Input{Type: protocol.InputInterrupt})
 	}
@@ -435,6 +479,20 @@ func (d *driver) handle(ctx context.Context, al agentLine) (done bool, err error
 		return false, d.ask(ctx, ev)
 	case protocol.EventApproval:
 		return false, d.approval(ev)
+	case protocol.EventJob:
+		d.job(ev)
+	case protocol.EventAttached:
+		d.res.Session, d.res.Model = ev.Session, ev.Model
+		s := "attached to session " + oneLine(ev.Session, 80)
+		if ev.Busy {
+			s += " · a turn is running"
+			d.busy = true
+			if d.ui != nil {
+				d.r.busySince = d.o.Now()
+				d.ui.setBusy(true)
+			}
+		}
+		r.notice(s)
 	case protocol.EventUsage:
 		d.turnUsage = ev.Usage
 		if ev.Usage != nil {
@@ -450,6 +508,11 @@ func (d *driver) handle(ctx context.Context, al agentLine) (done bool, err error
 		r.write(r.md.Reset())
 		r.warn(fmt.Sprintf("retrying (attempt %d, in %s): %s", ev.Attempt, fmtElapsed(time.Duration(ev.WaitMS)*time.Millisecond), oneLine(ev.Message, 200)))
 	case protocol.EventError:
+		if ev.Kind == "detached" {
+			d.elsewhere = true
+			r.notice("another chat attached to this session; this one is detached")
+			break
+		}
 		msg := fmt.Sprintf("error (%s): %s", oneLine(ev.Kind, 20), oneLine(ev.Message, 500))
 		r.fail(msg)
 		if d.format != FormatChat {
@@ -470,9 +533,13 @@ func (d *driver) turnEnd(ev protocol.Event) (bool, error) {
 	d.busy = false
 	// The agent's questions die with the turn; the gateway's held
 	// requests (a background job's push) wait on.
+	head := ""
+	if len(d.asks) > 0 {
+		head = d.asks[0].ID
+	}
 	held := d.asks[:0]
 	for _, q := range d.asks {
-		if q.Type == protocol.EventApproval && q.Name == "gateway" {
+		if q.Type == protocol.EventApproval && q.Name == "gateway" || q.Type == leaveQuestion {
 			held = append(held, q)
 		}
 	}
@@ -511,6 +578,14 @@ func (d *driver) turnEnd(ev protocol.Event) (bool, error) {
 		d.queued = d.queued[1:]
 		d.r.line(d.r.style(sgrBold, "> ") + oneLine(next, 200))
 		return false, d.send(context.Background(), next)
+	}
+	if len(d.asks) > 0 {
+		if d.asks[0].ID != head {
+			d.showAsk()
+		} else {
+			d.reprompt()
+		}
+		return false, nil
 	}
 	d.r.prompt("> ")
 	return false, nil
@@ -587,8 +662,11 @@ func (d *driver) showAsk() {
 			cs = append(cs, oneLine(c, 200))
 		}
 		help := "↑/↓ Enter to choose · a number · or type your own answer"
-		if d.asks[0].Type == protocol.EventApproval {
+		switch d.asks[0].Type {
+		case protocol.EventApproval:
 			help = "↑/↓ Enter to choose · y/n/a · or say what to do instead"
+		case leaveQuestion:
+			help = "↑/↓ Enter to choose · 1, 2 or 3 · Ctrl-C leaves it running"
 		}
 		d.ui.ask(cs, help)
 		d.r.asking = true
@@ -626,6 +704,9 @@ func (d *driver) typed(ctx context.Context, line string) (exit bool, err error) 
 		}
 		if q.Type == protocol.EventApproval {
 			return false, d.answerApproval(q, text)
+		}
+		if q.Type == leaveQuestion {
+			return d.answerLeave(text), nil
 		}
 		ans := text
 		if n, err := strconv.Atoi(text); err == nil && len(q.Choices) > 0 {

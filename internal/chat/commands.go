@@ -40,8 +40,16 @@ func init() {
 			d.r.line(slashHelp())
 			return false
 		}},
-		{name: "exit", aliases: []string{"quit"}, help: "leave (also Ctrl-D)", run: func(*driver, string) bool {
+		{name: "detach", help: "leave the session running without this chat (mlagent attach comes back)", run: func(d *driver, _ string) bool {
+			if !d.o.CanDetach {
+				d.r.line("this chat cannot detach (-p and the demo run in this process)")
+				return false
+			}
+			d.res.Detached = true
 			return true
+		}},
+		{name: "exit", aliases: []string{"quit"}, help: "leave (also Ctrl-D); asks first while background jobs run", run: func(d *driver, _ string) bool {
+			return d.leave()
 		}},
 	}
 }

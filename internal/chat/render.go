@@ -26,6 +26,7 @@ type renderer struct {
 
 	busySince time.Time // with ui: when the turn began, for "working"
 	asking    bool      // with ui: a question waits for the person
+	jobs      int       // background jobs running
 
 	col0    bool // the cursor is at the start of a line
 	spinner bool // the last line on screen is the spinner line

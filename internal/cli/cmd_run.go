@@ -87,6 +87,7 @@ type chatFlags struct {
 	permMode     string
 	allow        allowFlags
 	image        string
+	detach       bool
 }
 
 func (c *chatFlags) register(fs *flag.FlagSet, cfg *config.Config, withSandbox bool) {
@@ -106,6 +107,7 @@ func (c *chatFlags) register(fs *flag.FlagSet, cfg *config.Config, withSandbox b
 	c.limits.register(fs, cfg)
 	fs.StringVar(&c.permMode, "permission-mode", firstNonEmpty(cfg.Run.PermissionMode, "default"), "default (ask before Hub writes and git pushes), ask-all (and before each command) or bypass (never ask) (env MLAGENT_PERMISSION_MODE)")
 	c.allow = append(c.allow, cfg.Run.Allow...)
+	fs.BoolVar(&c.detach, "detach", false, "start the session, send PROMPT, and leave it running without a chat (mlagent attach, mlagent logs)")
 	fs.Var(&c.allow, "allow", `allow without asking (repeatable): "hub:push you/*", "git:push", "bash(python3 *)"`)
 	if withSandbox {
 		fs.Var(&c.gpu, "gpu", "use the host's NVIDIA GPUs: --gpu (required) or --gpu=optional")
@@ -285,6 +287,9 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 		}
 		answers = a
 	}
+	if cf.detach && cf.print {
+		return fail(ExitUsage, "--detach and -p do not go together: -p waits for the answer, --detach does not")
+	}
 	if (cf.gateway == "") != (cf.gatewayAdmin == "") {
 		return fail(ExitUsage, "--gateway and --gateway-admin go together")
 	}
@@ -317,53 +322,47 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 		fmt.Fprintf(env.Stderr, noKeyHelp, name, name, name)
 		return ExitUsage
 	}
-	cfg := *env.Config
-	cfg.Sandbox.Backend = cf.backend
 	log := env.Log.With("cmd", name, "session", cs.ID)
-
-	host, err := launch.Start(ctx, launch.Options{
-		Config: &cfg, Log: log,
-		Upstream: firstNonEmpty(cs.Upstream, cf.baseURL), HFUpstream: cs.HFUpstream,
-		ModelKey: keys.Model, HFToken: keys.HF, GitHubToken: keys.GitHub,
-		RemoteGateway: cf.gateway, AdminURL: cf.gatewayAdmin, AdminToken: keys.Admin,
-	})
-	if err != nil {
-		return fail(ExitFailure, "%v", err)
-	}
-	defer host.Close()
 	cs.Model = cf.model
-	req := launch.AgentRequest{
-		Session: cs.Session, Resume: cs.Resume, MaxTurns: cf.maxTurns,
+	spec := hostSpec{
+		Cmd: name, Session: cs.Session, Resume: cs.Resume, MaxTurns: cf.maxTurns,
 		BudgetUSD: cf.budgetUSD, CPUs: cpus, MemoryBytes: memory, Pids: pids,
-		AskBeforeBash: perm.AsksBash(), Progress: env.Stderr,
-		ModelFromSession: cf.sessionModel,
+		BaseURL: cf.baseURL, Gateway: cf.gateway, GatewayAdmin: cf.gatewayAdmin, Backend: cf.backend,
+		AskBeforeBash: perm.AsksBash(), ModelFromSession: cf.sessionModel,
 	}
 	// The gateway holds this sandbox's writes until the chat decides;
 	// bypass holds nothing, and a shared gateway cannot hold.
 	switch {
 	case perm.Mode() == permission.Bypass:
 	case cf.gateway == "":
-		req.HoldWrites = true
+		spec.HoldWrites = true
 	default:
 		fmt.Fprintf(env.Stderr, "mlagent %s: a shared gateway does not hold Hub writes or git pushes for approval; they go ahead\n", name)
 	}
-	agent, err := host.StartAgent(ctx, req)
+
+	// A conversation runs in a session host, so that it can be left
+	// running (detached) and attached to again; -p and the scripted demo
+	// run in this process.
+	hosted := format == chat.FormatChat && cs.In == nil && cs.Upstream == "" || cf.detach
+	var link *chatLink
+	if hosted {
+		link, err = startHostedLink(ctx, env, spec)
+	} else {
+		link, err = startLocalLink(ctx, env, spec, keys, cs, log)
+	}
 	if err != nil {
-		return fail(ExitFailure, "%v", err)
+		return fail(ExitFailure, "%s", sanitize.Text(err.Error()))
 	}
-	terminate := func() {
-		if err := agent.Terminate(context.WithoutCancel(ctx)); err != nil {
-			fmt.Fprintf(env.Stderr, "mlagent %s: terminate sandbox %s: %v\n", name, agent.Sandbox.Name(), err)
-		}
-	}
-	defer terminate()
-	for _, w := range agent.ModelWarnings {
+	for _, w := range link.warnings {
 		fmt.Fprintf(env.Stderr, "mlagent %s: %s\n", name, w)
 	}
-	cf.model = agent.Session.Model
-	if cs.Resume && !agent.Resumed {
+	cf.model = link.model
+	if cs.Resume && !link.resumed {
 		// Killed before the first model request: nothing to reload.
 		fmt.Fprintf(env.Stderr, "mlagent %s: session %s has no transcript yet; starting it afresh\n", name, cs.ID)
+	}
+	if cf.detach {
+		return detachNow(env, link, cs)
 	}
 
 	dashURL := ""
@@ -402,10 +401,10 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 	header := ""
 	if format == chat.FormatChat {
 		verb := "new session"
-		if agent.Resumed {
+		if link.resumed {
 			verb = "resuming session"
 		}
-		header = fmt.Sprintf("mlagent · %s %s · model %s · sandbox %s", verb, cs.ID, cf.model, agent.Sandbox.Name())
+		header = fmt.Sprintf("mlagent · %s %s · model %s · sandbox %s", verb, cs.ID, cf.model, link.sandbox)
 		if dashURL != "" {
 			header += " · live metrics: " + dashURL
 		}
@@ -414,7 +413,7 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 		}
 	}
 	res, err := chat.Run(ctx, chat.Options{
-		AgentIn: agent.Input(), AgentOut: agent.Events(),
+		AgentIn: link.in, AgentOut: link.out, CanDetach: hosted,
 		In: in, Out: out, Err: env.Stderr, TTY: tty,
 		Editor: editor, HistoryPath: env.Config.HistoryPath(),
 		NoColor: env.Getenv("NO_COLOR") != "", Header: header,
@@ -430,21 +429,17 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 		OnTurn: cs.OnTurn,
 	})
 
-	// Wait (bounded) for the agent to exit, then end the sandbox; one
-	// that broke the protocol is not waited for.
-	if errors.Is(err, protocol.ErrViolation) {
-		terminate()
-	}
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-	xerr := agent.Wait(wctx)
-	cancel()
-	terminate()
+	xerr := link.end(res.Detached, errors.Is(err, protocol.ErrViolation))
 	if format == chat.FormatChat {
-		fmt.Fprintf(out, "session %s saved · mlagent resume %s\n", cs.ID, cs.ID)
+		if res.Detached {
+			fmt.Fprintf(out, "session %s left running · mlagent attach %s · mlagent logs %s\n", cs.ID, cs.ID, cs.ID)
+		} else {
+			fmt.Fprintf(out, "session %s saved · mlagent resume %s\n", cs.ID, cs.ID)
+		}
 	}
 	code := chatExitCode(cf, res, err, xerr, fail)
 	if cs.Done != nil {
-		code = cs.Done(host, agent.Sandbox, res, code)
+		code = cs.Done(link.host, link.sb, res, code)
 	}
 	return code
 }

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -60,6 +61,8 @@ except e.HTTPError as x:
 "`
 
 const (
+	bgPrompt     = "Train in the background"
+	showPrompt   = "Show train.py"
 	pushPrompt   = "Create the Hub repo for the model"
 	trainPrompt  = "Train a tiny classifier on satellite tiles"
 	sleepPrompt  = "sleep please"
@@ -88,6 +91,10 @@ func scriptedModel(req *fakeapi.Request) *fakeapi.Reply {
 	case strings.Contains(text, trainPrompt):
 		return fakeapi.ToolCalls("First, a question.", fakeapi.ToolUse("q1", "ask_user",
 			map[string]any{"question": "Which dataset should I use?", "choices": []string{"EuroSAT", "BigEarthNet"}}))
+	case strings.Contains(text, bgPrompt):
+		return fakeapi.ToolCalls("", fakeapi.ToolUse("g1", "bash", map[string]any{"command": "for i in $(seq 1 900); do echo epoch $i; sleep 0.1; done", "background": true}))
+	case strings.Contains(text, showPrompt):
+		return fakeapi.ToolCalls("", fakeapi.ToolUse("c1", "bash", map[string]any{"command": "cat /workspace/train.py"}))
 	case strings.Contains(text, pushPrompt):
 		return fakeapi.ToolCalls("", fakeapi.ToolUse("h1", "bash", map[string]any{"command": createRepoCmd}))
 	case strings.Contains(text, sleepPrompt):
@@ -108,6 +115,15 @@ func scriptedModel(req *fakeapi.Request) *fakeapi.Reply {
 	}
 	if r, ok := results["i1"]; ok {
 		return fakeapi.Text("Seen: " + strings.Join(strings.Fields(r), " "))
+	}
+	if r, ok := results["g1"]; ok {
+		if i := strings.Index(r, "started background job "); i >= 0 {
+			return fakeapi.Text("Training started as " + strings.Fields(r[i+len("started background job "):])[0] + ".")
+		}
+		return fakeapi.Text("the job did not start: " + r)
+	}
+	if r, ok := results["c1"]; ok {
+		return fakeapi.Text("File: " + r)
 	}
 	if r, ok := results["h1"]; ok {
 		return fakeapi.Text("Hub replied: " + strings.TrimSpace(r))
@@ -159,6 +175,7 @@ func newE2EWith(t *testing.T, model fakeapi.Responder) *e2e {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(root) })
+	t.Cleanup(func() { stopProcessesOf(filepath.Join(root, "home")) })
 	api := fakeapi.Start(fakeapi.Options{APIKey: fakeKey, Responder: model})
 	t.Cleanup(api.Close)
 	e := &e2e{t: t, home: filepath.Join(root, "home"), api: api}
@@ -260,16 +277,38 @@ func (e *e2e) checkCleanExit() {
 	}
 }
 
+// processesMentioning lists the processes with s in their command line
+// or environment: a test's sandboxes and session hosts, whose $MLAGENT_HOME
+// is s (bubblewrap's own arguments come through a descriptor).
 func processesMentioning(s string) []string {
 	var found []string
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, d := range dirs {
 		b, err := os.ReadFile(filepath.Join(d, "cmdline"))
-		if err == nil && bytes.Contains(b, []byte(s)) {
+		if err != nil {
+			continue
+		}
+		env, _ := os.ReadFile(filepath.Join(d, "environ"))
+		if bytes.Contains(b, []byte(s)) || bytes.Contains(env, []byte("MLAGENT_HOME="+s+"\x00")) {
 			found = append(found, string(bytes.ReplaceAll(b, []byte{0}, []byte{' '})))
 		}
 	}
 	return found
+}
+
+// stopProcessesOf ends whatever a test left running under its home
+// (a session host left detached by a failed test).
+func stopProcessesOf(home string) {
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		env, _ := os.ReadFile(filepath.Join(d, "environ"))
+		if !bytes.Contains(env, []byte("MLAGENT_HOME="+home+"\x00")) {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(d)); err == nil && pid != os.Getpid() {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }
 
 // term is a pseudo-terminal session with the CLI.

@@ -227,7 +227,13 @@ func (c *Config) StorePath() string   { return filepath.Join(c.Home, "mlagent.db
 func (c *Config) SecretsPath() string { return filepath.Join(c.Home, "secrets.json") }
 func (c *Config) VolumesDir() string  { return filepath.Join(c.Home, "volumes") }
 func (c *Config) HistoryPath() string { return filepath.Join(c.Home, "history") } // what the chat's person typed
-func (c *Config) ImagesDir() string   { return filepath.Join(c.Home, "images") }
+func (c *Config) LogsDir() string     { return filepath.Join(c.Home, "logs") }
+
+// SessionSocket is where a session's host serves front ends that attach.
+func (c *Config) SessionSocket(id string) string {
+	return filepath.Join(c.Home, "run", "s-"+id+".sock")
+}
+func (c *Config) ImagesDir() string { return filepath.Join(c.Home, "images") }
 func (c *Config) SandboxesDir() string {
 	return filepath.Join(c.Home, "sandboxes")
 }

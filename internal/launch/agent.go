@@ -100,6 +100,7 @@ func (h *Host) StartAgent(ctx context.Context, r AgentRequest) (_ *AgentSession,
 		return nil, err
 	}
 	sb, err := h.NewSandbox(ctx, SandboxRequest{
+		Name:    SandboxName(s, r.Resume),
 		Volumes: s.Volumes, GPU: gpu, BudgetUSD: r.BudgetUSD,
 		Labels: map[string]string{"mlagent.session": s.ID},
 		CPUs:   r.CPUs, MemoryBytes: r.MemoryBytes, Pids: r.Pids,
@@ -180,6 +181,20 @@ func (h *Host) StartAgent(ctx context.Context, r AgentRequest) (_ *AgentSession,
 		close(a.exited)
 	}()
 	return a, nil
+}
+
+// SandboxName is the sandbox a session runs in. A session keeps one name,
+// so that resuming it mounts the same /workspace (the backend keeps a
+// sandbox's workspace by name); a session from before sandboxes were
+// named this way resumes in the one it last ran in, where its files are.
+func SandboxName(s sessions.Session, resume bool) string {
+	if resume && s.Sandbox != "" && sandbox.ValidName(s.Sandbox) == nil {
+		return s.Sandbox
+	}
+	if name := "mlagent-" + s.ID; sandbox.ValidName(name) == nil {
+		return name
+	}
+	return "" // an id that makes no name: a random one
 }
 
 // ID is the session's id.

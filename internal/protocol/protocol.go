@@ -28,6 +28,7 @@ const (
 	EventAskUser    = "ask_user"   // the agent asks the user; answer with an "answer" input
 	EventApproval   = "approval"   // an action waits for the user's approval; answer with an "approval" input
 	EventJob        = "job"        // a background job started or ended
+	EventAttached   = "attached"   // a session host's greeting to a front end that attached (never from the agent)
 	EventUsage      = "usage"      // token usage and cost of the turn just finished
 	EventCompaction = "compaction" // the conversation was summarised to fit the context window
 	EventRetry      = "retry"      // a model request failed and is retried; drop partial text since the last message
@@ -162,6 +163,9 @@ type Event struct {
 
 	// job
 	Job *Job `json:"job,omitempty"`
+
+	// attached: Busy says a turn is running; Session and Model as ready
+	Busy bool `json:"busy,omitempty"`
 
 	// usage
 	Usage *Usage `json:"usage,omitempty"`

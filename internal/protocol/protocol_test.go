@@ -27,6 +27,7 @@ func sampleEvents() []Event {
 		{Type: EventApproval, ID: "toolu_4", Action: &Action{Kind: "bash", Target: "rm -rf /workspace/old"}},
 		{Type: EventApproval, ID: "gw-1", Withdrawn: true},
 		{Type: EventJob, Job: &Job{ID: "job1", Command: "python3 train.py", Status: "running"}},
+		{Type: EventAttached, Session: "s-1", Model: "claude-sonnet-4-5", Busy: true},
 		{Type: EventUsage, Usage: &Usage{InputTokens: 120, OutputTokens: 80, CacheCreationInputTokens: 2000, CacheReadInputTokens: 9000, CostUSD: 0.0123, Requests: 3, SessionCostUSD: 0.05, SessionCacheReadRatio: 0.8}},
 		{Type: EventCompaction, Compaction: &Compaction{MessagesBefore: 40, MessagesAfter: 7, TokensBefore: 170000, SummaryChars: 2400}},
 		{Type: EventRetry, Attempt: 1, WaitMS: 2000, Message: "overloaded_error (529)"},

@@ -1,0 +1,79 @@
+package chat
+
+import (
+	"bytes"
+	"context"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mlagent/mlagent/internal/protocol"
+)
+
+// TestLeaveWithRunningJob: leaving while a background job runs asks
+// first; the answer leaves it running (detach: the session host keeps
+// it), stops it (shutdown), or stays; without a host the job is said to
+// stop.
+func TestLeaveWithRunningJob(t *testing.T) {
+	job := &protocol.Job{ID: "job1", Command: "python3 train.py", Status: "running"}
+	cases := []struct {
+		name      string
+		canDetach bool
+		say       []string
+		detached  bool
+		inputs    []string
+		out       string
+	}{
+		{"leave it running", true, []string{"/exit", "1"}, true, []string{"user_message", "detach"}, "Still running: job1 (python3 train.py). Leave it running?"},
+		{"stop it", true, []string{"/exit", "2"}, false, []string{"user_message", "shutdown"}, "2) No: stop it and exit"},
+		{"stay, then detach", true, []string{"/exit", "3", "/detach"}, true, []string{"user_message", "detach"}, "3) Stay in the chat"},
+		{"no host", false, []string{"/exit"}, false, []string{"user_message", "shutdown"}, "stopping the background job(s) still running: job1 (python3 train.py)"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			fa, in, out := startFake(t, func(a *fakeAgent) {
+				a.emit(protocol.Event{Type: protocol.EventReady, Session: "s-7", Model: "m"})
+				a.expect(protocol.InputUserMessage)
+				a.emit(protocol.Event{Type: protocol.EventJob, Job: job}, protocol.Event{Type: protocol.EventTurnEnd, StopReason: "end_turn"})
+			})
+			p := newPerson(t)
+			var buf bytes.Buffer
+			res, err := Run(context.Background(), Options{AgentIn: in, AgentOut: out, In: p.r, Out: &buf, FirstPrompt: "train",
+				CanDetach: c.canDetach, Now: fakeClock(time.Second), OnTurn: func(Turn) { p.say(c.say...) }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Detached != c.detached {
+				t.Errorf("got Detached %v; want %v", res.Detached, c.detached)
+			}
+			if got := inputTypes(fa.received()); !reflect.DeepEqual(got, c.inputs) {
+				t.Errorf("got inputs %v; want %v", got, c.inputs)
+			}
+			if !strings.Contains(buf.String(), c.out) {
+				t.Errorf("output lacks %q:\n%s", c.out, buf.String())
+			}
+		})
+	}
+}
+
+// TestAttachedElsewhere: a chat that attached to a running turn is busy;
+// one that another front end took over ends detached, not failed.
+func TestAttachedElsewhere(t *testing.T) {
+	_, in, out := startFake(t, func(a *fakeAgent) {
+		a.emit(protocol.Event{Type: protocol.EventAttached, Session: "s-8", Model: "m", Busy: true})
+		a.emit(protocol.Event{Type: protocol.EventError, Kind: "detached", Message: "another front end attached"})
+		panic(errStop) // the host closes the connection
+	})
+	p := newPerson(t)
+	var buf bytes.Buffer
+	res, err := Run(context.Background(), Options{AgentIn: in, AgentOut: out, In: p.r, Out: &buf, CanDetach: true, Now: fakeClock(time.Second)})
+	if err != nil || !res.Detached || res.Session != "s-8" {
+		t.Fatalf("got %+v, %v; want detached from s-8 without an error\n%s", res, err, buf.String())
+	}
+	for _, s := range []string{"attached to session s-8 · a turn is running", "another chat attached to this session"} {
+		if !strings.Contains(buf.String(), s) {
+			t.Errorf("output lacks %q:\n%s", s, buf.String())
+		}
+	}
+}

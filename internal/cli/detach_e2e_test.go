@@ -1,0 +1,140 @@
+package cli_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDetachAttachLogs: leaving a chat while training runs offers to
+// leave it running; it goes on without the chat, its output can be read
+// and followed (mlagent logs), and mlagent attach brings the chat back,
+// from which the session can be stopped for good.
+func TestDetachAttachLogs(t *testing.T) {
+	e := newE2E(t)
+	tm := startTerm(t, e.command(true, e.chatArgs("run", bgPrompt)...))
+	tm.waitFor("Training started as job1.")
+	tm.send("/exit\r")
+	tm.waitFor("Still running: job1")
+	tm.waitFor("Leave it running?")
+	tm.send("1\r")
+	if err := tm.cmd.Wait(); err != nil {
+		t.Fatalf("mlagent run: %v\n%s", err, tm.all())
+	}
+	tm.waitFor("left running · mlagent attach")
+	rows := e.sessions()
+	if len(rows) != 1 {
+		t.Fatalf("sessions: %+v", rows)
+	}
+	id := rows[0].ID
+	if procs := processesMentioning(e.home); len(procs) == 0 {
+		hostLog, _ := os.ReadFile(filepath.Join(e.home, "logs", "session-"+id+".log"))
+		ps, _ := exec.Command("ps", "-ef", "--forest").CombinedOutput()
+		t.Logf("ps:\n%s", ps)
+		t.Fatalf("nothing runs after the detach: the training was lost\nhost log:\n%s\nterminal:\n%s", hostLog, tm.all())
+	}
+
+	// The job's output, while it runs, without attaching.
+	var out string
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(out, "epoch 3\n"); time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("mlagent logs never showed epoch 3: %q", out)
+		}
+		out, _, _ = e.run(false, "logs", "--no-follow", id, "job1")
+	}
+	if !strings.HasPrefix(out, "epoch 1\nepoch 2\n") {
+		t.Errorf("logs: got %q; want the job's output from the start", out[:min(len(out), 60)])
+	}
+	list, _, code := e.run(false, "logs", id)
+	if code != 0 || !strings.Contains(list, "job1") {
+		t.Errorf("logs SESSION: exit %d: %q; want job1 listed", code, list)
+	}
+	if _, errs, code := e.run(false, "logs", id, "../../etc/passwd"); code != 2 || !strings.Contains(errs, "not a job id") {
+		t.Errorf("logs with a path: exit %d: %q; want 2, not a job id", code, errs)
+	}
+
+	// Back in the chat: it says where it is; stopping ends everything.
+	tm2 := startTerm(t, e.command(false, "attach", "--dashboard-listen", "off"))
+	tm2.waitFor("attached to session " + id)
+	tm2.send("/exit\r")
+	tm2.waitFor("Leave it running?")
+	tm2.send("2\r")
+	if err := tm2.cmd.Wait(); err != nil {
+		t.Fatalf("mlagent attach: %v\n%s", err, tm2.all())
+	}
+	tm2.waitFor("saved · mlagent resume")
+	for deadline := time.Now().Add(30 * time.Second); len(processesMentioning(e.home)) > 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the session still runs after it was stopped: %q", processesMentioning(e.home))
+		}
+	}
+	if _, errs, code := e.run(false, "attach", id); code != 1 || !strings.Contains(errs, "is not running") {
+		t.Errorf("attach to an ended session: exit %d: %q", code, errs)
+	}
+	if socks, _ := filepath.Glob(filepath.Join(e.home, "run", "s-*")); len(socks) != 0 {
+		t.Errorf("the session host left %q", socks)
+	}
+}
+
+// TestRunDetachAndResumeWorkspace: run --detach starts the session
+// without a chat; resume mounts the session's own /workspace, with the
+// files written before.
+func TestRunDetachAndResumeWorkspace(t *testing.T) {
+	e := newE2E(t)
+	answers := filepath.Join(t.TempDir(), "answers.json")
+	os.WriteFile(answers, []byte(`{"which dataset": "EuroSAT"}`), 0o600)
+	out, errs, code := e.run(true, e.chatArgs("run", "-p", "--answers", answers, trainPrompt)...)
+	if code != 0 {
+		t.Fatalf("run -p: exit %d: %s %s", code, out, errs)
+	}
+	id := e.sessions()[0].ID
+	out, errs, code = e.run(true, e.chatArgs("resume", "-p", id, showPrompt)...)
+	if code != 0 || !strings.Contains(out, "print('accuracy', round(0.5 + 0.41, 2))") {
+		t.Fatalf("resume: exit %d; want train.py's text in the resumed /workspace\nstdout: %s\nstderr: %s", code, out, errs)
+	}
+
+	out, errs, code = e.run(true, e.chatArgs("run", "--detach", bgPrompt)...)
+	if code != 0 || !strings.Contains(out, "running detached · mlagent attach") {
+		t.Fatalf("run --detach: exit %d\nstdout: %s\nstderr: %s", code, out, errs)
+	}
+	rows := e.sessions()
+	var det string
+	for _, r := range rows {
+		if r.Title == bgPrompt {
+			det = r.ID
+		}
+	}
+	var logs string
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(logs, "epoch 2\n"); time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the detached session's job never ran: %q", logs)
+		}
+		logs, _, _ = e.run(false, "logs", "--no-follow", det, "job1")
+	}
+	// Resuming a session that is still running says where it is.
+	if _, errs, code := e.run(true, e.chatArgs("resume", "-p", det, "hi")...); code == 0 || !strings.Contains(errs, "already running: mlagent attach "+det) {
+		t.Errorf("resume of a running session: exit %d: %s", code, errs)
+	}
+	// Stop it through the chat.
+	tm := startTerm(t, e.command(false, "attach", "--dashboard-listen", "off", det))
+	tm.waitFor("attached to session " + det)
+	tm.send("/exit\r")
+	tm.waitFor("Leave it running?")
+	tm.send("2\r")
+	done := make(chan error, 1)
+	go func() { done <- tm.cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		hostLog, _ := os.ReadFile(filepath.Join(e.home, "logs", "session-"+det+".log"))
+		t.Fatalf("attach did not end after \"stop it\"\nhost log:\n%s\nterminal:\n%s", hostLog, tm.all())
+	}
+	for deadline := time.Now().Add(30 * time.Second); len(processesMentioning(e.home)) > 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("still running: %q", processesMentioning(e.home))
+		}
+	}
+}
