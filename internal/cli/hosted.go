@@ -112,7 +112,11 @@ func startHosted(ctx context.Context, env *Env, spec hostSpec) (*hostedSession, 
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// fd 3: the session's protocol; fd 4: where the host draws progress
 	// (an image pull) until the session runs: the chat's terminal.
-	cmd.ExtraFiles = []*os.File{theirs, progressFile(env)}
+	progress := progressFile(env)
+	if progress != env.Stderr {
+		defer progress.Close()
+	}
+	cmd.ExtraFiles = []*os.File{theirs, progress}
 	// Its own session: the terminal's Ctrl-C and hangup are the chat's,
 	// and the host outlives the chat when it detaches.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
