@@ -4,7 +4,30 @@
 # python3-numpy (training inside the sandbox), busybox-static (the test image
 # for --image), chromium (dashboard browser test). Needs root (or sudo);
 # prints what to run otherwise.
+#
+# `deps.sh lint` instead builds the static checkers `make lint` runs, at
+# pinned versions, from the Go module proxy, once per version, into
+# $MLAGENT_LINT_BIN (default ~/.cache/mlagent/lint); needs no root.
 set -euo pipefail
+
+if [ "${1:-}" = lint ]; then
+  bin="${MLAGENT_LINT_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/mlagent/lint}"
+  mkdir -p "$bin"
+  for tool in honnef.co/go/tools/cmd/staticcheck@v0.8.2 golang.org/x/tools/cmd/deadcode@v0.52.0; do
+    pkg=${tool%@*} ver=${tool#*@}
+    name=${pkg##*/}
+    if [ ! -x "$bin/$name-$ver" ]; then
+      echo "mlagent: building $tool (once)" >&2
+      tmp=$(mktemp -d)
+      GOBIN="$tmp" GOFLAGS=-mod=mod go install "$tool"
+      mv "$tmp/$name" "$bin/$name-$ver"
+      rmdir "$tmp"
+    fi
+    ln -sfn "$name-$ver" "$bin/$name"
+  done
+  exit 0
+fi
+
 want=()
 command -v bwrap >/dev/null 2>&1 || want+=(bubblewrap)
 /usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1 || want+=(python3-torch python3-numpy)

@@ -18,7 +18,9 @@ func TestVolumeDriveRoundTrip(t *testing.T) {
 	f := gdrivetest.New(t)
 	e := newCLIEnv(t, "MLAGENT_GDRIVE_UPSTREAM="+f.URL)
 
+	var all bytes.Buffer // every output, checked for credentials at the end
 	out, errOut, code := e.run(t, "volume", "import", "gdrive://root", "data:x")
+	all.WriteString(out + errOut)
 	if code != 1 || !strings.Contains(errOut, "mlagent secret set google GOOGLE_CREDENTIALS=@") {
 		t.Errorf("without credentials: exit %d, stderr %q; want 1 and how to store them", code, errOut)
 	}
@@ -36,7 +38,6 @@ func TestVolumeDriveRoundTrip(t *testing.T) {
 	for p, b := range files {
 		os.WriteFile(filepath.Join(run, p), b, 0o644)
 	}
-	var all bytes.Buffer
 	out, errOut, code = e.run(t, "volume", "export", "data:/data/runs/r1", "gdrive://root")
 	all.WriteString(out + errOut)
 	if code != 0 {

@@ -6,7 +6,6 @@
 package gdrivetest
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/md5"
 	"crypto/rand"
@@ -586,25 +585,6 @@ func (f *Fake) verifyJWT(tok string) bool {
 	}
 	return claims.Iss == f.ServiceAccountEmail && claims.Aud == f.URL+"/token" &&
 		strings.Contains(claims.Scope, "https://www.googleapis.com/auth/drive")
-}
-
-// Tree returns path → content of everything under folder id (folders end
-// in "/"), for comparing with what an import wrote.
-func (f *Fake) Tree(id string) map[string][]byte {
-	out := map[string][]byte{}
-	var walk func(id, prefix string)
-	walk = func(id, prefix string) {
-		for _, it := range f.Children(id) {
-			if it.MimeType == FolderMIME {
-				out[prefix+it.Name+"/"] = nil
-				walk(it.ID, prefix+it.Name+"/")
-			} else {
-				out[prefix+it.Name] = bytes.Clone(it.Data)
-			}
-		}
-	}
-	walk(id, "")
-	return out
 }
 
 func rand32() uint32 {
