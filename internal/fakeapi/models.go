@@ -191,7 +191,7 @@ func (s *Server) serveModels(w http.ResponseWriter, r *http.Request) {
 	cursor := func(id string) int {
 		return slices.IndexFunc(list, func(m ModelInfo) bool { return m.ID == id })
 	}
-	lo, hi := 0, len(list)
+	var lo, hi int
 	if id := q.Get("after_id"); q.Has("after_id") {
 		i := cursor(id)
 		if i < 0 {

@@ -148,6 +148,7 @@ func (t *thread) ensureAgent(ctx context.Context, user string) error {
 		}
 		left := b.cfg.UserBudgetUSD - spent
 		if left <= 0.01 {
+			//lint:ignore ST1005 posted to the thread as written
 			return fmt.Errorf("Sorry, <@%s> has used the Slack budget of $%.2f ($%.2f spent). Whoever runs `mlagent slack` can raise `user_budget_usd`.", owner, b.cfg.UserBudgetUSD, spent)
 		}
 		if budget == 0 || left < budget {
@@ -155,6 +156,7 @@ func (t *thread) ensureAgent(ctx context.Context, user string) error {
 		}
 	}
 	if !b.acquire() {
+		//lint:ignore ST1005 posted to the thread as written
 		return fmt.Errorf("Sorry, all %d sandboxes are busy with other threads. Try again when one finishes (`@mlagent status` in a thread says how it is going).", b.cfg.MaxSandboxes)
 	}
 	if t.sessionID == "" {
