@@ -56,10 +56,14 @@ func installNonblockingOpen() error {
 		return fmt.Errorf("sqlite: %w", err)
 	}
 	defer libc.Xfree(tls, name)
-	sqliteOpen = cFunc[func(*libc.TLS, uintptr, uintptr) uintptr](v.FxGetSystemCall)(tls, vfs, name)
-	if sqliteOpen == 0 {
+	cur := cFunc[func(*libc.TLS, uintptr, uintptr) uintptr](v.FxGetSystemCall)(tls, vfs, name)
+	if cur == 0 {
 		return fmt.Errorf("sqlite: VFS has no open system call")
 	}
+	if cur == cFuncPointer(nonblockingOpen) {
+		return nil // installed already: wrapping it again would recurse
+	}
+	sqliteOpen = cur
 	if rc := cFunc[func(*libc.TLS, uintptr, uintptr, uintptr) int32](v.FxSetSystemCall)(tls, vfs, name, cFuncPointer(nonblockingOpen)); rc != sqlite3.SQLITE_OK {
 		return fmt.Errorf("sqlite: replace open: code %d", rc)
 	}
