@@ -299,3 +299,32 @@ func TestEndMarkers(t *testing.T) {
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// TestSeriesBound: a database naming more metrics than MaxSeries allows
+// gets only MaxSeries charted; the budget comes back when it is replaced.
+func TestSeriesBound(t *testing.T) {
+	dir := t.TempDir()
+	w := newWriter(t, dir, "p")
+	tx, _ := w.DB().Begin()
+	for i := 0; i < 50; i++ {
+		tx.Exec(trackio.InsertMetricSQL, "2026-01-01T00:00:00+00:00", "r", "r", i, `{"m`+strings.Repeat("x", i)+`":1}`)
+	}
+	tx.Commit()
+	s, err := NewWithOptions(dir, nil, Options{Fallback: 50 * time.Millisecond, Debounce: time.Millisecond, MaxSeries: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	eventually(t, 30*time.Second, "all rows read", func() bool {
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+		return s.projects["p"] != nil && s.projects["p"].maxID == 50
+	})
+	s.mu.RLock()
+	n := len(s.projects["p"].runs[0].metrics)
+	left := s.seriesLeft
+	s.mu.RUnlock()
+	if n != 20 || left != 0 {
+		t.Errorf("series kept = %d, budget left %d; want 20 and 0", n, left)
+	}
+}

@@ -41,6 +41,10 @@ type Options struct {
 	// (default 25 million, about 200 MB); beyond it the longest series
 	// are thinned, keeping each stretch's extremes.
 	MaxPoints int64
+	// MaxSeries bounds the (run, metric) series kept, all projects
+	// together (default 200,000): a database can name any number of
+	// metrics; past it new names are not charted.
+	MaxSeries int64
 	// StaleAfter is how long a run may go without a row and still show
 	// as running (default: 60s, or 10 times its usual interval if longer).
 	StaleAfter time.Duration
@@ -56,11 +60,12 @@ type Server struct {
 	done   chan struct{}
 	wg     sync.WaitGroup // the per-project followers
 
-	mu        sync.RWMutex
-	points    int64 // stored points, all projects
-	projects  map[string]*projectState
-	followers map[string]chan struct{} // wake-up of each project's follower
-	subs      map[*subscriber]struct{}
+	mu         sync.RWMutex
+	points     int64 // stored points, all projects
+	seriesLeft int64 // series that may still be created, all projects
+	projects   map[string]*projectState
+	followers  map[string]chan struct{} // wake-up of each project's follower
+	subs       map[*subscriber]struct{}
 }
 
 type subscriber struct {
@@ -99,11 +104,14 @@ func NewWithOptions(dir string, log *slog.Logger, opts Options) (*Server, error)
 	if opts.StaleAfter <= 0 {
 		opts.StaleAfter = time.Minute
 	}
+	if opts.MaxSeries <= 0 {
+		opts.MaxSeries = 200_000
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		dir: dir, log: log.With("component", "dashboard"), opts: opts,
 		cancel: cancel, done: make(chan struct{}),
-		projects: map[string]*projectState{}, followers: map[string]chan struct{}{},
+		projects: map[string]*projectState{}, followers: map[string]chan struct{}{}, seriesLeft: opts.MaxSeries,
 		subs: map[*subscriber]struct{}{},
 	}
 	go s.follow(ctx)
@@ -166,7 +174,7 @@ func (s *Server) follow(ctx context.Context) {
 			if w == nil {
 				w = make(chan struct{}, 1)
 				s.followers[name] = w
-				s.projects[name] = newProject(name, path)
+				s.projects[name] = s.newProjectLocked(name, path)
 				listChanged = true
 				s.wg.Add(1)
 				go s.followProject(ctx, name, path, w)
@@ -273,7 +281,10 @@ func (f *projectFollower) poll(ctx context.Context) error {
 		if replaced {
 			f.close()
 			s.mu.Lock()
-			s.projects[f.name] = newProject(f.name, f.path)
+			old := s.projects[f.name]
+			s.seriesLeft += old.nseries
+			s.points -= old.points
+			s.projects[f.name] = s.newProjectLocked(f.name, f.path)
 			s.broadcastLocked(f.name, "reset", map[string]string{"project": f.name})
 			s.broadcastLocked("", "projects", s.projectListLocked())
 			s.mu.Unlock()
@@ -321,6 +332,13 @@ func (f *projectFollower) poll(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// newProjectLocked starts a project drawing on the server's series budget.
+func (s *Server) newProjectLocked(name, path string) *projectState {
+	p := newProject(name, path)
+	p.seriesLeft = &s.seriesLeft
+	return p
 }
 
 // fitLocked thins the longest series until the points kept fit in

@@ -201,8 +201,12 @@ type projectState struct {
 	byID   map[string]*runData
 	media  []mediaItem
 	points int64 // stored points, for MaxPoints
-	maxID  int64 // last metrics row applied
-	maxSys int64 // last system row applied
+	// seriesLeft is the server's budget of series (MaxSeries), shared by
+	// all projects.
+	seriesLeft *int64
+	nseries    int64 // series this project holds
+	maxID      int64 // last metrics row applied
+	maxSys     int64 // last system row applied
 }
 
 func newProject(name, path string) *projectState {
@@ -292,7 +296,7 @@ func (p *projectState) apply(b trackio.Batch, withRows bool) delta {
 		t := parseTime(row.Timestamp)
 		idx := r.push(row.Step, t)
 		r.seen(t)
-		p.points += addValues(r.metrics, idx, vals)
+		p.points += p.addValues(r.metrics, idx, vals)
 		if withRows {
 			d.Rows = append(d.Rows, deltaRow{Kind: "metric", ID: row.ID, RunID: r.ID, RunName: r.Name, Step: row.Step, Time: jsonFloat(t), V: deltaValues(vals)})
 		}
@@ -323,7 +327,7 @@ func (p *projectState) apply(b trackio.Batch, withRows bool) delta {
 		}
 		idx := r.pushSys(t)
 		r.seen(t)
-		p.points += addValues(r.system, idx, vals)
+		p.points += p.addValues(r.system, idx, vals)
 		if withRows {
 			d.Rows = append(d.Rows, deltaRow{Kind: "system", ID: row.ID, RunID: r.ID, RunName: r.Name, Time: jsonFloat(t), V: deltaValues(vals)})
 		}
@@ -340,15 +344,18 @@ func (p *projectState) apply(b trackio.Batch, withRows bool) delta {
 }
 
 // addValues appends a row's values (row index idx) to the run's series,
-// at most maxKeys of them per run, and returns the points added.
-func addValues(m map[string]*series, idx int32, vals map[string]float64) int64 {
+// at most maxKeys per run and while the server's series budget lasts (a
+// database can hold any number of names), and returns the points added.
+func (p *projectState) addValues(m map[string]*series, idx int32, vals map[string]float64) int64 {
 	n := int64(0)
 	for k, v := range vals {
 		s := m[k]
 		if s == nil {
-			if len(m) >= maxKeys {
+			if len(m) >= maxKeys || p.seriesLeft == nil || *p.seriesLeft <= 0 {
 				continue
 			}
+			*p.seriesLeft--
+			p.nseries++
 			s = newSeries()
 			m[k] = s
 		}
