@@ -94,6 +94,10 @@ type Gateway struct {
 	tunnelsMu sync.Mutex
 	tunnels   map[net.Conn]struct{}
 
+	// revStop ends the goroutine that follows the revocations of other
+	// processes (watchRevocations); nil with an in-memory store.
+	revStop, revDone chan struct{}
+
 	approversMu sync.RWMutex
 	approvers   map[string]Approver // token id → who approves its writes (approval.go)
 }
@@ -146,6 +150,15 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	if err := Migrate(ctx, g.db); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
+	// Another process can share a file-backed store: follow its
+	// revocations from the newest one now.
+	shared := g.db.Path != "" && g.db.Path != ":memory:"
+	var revSeq int64
+	if shared {
+		if revSeq, err = g.lastRevocation(ctx); err != nil {
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+	}
 	dir := cfg.JournalDir
 	if dir == "" && g.db.Path != "" && g.db.Path != ":memory:" {
 		dir = filepath.Join(filepath.Dir(g.db.Path), "gateway-journal")
@@ -167,6 +180,10 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	g.git = g.newPrefixProxy("/git/github.com", g.gitUpstream, g.gitAuth)
 	if g.services, err = g.newServices(cfg.Services); err != nil {
 		return nil, err
+	}
+	if shared {
+		g.revStop, g.revDone = make(chan struct{}), make(chan struct{})
+		go g.watchRevocations(revSeq, revocationPoll, g.revStop, g.revDone)
 	}
 	go g.writer()
 	return g, nil
@@ -199,6 +216,10 @@ func (g *Gateway) Close() error {
 	close(g.records)
 	g.closeMu.Unlock()
 	<-g.writerDone
+	if g.revStop != nil {
+		close(g.revStop)
+		<-g.revDone
+	}
 	if g.journal != nil {
 		g.journal.close(true)
 	}

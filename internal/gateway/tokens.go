@@ -50,6 +50,14 @@ CREATE INDEX gateway_usage_token ON gateway_usage(token_id);`},
 	{Name: "gateway/002_reservation", SQL: `
 ALTER TABLE gateway_usage ADD COLUMN reservation TEXT;
 CREATE INDEX gateway_usage_reservation ON gateway_usage(reservation) WHERE reservation IS NOT NULL;`},
+	// The feed of revocations that every gateway sharing the store follows
+	// (watchRevocations): a revocation in one process reaches the tokens
+	// another has cached within a poll, found by primary key.
+	{Name: "gateway/003_revocations", SQL: `
+CREATE TABLE gateway_revocations (
+	seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+	token_id TEXT NOT NULL
+);`},
 }
 
 // Migrate creates the gateway's tables in db; New calls it, and so can
@@ -148,26 +156,106 @@ func (g *Gateway) Issue(ctx context.Context, r TokenRequest) (IssuedToken, error
 	return IssuedToken{ID: t.id, Token: tok, ExpiresAt: t.expires}, nil
 }
 
-// Revoke makes a token worthless from now on.
+// Revoke makes a token worthless from now on, in this process at once
+// and in every other gateway sharing the store within revocationPoll.
 func (g *Gateway) Revoke(ctx context.Context, id string) error {
-	res, err := g.db.ExecContext(ctx, `UPDATE gateway_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?`,
-		time.Now().UTC().Format(time.RFC3339Nano), id)
-	if err != nil {
+	if err := g.revokeInStore(ctx, id); err != nil {
 		return fmt.Errorf("revoke %s: %w", id, err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("revoke %s: %w", id, ErrNoSuchToken)
+	g.markRevoked(id)
+	g.log.Info("token revoked", "token_id", id)
+	return nil
+}
+
+// revokeInStore sets the token's revoked_at and, the first time, appends
+// it to the revocations feed, in one transaction.
+func (g *Gateway) revokeInStore(ctx context.Context, id string) error {
+	tx, err := g.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
 	}
-	g.mu.Lock()
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, `UPDATE gateway_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL`,
+		time.Now().UTC().Format(time.RFC3339Nano), id)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		var one int
+		if err := tx.QueryRowContext(ctx, `SELECT 1 FROM gateway_tokens WHERE id = ?`, id).Scan(&one); errors.Is(err, sql.ErrNoRows) {
+			return ErrNoSuchToken
+		} else if err != nil {
+			return err
+		}
+		return nil // revoked before
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO gateway_revocations (token_id) VALUES (?)`, id); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// markRevoked refuses a cached token from now on.
+func (g *Gateway) markRevoked(id string) {
+	g.mu.RLock()
 	t := g.byID[id]
-	g.mu.Unlock()
+	g.mu.RUnlock()
 	if t != nil {
 		t.mu.Lock()
 		t.revoked = true
 		t.mu.Unlock()
 	}
-	g.log.Info("token revoked", "token_id", id)
-	return nil
+}
+
+// revocationPoll is how often a gateway reads the revocations that other
+// processes sharing its store made: the most a revoked token stays usable
+// here.
+const revocationPoll = time.Second
+
+// lastRevocation is the newest entry of the revocations feed; tokens
+// loaded after it read revoked_at themselves.
+func (g *Gateway) lastRevocation(ctx context.Context) (int64, error) {
+	var seq int64
+	err := g.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM gateway_revocations`).Scan(&seq)
+	return seq, err
+}
+
+// watchRevocations follows the revocations feed from seq until stop is
+// closed, marking the cached tokens it names revoked. It runs off the
+// request path, which reads nothing more than the token's flag it sets.
+func (g *Gateway) watchRevocations(seq int64, every time.Duration, stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		var err error
+		if seq, err = g.readRevocations(context.Background(), seq); err != nil {
+			g.log.Warn("read revocations", "err", err)
+		}
+	}
+}
+
+// readRevocations marks the tokens revoked after seq and returns the
+// newest seq read.
+func (g *Gateway) readRevocations(ctx context.Context, seq int64) (int64, error) {
+	rows, err := g.db.QueryContext(ctx, `SELECT seq, token_id FROM gateway_revocations WHERE seq > ? ORDER BY seq`, seq)
+	if err != nil {
+		return seq, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&seq, &id); err != nil {
+			return seq, err
+		}
+		g.markRevoked(id)
+	}
+	return seq, rows.Err()
 }
 
 // lookup finds a live token. Tokens issued by another process sharing the

@@ -61,7 +61,13 @@ type Options struct {
 type tokenIssuer interface {
 	Issue(ctx context.Context, r gateway.TokenRequest) (gateway.IssuedToken, error)
 	Revoke(ctx context.Context, id string) error
+	Usage(ctx context.Context) ([]gateway.TokenUsage, error)
 }
+
+// TokenLabel is the sandbox label that names its gateway token, so that
+// the token of a sandbox found dead is revoked exactly, even on a shared
+// gateway where another host may use the same sandbox name.
+const TokenLabel = "mlagent-token-id"
 
 // Host owns a gateway connection, the Unix socket sandboxes reach it by,
 // and a sandbox backend. Safe for concurrent use.
@@ -189,38 +195,45 @@ func Start(ctx context.Context, o Options) (_ *Host, err error) {
 			return nil, err
 		}
 	}
-	if h.gw != nil {
-		h.revokeOrphans(ctx)
-	}
+	h.revokeOrphans(ctx)
 	return h, nil
 }
 
 // revokeOrphans revokes the tokens of sandboxes that died without
 // Terminate (their CLI was killed): the token must not outlive its
-// sandbox by its TTL.
+// sandbox by its TTL. With a shared gateway it asks its admin plane. A
+// sandbox labelled with its token's id revokes that token only; one
+// without (made before the label) every token issued for its name, with
+// the in-process gateway only.
 func (h *Host) revokeOrphans(ctx context.Context) {
 	infos, err := h.backend.List(ctx)
 	if err != nil {
 		h.log.Warn("list sandboxes for orphaned tokens", "err", err)
 		return
 	}
-	dead := map[string]bool{}
+	deadIDs, deadNames := map[string]bool{}, map[string]bool{}
 	for _, in := range infos {
-		if in.State == sandbox.StateDead {
-			dead[in.Name] = true
+		switch {
+		case in.State != sandbox.StateDead:
+		case in.Labels[TokenLabel] != "":
+			deadIDs[in.Labels[TokenLabel]] = true
+		case h.gw != nil:
+			// By name only in-process: a shared gateway's tokens may
+			// belong to another host's sandbox of the same name.
+			deadNames[in.Name] = true
 		}
 	}
-	if len(dead) == 0 {
+	if len(deadIDs)+len(deadNames) == 0 {
 		return
 	}
-	usage, err := h.gw.Usage(ctx)
+	usage, err := h.tokens.Usage(ctx)
 	if err != nil {
 		h.log.Warn("read tokens for orphaned tokens", "err", err)
 		return
 	}
 	for _, u := range usage {
-		if u.RevokedAt == nil && dead[u.Sandbox] {
-			if err := h.gw.Revoke(ctx, u.ID); err != nil {
+		if u.RevokedAt == nil && (deadIDs[u.ID] || deadNames[u.Sandbox]) {
+			if err := h.tokens.Revoke(ctx, u.ID); err != nil {
 				h.log.Warn("revoke orphaned token", "token", u.ID, "err", err)
 			} else {
 				h.log.Info("revoked the token of a dead sandbox", "token", u.ID, "sandbox", u.Sandbox)
@@ -313,13 +326,18 @@ func (h *Host) NewSandbox(ctx context.Context, r SandboxRequest) (*Sandbox, erro
 	if vols == nil {
 		vols = sandbox.DefaultMounts()
 	}
+	labels := make(map[string]string, len(r.Labels)+1)
+	for k, v := range r.Labels {
+		labels[k] = v
+	}
+	labels[TokenLabel] = tok.ID
 	sb, err := h.backend.Create(ctx, sandbox.Spec{
 		Name:    name,
 		Volumes: vols,
 		Env:     r.Env,
 		GPU:     r.GPU,
 		Gateway: &sandbox.GatewayAccess{Socket: h.socket, Token: tok.Token},
-		Labels:  r.Labels,
+		Labels:  labels,
 		Image:   r.Image,
 
 		Timeout:     r.Timeout,

@@ -17,6 +17,7 @@ import (
 	"github.com/mlagent/mlagent/internal/gateway"
 	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/sandbox/sandboxtest"
+	"github.com/mlagent/mlagent/internal/store"
 	"github.com/mlagent/mlagent/internal/testbin"
 )
 
@@ -236,5 +237,101 @@ func TestNewSandboxPassesSpec(t *testing.T) {
 	}
 	if s.Gateway == nil || s.Gateway.Token == "" || s.Gateway.Token == realKey || len(s.Volumes) == 0 {
 		t.Fatalf("backend got gateway %+v volumes %v; want a sandbox token and the default volumes", s.Gateway, s.Volumes)
+	}
+}
+
+// recordingBackend creates stub sandboxes and lists them as recorded,
+// all dead once dead is set (their CLI was killed).
+type recordingBackend struct {
+	sandbox.Backend
+	specs []sandbox.Spec
+	dead  bool
+}
+
+type stubSandbox struct {
+	sandbox.Sandbox
+	name string
+}
+
+func (s stubSandbox) Name() string { return s.name }
+
+func (b *recordingBackend) Create(_ context.Context, s sandbox.Spec) (sandbox.Sandbox, error) {
+	b.specs = append(b.specs, s)
+	return stubSandbox{name: s.Name}, nil
+}
+
+func (b *recordingBackend) List(context.Context) ([]sandbox.Info, error) {
+	var out []sandbox.Info
+	for _, s := range b.specs {
+		st := sandbox.StateRunning
+		if b.dead {
+			st = sandbox.StateDead
+		}
+		out = append(out, sandbox.Info{Name: s.Name, State: st, Labels: s.Labels})
+	}
+	return out, nil
+}
+
+// With a shared gateway (--gateway), the token of a sandbox whose CLI was
+// killed is revoked through the admin plane by the next CLI, and only
+// that token: another host's sandbox of the same name keeps its own.
+// Before, orphans were revoked only with the in-process gateway.
+func TestStartRevokesOrphansOnSharedGateway(t *testing.T) {
+	ctx := context.Background()
+	db, err := store.OpenMemory(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	g, err := gateway.New(ctx, gateway.Config{DB: db, Upstream: "http://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	data := httptest.NewServer(g.DataHandler())
+	defer data.Close()
+	admin := httptest.NewServer(g.AdminHandler("admin-secret"))
+	defer admin.Close()
+	start := func(b sandbox.Backend) *Host {
+		h, err := Start(ctx, Options{Config: testConfig(t), Backend: b,
+			RemoteGateway: data.URL, AdminURL: admin.URL, AdminToken: "admin-secret"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+
+	be := &recordingBackend{}
+	h := start(be)
+	sb, err := h.NewSandbox(ctx, SandboxRequest{Name: "exp1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Close() // killed: no Terminate
+	// Another host's live sandbox has the same name.
+	other, err := g.Issue(ctx, gateway.TokenRequest{Sandbox: "exp1", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	be.dead = true
+	h2 := start(be)
+	defer h2.Close()
+	usage, err := g.Usage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked := map[string]bool{}
+	for _, u := range usage {
+		revoked[u.ID] = u.RevokedAt != nil
+	}
+	if !revoked[sb.TokenID] {
+		t.Errorf("the dead sandbox's token %s is still valid on the shared gateway", sb.TokenID)
+	}
+	if revoked[other.ID] {
+		t.Errorf("another host's token for a sandbox of the same name was revoked")
+	}
+	if got := be.specs[0].Labels[TokenLabel]; got != sb.TokenID {
+		t.Errorf("sandbox label %s = %q; want its token id %s", TokenLabel, got, sb.TokenID)
 	}
 }
