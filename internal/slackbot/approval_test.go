@@ -30,6 +30,14 @@ except urllib.error.HTTPError as e:
 '`
 	script := &fakeapi.Script{Steps: []func(*fakeapi.Request) *fakeapi.Reply{
 		func(*fakeapi.Request) *fakeapi.Reply {
+			return fakeapi.ToolCalls("", fakeapi.ToolUse("q0", "ask_user", map[string]any{"question": "Publish where?", "choices": []string{"here", "there"}}))
+		},
+		func(req *fakeapi.Request) *fakeapi.Reply {
+			// A free-text reply in the thread answers the question.
+			last := req.Messages[len(req.Messages)-1]
+			if len(last.Content) == 0 || !strings.Contains(string(last.Content[0].Content), "under Reports please") {
+				return fakeapi.Text("the free-text answer did not arrive")
+			}
 			return fakeapi.ToolCalls("", fakeapi.ToolUse("w1", "bash", map[string]any{"command": write}))
 		},
 		func(*fakeapi.Request) *fakeapi.Reply { return fakeapi.Text("first try done") },
@@ -42,6 +50,9 @@ except urllib.error.HTTPError as e:
 		Config{Users: []string{"U1"}, Channels: []string{"*"}, MaxSandboxes: 1})
 	fake, model := e.fake, e.model
 	root := fake.Event("message", "U1", "D1", "", "publish the report", nil) // a DM
+	fake.WaitText(root, "Publish where?", 60*time.Second)
+	fake.Event("message", "U1", "D1", root, "under Reports please", nil)
+	fake.WaitText(root, "→ <@U1>: under Reports please", 10*time.Second)
 	for i, decision := range []string{"deny", "allow"} {
 		var ask slacktest.Message
 		id := "gw-" + string(rune('1'+i))
