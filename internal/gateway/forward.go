@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"compress/gzip"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -310,8 +311,12 @@ outer:
 		bw.WriteString(g.cfg.APIKey)
 		bw.WriteString("\r\n")
 	}
-	// Plain bytes, so that the usage scanner can read them.
-	bw.WriteString("Accept-Encoding: identity\r\n")
+	// Compressed on the upstream's link, which is the slow one; decoded
+	// here (copyResponse), so that the usage scanner reads plain bytes and
+	// the client, on loopback, never pays for compression. The client's
+	// own Accept-Encoding is dropped: an encoding the gateway cannot read
+	// would blind the scanner.
+	bw.WriteString("Accept-Encoding: gzip\r\n")
 	n := r.ContentLength
 	if inMem {
 		n = int64(len(body))
@@ -328,26 +333,53 @@ outer:
 	default:
 		bw.WriteString("\r\n")
 	}
+	// A failed copy is the client's fault only if reading its body
+	// failed; a failed write is the upstream's, which may have answered
+	// early (roundTrip reads that answer).
+	src := &bodyReader{r: r.Body}
 	switch {
 	case inMem:
 		bw.Write(body)
 	case chunked:
 		cw := httputil.NewChunkedWriter(bw)
-		if _, err := io.Copy(cw, r.Body); err != nil {
-			return &bodyError{err}
+		if _, err := io.Copy(cw, src); err != nil {
+			return src.blame(err)
 		}
 		cw.Close()
 		bw.WriteString("\r\n")
 	case n > 0:
-		k, err := bw.ReadFrom(io.LimitReader(r.Body, n))
+		k, err := bw.ReadFrom(io.LimitReader(src, n))
 		if err == nil && k < n {
-			err = io.ErrUnexpectedEOF
+			return &bodyError{io.ErrUnexpectedEOF}
 		}
 		if err != nil {
-			return &bodyError{err}
+			return src.blame(err)
 		}
 	}
 	return bw.Flush()
+}
+
+// bodyReader remembers a failure to read the client's request body.
+type bodyReader struct {
+	r   io.Reader
+	err error
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
+}
+
+// blame is the error of a failed body copy: a bodyError when reading the
+// body failed, else err, a failure to write upstream.
+func (b *bodyReader) blame(err error) error {
+	if b.err != nil {
+		return &bodyError{b.err}
+	}
+	return err
 }
 
 // bodyError is a failure to read the client's request body, as opposed to
@@ -461,12 +493,31 @@ func (g *Gateway) roundTrip(fc *fconn, r *http.Request, body []byte, inMem bool)
 func (g *Gateway) copyResponse(w http.ResponseWriter, r *http.Request, c *call, fc *fconn, resp *http.Response, stop func() bool) error {
 	sse := isSSE(resp.Header)
 	c.begin(resp.StatusCode, sse)
+	// As ReverseProxy with FlushInterval 0: every read of an SSE or
+	// unknown-length body is flushed; a reply of known length (before
+	// decoding) leaves in one write.
+	flush := resp.ContentLength < 0 || sse
 	dst := w.Header()
 	for k, vv := range resp.Header {
 		dst[k] = vv
 	}
 	for _, k := range hopHeaders {
 		delete(dst, k)
+	}
+	var body io.Reader = resp.Body
+	var zr *gzipBody
+	switch ce := strings.ToLower(strings.TrimSpace(resp.Header.Get("Content-Encoding"))); ce {
+	case "", "identity":
+	case "gzip", "x-gzip":
+		zr = &gzipBody{src: resp.Body}
+		body = zr
+		delete(dst, "Content-Encoding")
+		delete(dst, "Content-Length")
+	default:
+		// Not asked for and not readable: passed on as it is, and a
+		// reply whose usage cannot be read is charged its max_tokens.
+		c.sc.hidden = true
+		g.log.Warn("upstream reply in an encoding the gateway did not ask for", "route", r.URL.Path, "content_encoding", ce)
 	}
 	if cv := resp.Header["Connection"]; len(cv) > 0 {
 		for _, v := range cv {
@@ -478,17 +529,13 @@ func (g *Gateway) copyResponse(w http.ResponseWriter, r *http.Request, c *call, 
 		}
 	}
 	w.WriteHeader(resp.StatusCode)
-	// As ReverseProxy with FlushInterval 0: every read of an SSE or
-	// unknown-length body is flushed; a reply of known length leaves in
-	// one write.
-	flush := resp.ContentLength < 0 || sse
 	fl, _ := w.(http.Flusher)
 	bp := copyPool.Get().(*[]byte)
 	buf := *bp
 	var rerr, werr error
 	for {
 		var n int
-		n, rerr = resp.Body.Read(buf)
+		n, rerr = body.Read(buf)
 		if n > 0 {
 			c.bytes += int64(n)
 			if c.scan {
@@ -506,6 +553,9 @@ func (g *Gateway) copyResponse(w http.ResponseWriter, r *http.Request, c *call, 
 		}
 	}
 	copyPool.Put(bp)
+	if zr != nil {
+		zr.close()
+	}
 	clean := rerr == io.EOF && werr == nil
 	if clean && fl != nil {
 		// The client has its whole reply before the bookkeeping below
@@ -532,6 +582,43 @@ func (g *Gateway) copyResponse(w http.ResponseWriter, r *http.Request, c *call, 
 		panic(http.ErrAbortHandler)
 	}
 	return nil
+}
+
+// gzipBody decodes a gzip reply as it is read. Its decoder comes from a
+// pool on the first read, so that a reply with no body needs none.
+type gzipBody struct {
+	src io.Reader
+	zr  *gzip.Reader
+	err error
+}
+
+var gzipReaders sync.Pool // of *gzip.Reader
+
+func (b *gzipBody) Read(p []byte) (int, error) {
+	if b.zr == nil && b.err == nil {
+		zr, _ := gzipReaders.Get().(*gzip.Reader)
+		if zr == nil {
+			zr, b.err = gzip.NewReader(b.src)
+		} else {
+			b.err = zr.Reset(b.src)
+		}
+		if b.err != nil {
+			return 0, b.err
+		}
+		b.zr = zr
+	}
+	if b.err != nil {
+		return 0, b.err
+	}
+	return b.zr.Read(p)
+}
+
+// close returns the decoder to the pool.
+func (b *gzipBody) close() {
+	if b.zr != nil {
+		gzipReaders.Put(b.zr)
+		b.zr = nil
+	}
 }
 
 func isSSE(h http.Header) bool {

@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -10,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -437,8 +440,8 @@ func TestForwarderNoLeak(t *testing.T) {
 				t.Errorf("upstream got %s", name)
 			}
 		}
-		if got := h.Get("Accept-Encoding"); got != "identity" {
-			t.Errorf("upstream Accept-Encoding = %q; want identity", got)
+		if got := h.Get("Accept-Encoding"); got != "gzip" {
+			t.Errorf("upstream Accept-Encoding = %q; want gzip, the gateway's, not the client's", got)
 		}
 		if h.Get("Anthropic-Version") != "2023-06-01" {
 			t.Errorf("anthropic-version lost")
@@ -526,5 +529,255 @@ func TestForwarderTLSFallback(t *testing.T) {
 	us, _ := e.g.Usage(context.Background())
 	if len(us) != 1 || us[0].Requests != 1 || us[0].OutputTokens != 4 {
 		t.Errorf("usage = %+v; want the fallback request booked once", us)
+	}
+}
+
+// earlyAnswerUpstream is a raw HTTP/1.1 server that reads a request's
+// head and the first 64 KiB of its body, answers 413 and closes the
+// connection while the body is still coming, as an API front end does
+// with an upload over its limit.
+func earlyAnswerUpstream(t *testing.T, answer string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				br := bufio.NewReader(conn)
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				io.CopyN(io.Discard, req.Body, 64<<10)
+				fmt.Fprintf(conn, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(answer), answer)
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String()
+}
+
+// TestForwarderEarlyAnswer: an upstream that answers before it has read
+// the whole request body, and closes, gives the client that answer, also
+// when the body is streamed through (a token without a budget, of known
+// length or chunked). Before, writing the rest of the body failed, the
+// failure was taken for the client's, and the client got 502.
+func TestForwarderEarlyAnswer(t *testing.T) {
+	const answer = `{"type":"error","error":{"type":"request_too_large","message":"Request exceeds the maximum allowed number of bytes."}}`
+	e := newEnv(t, nil, func(c *Config) { c.Upstream = earlyAnswerUpstream(t, answer) })
+	budget := e.issue(t, TokenRequest{Sandbox: "a", BudgetUSD: 10})
+	free := e.issue(t, TokenRequest{Sandbox: "b"})
+	for _, tt := range []struct {
+		name, tok string
+		chunked   bool
+	}{
+		{"streamed, known length", free.Token, false},
+		{"streamed, chunked", free.Token, true},
+		{"held (budget)", budget.Token, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			const size = 24 << 20
+			var body io.Reader = io.MultiReader(strings.NewReader(`{"model":"claude-haiku-4-5","max_tokens":5,"pad":"`), io.LimitReader(zeros{}, size))
+			n := int64(-1)
+			if !tt.chunked {
+				body = io.LimitReader(body, size)
+				n = size
+			}
+			req, _ := http.NewRequest("POST", e.data.URL+"/v1/messages", body)
+			req.ContentLength = n
+			req.Header.Set("x-api-key", tt.tok)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusRequestEntityTooLarge || string(got) != answer {
+				t.Errorf("got %d %s; want the upstream's 413 %s", resp.StatusCode, got, answer)
+			}
+		})
+	}
+}
+
+// gzipUpstream answers a Messages request with a gzip-compressed reply,
+// whatever the request's Accept-Encoding, as a JSON body or as a stream
+// whose every event is flushed through the compressor; each event waits
+// for next when next is not nil. It records the Accept-Encoding it saw.
+func gzipUpstream(t *testing.T, encoding string, next chan struct{}) (*countingUpstream, []string) {
+	events := []string{
+		"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-haiku-4-5\",\"usage\":{\"input_tokens\":7,\"output_tokens\":1}}}\n\n",
+		"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hello\"}}\n\n",
+		"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":9}}\n\n",
+		"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+	}
+	return newCountingUpstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Encoding", encoding)
+		zw := gzip.NewWriter(w)
+		if r.URL.Query().Get("stream") == "" {
+			var b bytes.Buffer
+			zb := gzip.NewWriter(&b)
+			io.WriteString(zb, okReply)
+			zb.Close()
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Length", fmt.Sprint(b.Len()))
+			w.Write(b.Bytes())
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i, ev := range events {
+			if next != nil && i > 0 {
+				<-next
+			}
+			io.WriteString(zw, ev)
+			zw.Flush()
+			w.(http.Flusher).Flush()
+		}
+		zw.Close()
+	}), events
+}
+
+// TestForwarderGzip: the gateway asks the upstream for gzip and decodes
+// the reply itself, so that the usage scanner reads plain bytes and the
+// client gets them whatever it asked for; a streamed event still reaches
+// the client before the upstream sends the next. Before, the gateway
+// asked for identity (uncompressed on the upstream's link), and a
+// compressed reply went past the scanner unread, booked as nothing.
+func TestForwarderGzip(t *testing.T) {
+	for _, clientAE := range []string{"", "gzip", "br, zstd"} {
+		t.Run("client accepts "+clientAE, func(t *testing.T) {
+			next := make(chan struct{})
+			up, events := gzipUpstream(t, "gzip", next)
+			e := newEnv(t, nil, func(c *Config) { c.Upstream = up.URL })
+			tok := e.issue(t, TokenRequest{Sandbox: "a", BudgetUSD: 10})
+			do := func(query string) (*http.Response, *bufio.Reader) {
+				req, _ := http.NewRequest("POST", e.data.URL+"/v1/messages"+query, strings.NewReader(`{"model":"claude-haiku-4-5","max_tokens":50}`))
+				req.Header.Set("x-api-key", tok.Token)
+				if clientAE != "" {
+					req.Header.Set("Accept-Encoding", clientAE)
+				}
+				// A raw transport: it decodes nothing on its own.
+				resp, err := (&http.Transport{DisableCompression: true}).RoundTrip(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { resp.Body.Close() })
+				return resp, bufio.NewReader(resp.Body)
+			}
+			resp, br := do("")
+			got, _ := io.ReadAll(br)
+			if resp.StatusCode != 200 || string(got) != okReply || resp.Header.Get("Content-Encoding") != "" {
+				t.Fatalf("JSON reply: %d %q (Content-Encoding %q); want the plain reply", resp.StatusCode, got, resp.Header.Get("Content-Encoding"))
+			}
+			if ae := up.lastHeader().Get("Accept-Encoding"); ae != "gzip" {
+				t.Errorf("upstream Accept-Encoding = %q; want gzip", ae)
+			}
+
+			resp, br = do("?stream=1")
+			if resp.Header.Get("Content-Encoding") != "" {
+				t.Fatalf("stream Content-Encoding %q; want none", resp.Header.Get("Content-Encoding"))
+			}
+			for i, ev := range events {
+				if i > 0 {
+					next <- struct{}{}
+				}
+				buf := make([]byte, len(ev))
+				if _, err := io.ReadFull(br, buf); err != nil || string(buf) != ev {
+					t.Fatalf("event %d: %q, %v; want %q", i, buf, err, ev)
+				}
+			}
+			if rest, err := io.ReadAll(br); err != nil || len(rest) > 0 {
+				t.Fatalf("after the events: %q, %v; want the end", rest, err)
+			}
+			if err := e.g.flush(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			us, _ := e.g.Usage(context.Background())
+			if len(us) != 1 || us[0].Requests != 2 || us[0].InputTokens != 3+7 || us[0].OutputTokens != 4+9 {
+				t.Errorf("usage = %+v; want 2 requests, 10 input and 13 output tokens", us)
+			}
+		})
+	}
+}
+
+// TestForwarderUnknownEncoding: a reply in an encoding the gateway did
+// not ask for and cannot read is passed on as it is, and charged its
+// max_tokens, since its usage cannot be read.
+func TestForwarderUnknownEncoding(t *testing.T) {
+	up, _ := gzipUpstream(t, "br", nil)
+	e := newEnv(t, nil, func(c *Config) { c.Upstream = up.URL })
+	tok := e.issue(t, TokenRequest{Sandbox: "a", BudgetUSD: 10})
+	for _, q := range []string{"", "?stream=1"} {
+		resp, _ := e.post(t, "/v1/messages"+q, map[string]string{"x-api-key": tok.Token}, `{"model":"claude-haiku-4-5","max_tokens":50}`)
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Encoding") != "br" {
+			t.Fatalf("%q: %d, Content-Encoding %q; want 200 br", q, resp.StatusCode, resp.Header.Get("Content-Encoding"))
+		}
+	}
+	if err := e.g.flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	us, _ := e.g.Usage(context.Background())
+	if len(us) != 1 || us[0].OutputTokens != 2*50 {
+		t.Errorf("usage = %+v; want 2 x max_tokens (50) of output", us)
+	}
+}
+
+// BenchmarkGzipReply measures what asking the upstream for gzip buys and
+// costs: the bytes on the upstream's link for a non-streamed reply of
+// prose (this repository's README as the text) and for a stream of
+// small text deltas, each flushed through the compressor as a server
+// must, and the gateway's CPU to decode them (ns/op, per reply).
+func BenchmarkGzipReply(b *testing.B) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		b.Fatal(err)
+	}
+	text, _ := json.Marshal(string(readme[:min(len(readme), 16<<10)]))
+	jsonReply := []byte(`{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-5-5","content":[{"type":"text","text":` +
+		string(text) + `}],"stop_reason":"end_turn","usage":{"input_tokens":2000,"output_tokens":4000}}`)
+	var stream bytes.Buffer
+	words := strings.Fields(string(readme))
+	stream.WriteString("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-sonnet-5-5\",\"usage\":{\"input_tokens\":2000,\"output_tokens\":1}}}\n\n")
+	var events [][]byte
+	for i := 0; i+3 <= len(words) && i < 3*1000; i += 3 {
+		d, _ := json.Marshal(strings.Join(words[i:i+3], " ") + " ")
+		events = append(events, []byte("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":"+string(d)+"}}\n\n"))
+	}
+	for _, tt := range []struct {
+		name   string
+		chunks [][]byte
+	}{{"json-16KiB", [][]byte{jsonReply}}, {"sse-1000-events", events}} {
+		var plain int
+		var z bytes.Buffer
+		zw := gzip.NewWriter(&z)
+		for _, c := range tt.chunks {
+			plain += len(c)
+			zw.Write(c)
+			zw.Flush() // per event, as a streaming server must
+		}
+		zw.Close()
+		b.Run(tt.name, func(b *testing.B) {
+			b.ReportMetric(float64(plain), "plain-bytes")
+			b.ReportMetric(float64(z.Len()), "gzip-bytes")
+			buf := make([]byte, 32<<10)
+			for i := 0; i < b.N; i++ {
+				zb := &gzipBody{src: bytes.NewReader(z.Bytes())}
+				var err error
+				for err == nil {
+					_, err = zb.Read(buf)
+				}
+				zb.close()
+				if err != io.EOF {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
