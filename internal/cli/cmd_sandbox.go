@@ -38,10 +38,14 @@ added outside); inside there is only a per-sandbox token, revoked when it ends.
 --no-gateway leaves loopback only.
 
   mlagent sandbox run [flags] -- CMD...   create, run CMD, stream it, clean up; exits with CMD's code
-  mlagent sandbox ls                      list sandboxes (dead ones marked)
+  mlagent sandbox ls                      list the sandboxes that run (or are starting)
   mlagent sandbox exec NAME -- CMD...     run CMD in a running sandbox (from any terminal)
   mlagent sandbox kill NAME               terminate a sandbox and every process in it
   mlagent sandbox rm NAME                 delete a terminated sandbox's workspace
+
+A sandbox whose CLI was killed (kill -9) dies with it; the next mlagent command
+revokes its token and removes its record, cgroups and an empty workspace. A
+workspace with files stays (a session's always) until "sandbox rm NAME".
 
 Example:
   mlagent sandbox run -- python3 -c "print(1)"
@@ -89,6 +93,7 @@ func openBackend(ctx context.Context, env *Env) (sandbox.Backend, func(), error)
 		db.Close()
 		return nil, nil, err
 	}
+	launch.ReapDead(ctx, db, b, env.Log)
 	return b, func() { db.Close() }, nil
 }
 
@@ -286,7 +291,7 @@ func createRunSandbox(ctx context.Context, env *Env, spec sandbox.Spec, noGatewa
 }
 
 func sandboxLs(ctx context.Context, env *Env, args []string) int {
-	fs := newFlagSet(env, "sandbox ls", "sandbox ls", "List sandboxes; STATE is dead when its processes are gone but it was never killed.")
+	fs := newFlagSet(env, "sandbox ls", "sandbox ls", "List sandboxes: running, or starting (being created by another process). Dead ones (their CLI was killed) are reaped by every command before it lists.")
 	if code := parseFlags(fs, args, env); code >= 0 {
 		return code
 	}

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -243,5 +244,58 @@ print(ok, failed)`
 	var ok, failed int
 	if _, err := fmt.Sscan(string(out), &ok, &failed); err != nil || ok == 0 || ok >= 32 || failed == 0 {
 		t.Errorf("forks under --pids 32 as nobody: got %q; want some started, fewer than 32, and the rest refused", out)
+	}
+}
+
+// TestKilledCLILeavesNoDebris: after kill -9 of `mlagent sandbox run`, the
+// next command that opens the store forgets the dead sandbox, removes its
+// cgroups and its empty workspace, and revokes its token; `sandbox ls`
+// shows nothing.
+func TestKilledCLILeavesNoDebris(t *testing.T) {
+	sandboxtest.RequireBwrap(t)
+	e := newCLIEnv(t)
+	cmd := exec.Command(binary, "sandbox", "run", "--name", "doomed", "--", "sh", "-c", "echo up; sleep 60")
+	cmd.Env = e.env
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 3)
+	if _, err := out.Read(buf); err != nil || string(buf) != "up\n" {
+		t.Fatalf("sandbox run: %q, %v", buf, err)
+	}
+	groups, _ := filepath.Glob("/sys/fs/cgroup/*/mlagent-doomed-*")
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	// The sandbox dies with its CLI (parent-death signal); wait for its
+	// processes to leave their groups.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		busy := false
+		for _, g := range groups {
+			if b, err := os.ReadFile(filepath.Join(g, "cgroup.procs")); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+				busy = true
+			}
+		}
+		if !busy {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the sandbox outlived its killed CLI")
+		}
+	}
+	stdout, stderr, code := e.run(t, "sandbox", "ls")
+	if code != 0 || strings.TrimSpace(stdout) != "no sandboxes" {
+		t.Errorf("sandbox ls after kill -9: exit %d, %q, %q; want no sandboxes", code, stdout, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(e.home, "sandboxes", "doomed")); !os.IsNotExist(err) {
+		t.Errorf("the dead sandbox's state directory: %v; want it gone", err)
+	}
+	if len(groups) == 0 {
+		t.Log("the sandbox had no cgroup of its own here; not checked")
+	}
+	for _, g := range groups {
+		if _, err := os.Stat(g); !os.IsNotExist(err) {
+			t.Errorf("cgroup %s left after kill -9 (%v)", g, err)
+		}
 	}
 }

@@ -258,6 +258,60 @@ func (g *Gateway) readRevocations(ctx context.Context, seq int64) (int64, error)
 	return seq, rows.Err()
 }
 
+// RevokeStored revokes the token id in the store, from a process without
+// a gateway of its own; ErrNoSuchToken when the store has no such token
+// (a shared gateway's lives in that gateway's store). Revoking a revoked
+// token is not an error.
+func RevokeStored(ctx context.Context, db *store.DB, id string) error {
+	if err := Migrate(ctx, db); err != nil {
+		return err
+	}
+	res, err := db.ExecContext(ctx, `UPDATE gateway_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?`,
+		time.Now().UTC().Format(time.RFC3339Nano), id)
+	if err != nil {
+		return fmt.Errorf("revoke %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("revoke %s: %w", id, ErrNoSuchToken)
+	}
+	return nil
+}
+
+// RevokeSandbox revokes, in the store, the tokens issued for the named
+// sandbox no later than before: for a process without a gateway of its
+// own that found the sandbox dead (its CLI was killed). A sandbox of the
+// same name made since keeps its newer token. It returns how many it
+// revoked. A gateway serving such a token already in memory sees the
+// revocation only after a restart.
+func RevokeSandbox(ctx context.Context, db *store.DB, sandbox string, before time.Time) (int, error) {
+	if err := Migrate(ctx, db); err != nil {
+		return 0, err
+	}
+	rows, err := db.QueryContext(ctx, `SELECT id, created_at FROM gateway_tokens WHERE sandbox = ? AND revoked_at IS NULL`, sandbox)
+	if err != nil {
+		return 0, fmt.Errorf("revoke tokens of %s: %w", sandbox, err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id, created string
+		if err := rows.Scan(&id, &created); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("revoke tokens of %s: %w", sandbox, err)
+		}
+		if t, err := time.Parse(time.RFC3339Nano, created); err == nil && !t.After(before) {
+			ids = append(ids, id)
+		}
+	}
+	rows.Close()
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	for _, id := range ids {
+		if _, err := db.ExecContext(ctx, `UPDATE gateway_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?`, now, id); err != nil {
+			return 0, fmt.Errorf("revoke %s: %w", id, err)
+		}
+	}
+	return len(ids), nil
+}
+
 // lookup finds a live token. Tokens issued by another process sharing the
 // store are found in the database on first use.
 func (g *Gateway) lookup(ctx context.Context, tok string) (*token, error) {

@@ -195,7 +195,7 @@ func Start(ctx context.Context, o Options) (_ *Host, err error) {
 			return nil, err
 		}
 	}
-	h.revokeOrphans(ctx)
+	reap(ctx, h.backend, h.revokeOrphans(ctx), h.log)
 	return h, nil
 }
 
@@ -205,14 +205,23 @@ func Start(ctx context.Context, o Options) (_ *Host, err error) {
 // sandbox labelled with its token's id revokes that token only; one
 // without (made before the label) every token issued for its name, with
 // the in-process gateway only.
-func (h *Host) revokeOrphans(ctx context.Context) {
+//
+// It returns the dead sandboxes the backend may now forget: those whose
+// tokens it revoked, and those it could not revoke by name (a shared
+// gateway's, made before the label), which nothing later would revoke.
+func (h *Host) revokeOrphans(ctx context.Context) (reapable []string) {
 	infos, err := h.backend.List(ctx)
 	if err != nil {
 		h.log.Warn("list sandboxes for orphaned tokens", "err", err)
-		return
+		return nil
 	}
 	deadIDs, deadNames := map[string]bool{}, map[string]bool{}
+	failed := map[string]bool{} // sandboxes with a token left valid
+	var dead []string
 	for _, in := range infos {
+		if in.State == sandbox.StateDead {
+			dead = append(dead, in.Name)
+		}
 		switch {
 		case in.State != sandbox.StateDead:
 		case in.Labels[TokenLabel] != "":
@@ -224,22 +233,78 @@ func (h *Host) revokeOrphans(ctx context.Context) {
 		}
 	}
 	if len(deadIDs)+len(deadNames) == 0 {
-		return
+		return dead
 	}
 	usage, err := h.tokens.Usage(ctx)
 	if err != nil {
 		h.log.Warn("read tokens for orphaned tokens", "err", err)
-		return
+		return nil
 	}
 	for _, u := range usage {
 		if u.RevokedAt == nil && (deadIDs[u.ID] || deadNames[u.Sandbox]) {
 			if err := h.tokens.Revoke(ctx, u.ID); err != nil {
 				h.log.Warn("revoke orphaned token", "token", u.ID, "err", err)
+				failed[u.Sandbox] = true
 			} else {
 				h.log.Info("revoked the token of a dead sandbox", "token", u.ID, "sandbox", u.Sandbox)
 			}
 		}
 	}
+	for _, name := range dead {
+		if !failed[name] {
+			reapable = append(reapable, name)
+		}
+	}
+	return reapable
+}
+
+// reap lets the backend free what the named dead sandboxes left: their
+// records, cgroups and empty workspaces.
+func reap(ctx context.Context, b sandbox.Backend, names []string, log *slog.Logger) {
+	if r, ok := b.(sandbox.Reaper); ok && len(names) > 0 {
+		if err := r.Reap(ctx, names); err != nil {
+			log.Warn("reap dead sandboxes", "err", err)
+		}
+	}
+}
+
+// ReapDead is for the commands that open the backend without a gateway of
+// their own (sandbox ls, exec, kill, rm; volume rm), so that a killed
+// CLI's debris lasts only until the next command: it revokes, in the
+// store, the tokens of the dead sandboxes (by the token id label; by name,
+// those issued before the sandbox was created, for a sandbox made before
+// the label), then reaps those sandboxes. One whose token is not in this
+// store (a shared gateway's) is left for the next `mlagent run --gateway`,
+// which revokes it through the admin plane. Failures are logged: they must
+// not stop the command.
+func ReapDead(ctx context.Context, db *store.DB, b sandbox.Backend, log *slog.Logger) {
+	infos, err := b.List(ctx)
+	if err != nil {
+		log.Warn("list sandboxes to reap dead ones", "err", err)
+		return
+	}
+	var names []string
+	for _, in := range infos {
+		if in.State != sandbox.StateDead {
+			continue
+		}
+		var err error
+		if id := in.Labels[TokenLabel]; id != "" {
+			err = gateway.RevokeStored(ctx, db, id)
+		} else {
+			before := in.Created
+			if before.IsZero() {
+				before = time.Now()
+			}
+			_, err = gateway.RevokeSandbox(ctx, db, in.Name, before)
+		}
+		if err != nil {
+			log.Debug("dead sandbox left for a command with its gateway", "sandbox", in.Name, "err", err)
+			continue
+		}
+		names = append(names, in.Name)
+	}
+	reap(ctx, b, names, log)
 }
 
 // Gateway is the in-process gateway, or nil with a shared one.

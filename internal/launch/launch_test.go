@@ -335,3 +335,69 @@ func TestStartRevokesOrphansOnSharedGateway(t *testing.T) {
 		t.Errorf("sandbox label %s = %q; want its token id %s", TokenLabel, got, sb.TokenID)
 	}
 }
+
+// reapBackend lists what the test says and records what it is asked to
+// reap.
+type reapBackend struct {
+	listBackend
+	reaped []string
+}
+
+func (b *reapBackend) Reap(_ context.Context, names []string) error {
+	b.reaped = append(b.reaped, names...)
+	return nil
+}
+
+// A command without a gateway of its own (sandbox ls) revokes in the
+// store the token a dead sandbox's label names (not a newer one of a
+// sandbox that took its name since), or for an unlabelled one those
+// issued before it was created, and then has the backend reap them; a
+// starting sandbox is left alone. The next host reaps too.
+func TestReapDead(t *testing.T) {
+	ctx := context.Background()
+	cfg := testConfig(t)
+	be := &reapBackend{}
+	h := startHost(t, cfg, be)
+	issue := func(sb string) gateway.IssuedToken {
+		tok, err := h.Gateway().Issue(ctx, gateway.TokenRequest{Sandbox: sb, TTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	labelled, unlabelled := issue("sb-x"), issue("sb-old")
+	created := time.Now()
+	time.Sleep(10 * time.Millisecond)
+	newer, newerOld, starting := issue("sb-x"), issue("sb-old"), issue("sb-new")
+	be.infos = []sandbox.Info{
+		{Name: "sb-x", State: sandbox.StateDead, Created: created, Labels: map[string]string{TokenLabel: labelled.ID}},
+		{Name: "sb-old", State: sandbox.StateDead, Created: created},
+		{Name: "sb-new", State: sandbox.StateStarting},
+	}
+	ReapDead(ctx, h.DB(), be, h.log)
+	usage, err := h.Gateway().Usage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked := map[string]bool{}
+	for _, u := range usage {
+		revoked[u.ID] = u.RevokedAt != nil
+	}
+	want := map[string]bool{labelled.ID: true, unlabelled.ID: true, newer.ID: false, newerOld.ID: false, starting.ID: false}
+	for id, w := range want {
+		if revoked[id] != w {
+			t.Errorf("token %s revoked = %v; want %v", id, revoked[id], w)
+		}
+	}
+	if strings.Join(be.reaped, ",") != "sb-x,sb-old" {
+		t.Errorf("reaped %v; want [sb-x sb-old]", be.reaped)
+	}
+	h.Close()
+
+	be.reaped = nil
+	h2 := startHost(t, cfg, be)
+	defer h2.Close()
+	if strings.Join(be.reaped, ",") != "sb-x,sb-old" {
+		t.Errorf("a new host reaped %v; want [sb-x sb-old]", be.reaped)
+	}
+}

@@ -48,6 +48,18 @@ type Sandbox interface {
 	Terminate(ctx context.Context) error
 }
 
+// Reaper is an optional Backend capability: free what the named sandboxes,
+// found dead, left behind (their records, cgroups, and workspaces with
+// nothing in them; never files a session may want back). A name that is
+// running, starting, or unknown by now is left alone.
+type Reaper interface {
+	Reap(ctx context.Context, names []string) error
+}
+
+// SessionLabel names the chat session a sandbox belongs to; a backend
+// keeps such a sandbox's workspace until it is removed by name.
+const SessionLabel = "mlagent.session"
+
 // Remover is an optional Backend capability: delete what a terminated
 // sandbox kept (its persisted workspace).
 type Remover interface {
@@ -174,8 +186,9 @@ type ExecRequest struct {
 type State string
 
 const (
-	StateRunning State = "running"
-	StateDead    State = "dead" // its processes are gone but it was never terminated
+	StateRunning  State = "running"
+	StateStarting State = "starting" // being created by another process
+	StateDead     State = "dead"     // its processes are gone but it was never terminated
 )
 
 // Info describes a recorded sandbox.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -224,6 +225,19 @@ func unlinkEntry(dir int, name string) error {
 		return &os.PathError{Op: "remove", Path: name, Err: err}
 	}
 	return nil
+}
+
+// RemoveTree removes the directory dir and everything in it the same
+// way: by descriptor, never following a link, changing modes only
+// through descriptors. For other trees a sandbox wrote (a workspace).
+func RemoveTree(dir string) error {
+	dir = filepath.Clean(dir)
+	parent, err := unix.Open(filepath.Dir(dir), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "remove", Path: dir, Err: err}
+	}
+	defer unix.Close(parent)
+	return removeTree(parent, filepath.Base(dir))
 }
 
 // Remove deletes a volume and everything in it. It is safe against a

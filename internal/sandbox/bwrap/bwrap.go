@@ -38,6 +38,7 @@ import (
 
 var _ sandbox.Backend = (*Backend)(nil)
 var _ sandbox.Remover = (*Backend)(nil)
+var _ sandbox.Reaper = (*Backend)(nil)
 var _ sandbox.Sandbox = (*Sandbox)(nil)
 
 // Options configure the backend.
@@ -794,7 +795,58 @@ func (s *Sandbox) terminate(ctx context.Context) error {
 	// Sandboxes made by earlier versions had their /etc files (the
 	// gitconfig holds the token) on disk here.
 	os.RemoveAll(filepath.Join(s.rec.StateDir, "etc"))
-	return s.b.forget(context.WithoutCancel(ctx), s.rec.Name)
+	if err := s.b.forget(context.WithoutCancel(ctx), s.rec.Name); err != nil {
+		return err
+	}
+	dropIfEmpty(s.rec)
+	return nil
+}
+
+// dropIfEmpty removes the state directory of an ended sandbox when its
+// workspace holds nothing, unless a chat session owns it (resume may
+// mount it again). os.Remove only ever removes an empty directory.
+func dropIfEmpty(rec *record) {
+	if rec.Labels[sandbox.SessionLabel] != "" {
+		return
+	}
+	if os.Remove(workspaceDir(rec.StateDir)) == nil || errors.Is(statErr(workspaceDir(rec.StateDir)), fs.ErrNotExist) {
+		os.Remove(rec.StateDir)
+	}
+}
+
+func statErr(p string) error {
+	_, err := os.Lstat(p)
+	return err
+}
+
+// startGrace is how long a sandbox may be recorded without a pid before
+// it counts as dead: Create records it first and starts it within this.
+const startGrace = 2 * time.Minute
+
+// Reap frees what dead sandboxes left: see sandbox.Reaper. Their tokens
+// are the caller's to revoke first.
+func (b *Backend) Reap(ctx context.Context, names []string) error {
+	var errs []error
+	for _, name := range names {
+		rec, err := b.lookup(ctx, name)
+		if err != nil || rec.info().State != sandbox.StateDead {
+			continue
+		}
+		os.Remove(controlPath(rec.StateDir))
+		if err := removeCgroup(rec.StateDir); err != nil {
+			b.log.Warn("remove a dead sandbox's cgroup", "sandbox", name, "err", err)
+		}
+		os.RemoveAll(filepath.Join(rec.StateDir, "etc"))
+		// Only this dead record: the name may have been taken again.
+		if _, err := b.db.ExecContext(ctx, `DELETE FROM sandboxes WHERE name = ? AND pid = ? AND start_time = ?`,
+			rec.Name, rec.Pid, int64(rec.StartTime)); err != nil {
+			errs = append(errs, fmt.Errorf("reap sandbox %s: %w", name, err))
+			continue
+		}
+		dropIfEmpty(rec)
+		b.log.Info("reaped a dead sandbox", "sandbox", name)
+	}
+	return errors.Join(errs...)
 }
 
 // ErrPidsUnbounded: a sandbox's processes could not be bounded, and the
@@ -980,14 +1032,9 @@ func (b *Backend) Remove(ctx context.Context, name string) error {
 	if err := removeCgroup(dir); err != nil {
 		return fmt.Errorf("remove %s: %w", name, err)
 	}
-	// Files made inside may be read-only to us; make them writable first.
-	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			os.Chmod(p, 0o700)
-		}
-		return nil
-	})
-	if err := os.RemoveAll(dir); err != nil {
+	// By descriptor, never following a link a sandbox left; files made
+	// inside may be read-only to us.
+	if err := volume.RemoveTree(dir); err != nil {
 		return fmt.Errorf("remove %s: %w", name, err)
 	}
 	return nil

@@ -456,22 +456,30 @@ def serve(s):
         got.write("intercepted\n"); got.flush()
 for s in lns:
     threading.Thread(target=serve, args=(s,), daemon=True).start()
-print(len(lns), flush=True)
+open("/tmp/impostor.tmp", "w").write(str(len(lns)))
+os.rename("/tmp/impostor.tmp", "/tmp/impostor-ready")
 sys.stdout.close(); os.close(1); os.close(2)
 threading.Event().wait()`
-		var out bytes.Buffer
-		// The impostor runs in the background for the rest of the test.
+		// The impostor runs in the background (setsid forks it off) for
+		// the rest of the test, and says when it listens in a file: its
+		// stdout may be cut off before a loaded machine runs it.
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		started := make(chan error, 1)
-		go func() {
-			_, err := sb.Exec(ctx, sandbox.ExecRequest{Argv: []string{"setsid", python, "-c", script}, Stdout: &out})
-			started <- err
-		}()
-		if err := <-started; err != nil {
+		if _, err := sb.Exec(ctx, sandbox.ExecRequest{Argv: []string{"setsid", python, "-c", script}}); err != nil {
 			t.Fatalf("impostor: %v", err)
 		}
-		if n := strings.TrimSpace(out.String()); n == "" || n == "0" {
+		var n string
+		for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			out, code := run(t, sb, "cat", "/tmp/impostor-ready")
+			if code == 0 {
+				n = strings.TrimSpace(out)
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the impostor never said it listens")
+			}
+		}
+		if n == "" || n == "0" {
 			t.Fatalf("impostor bound %q sockets; want some", n)
 		}
 		got, code := run(t, sb, "echo", "host exec")

@@ -142,8 +142,11 @@ func (b *Backend) lookup(ctx context.Context, name string) (*record, error) {
 
 func (r *record) info() sandbox.Info {
 	st := sandbox.StateDead
-	if alive(r.Pid, r.StartTime) {
+	switch {
+	case alive(r.Pid, r.StartTime):
 		st = sandbox.StateRunning
+	case r.Pid == 0 && time.Since(r.Created) < startGrace:
+		st = sandbox.StateStarting
 	}
 	var ooms int64
 	if g, err := cgroup.Load(cgroupPath(r.StateDir)); err == nil {
