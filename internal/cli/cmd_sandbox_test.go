@@ -160,7 +160,7 @@ func TestSandboxExecFromAnotherProcess(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "w1") || !strings.Contains(out, "running") {
 		t.Errorf("ls: got exit %d, %q; want w1 running", code, out)
 	}
-	out, errOut, code := e.run(t, "sandbox", "exec", "--env", "X=42", "w1", "--", "sh", "-c", "echo $X; pwd; exit 4")
+	out, errOut, code := e.run(t, "sandbox", "exec", "--env", "X=42", "w1", "--", "sh", "-c", "echo $X; pwd; touch kept; exit 4")
 	if code != 4 || out != "42\n/workspace\n" {
 		t.Errorf("exec: got exit %d, %q (stderr %q); want 4, %q", code, out, errOut, "42\n/workspace\n")
 	}
@@ -254,7 +254,8 @@ print(ok, failed)`
 func TestKilledCLILeavesNoDebris(t *testing.T) {
 	sandboxtest.RequireBwrap(t)
 	e := newCLIEnv(t)
-	cmd := exec.Command(binary, "sandbox", "run", "--name", "doomed", "--", "sh", "-c", "echo up; sleep 60")
+	name := fmt.Sprintf("doomed-%d", os.Getpid())
+	cmd := exec.Command(binary, "sandbox", "run", "--name", name, "--", "sh", "-c", "echo up; sleep 60")
 	cmd.Env = e.env
 	out, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
@@ -264,7 +265,7 @@ func TestKilledCLILeavesNoDebris(t *testing.T) {
 	if _, err := out.Read(buf); err != nil || string(buf) != "up\n" {
 		t.Fatalf("sandbox run: %q, %v", buf, err)
 	}
-	groups, _ := filepath.Glob("/sys/fs/cgroup/*/mlagent-doomed-*")
+	groups, _ := filepath.Glob("/sys/fs/cgroup/*/mlagent-" + name + "-*")
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 	// The sandbox dies with its CLI (parent-death signal); wait for its
@@ -287,7 +288,7 @@ func TestKilledCLILeavesNoDebris(t *testing.T) {
 	if code != 0 || strings.TrimSpace(stdout) != "no sandboxes" {
 		t.Errorf("sandbox ls after kill -9: exit %d, %q, %q; want no sandboxes", code, stdout, stderr)
 	}
-	if _, err := os.Stat(filepath.Join(e.home, "sandboxes", "doomed")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(e.home, "sandboxes", name)); !os.IsNotExist(err) {
 		t.Errorf("the dead sandbox's state directory: %v; want it gone", err)
 	}
 	if len(groups) == 0 {

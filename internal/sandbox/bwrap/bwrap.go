@@ -106,6 +106,11 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("bwrap backend: %w", err)
 	}
+	// Groups of sandboxes whose CLI was killed and whose home is gone
+	// (nobody reaps those by name).
+	if n := cgroup.Sweep(10 * time.Minute); n > 0 {
+		opts.Log.Info("removed empty sandbox cgroups left behind", "groups", n)
+	}
 	return &Backend{opts: opts, bwrap: bw, db: opts.DB, log: opts.Log}, nil
 }
 

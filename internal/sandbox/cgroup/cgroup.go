@@ -459,6 +459,60 @@ func (g *Group) String() string {
 	return "cgroup v1 " + strings.Join(g.dirs, ", ")
 }
 
+// Sweep removes the sandbox groups (mlagent-…) next to where New makes
+// them that are empty and older than minAge, and says how many it
+// removed: those of sandboxes whose CLI was killed and whose home is gone
+// (a test's), so nobody reaps them by name. A group in use holds its
+// sandbox's processes and rmdir refuses it; minAge spares one that New
+// made and whose processes have not joined yet.
+func Sweep(minAge time.Duration) int { return system.sweep(minAge, time.Now()) }
+
+func (h host) sweep(minAge time.Duration, now time.Time) int {
+	mounts, err := h.mounts()
+	if err != nil {
+		return 0
+	}
+	own, err := h.membership()
+	if err != nil {
+		return 0
+	}
+	parents := map[string]bool{}
+	for key, m := range mounts {
+		cg := own[key]
+		if key == "cgroup2" {
+			if cg = own[""]; cg != "/" && cg != "" {
+				cg = filepath.Dir(cg)
+			}
+		}
+		if cg == "" {
+			continue
+		}
+		if p, err := m.path(cg); err == nil {
+			parents[p] = true
+		}
+	}
+	n := 0
+	for p := range parents {
+		entries, err := os.ReadDir(p)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			if !e.IsDir() || !strings.HasPrefix(e.Name(), "mlagent-") {
+				continue
+			}
+			fi, err := e.Info()
+			if err != nil || now.Sub(fi.ModTime()) < minAge {
+				continue
+			}
+			if syscall.Rmdir(filepath.Join(p, e.Name())) == nil {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // Available reports why limits like l cannot be enforced on this host
 // (nil when they can), by making and removing a probe group.
 func Available(l Limits) error {

@@ -327,3 +327,29 @@ func TestLoadRefusesForeignPaths(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Sweep removes only old, empty mlagent groups where New makes them.
+func TestSweep(t *testing.T) {
+	h, root := fakeHost(t,
+		"36 31 0:33 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n",
+		"8:pids:/\n0::/\n",
+		map[string]string{"sys/fs/cgroup/pids/cgroup.procs": ""})
+	base := filepath.Join(root, "sys/fs/cgroup/pids")
+	for _, d := range []string{"mlagent-old-1", "mlagent-new-2", "other-old", "mlagent-busy-3"} {
+		os.Mkdir(filepath.Join(base, d), 0o755)
+	}
+	// A real cgroup with processes refuses rmdir; a fake one with a file.
+	os.WriteFile(filepath.Join(base, "mlagent-busy-3", "cgroup.procs"), []byte("42\n"), 0o644)
+	old := time.Now().Add(-time.Hour)
+	for _, d := range []string{"mlagent-old-1", "other-old", "mlagent-busy-3"} {
+		os.Chtimes(filepath.Join(base, d), old, old)
+	}
+	if n := h.sweep(10*time.Minute, time.Now()); n != 1 {
+		t.Errorf("swept %d; want 1", n)
+	}
+	for d, want := range map[string]bool{"mlagent-old-1": false, "mlagent-new-2": true, "other-old": true, "mlagent-busy-3": true} {
+		if _, err := os.Stat(filepath.Join(base, d)); (err == nil) != want {
+			t.Errorf("%s there = %v; want %v", d, err == nil, want)
+		}
+	}
+}
