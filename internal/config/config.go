@@ -144,11 +144,19 @@ func Load(getenv func(string) string) (*Config, error) {
 	if path == "" {
 		path = filepath.Join(configDir(getenv), "config.toml")
 	}
-	if _, err := toml.DecodeFile(path, c); err != nil {
-		if !errors.Is(err, fs.ErrNotExist) {
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	default:
+		md, err := toml.Decode(string(data), c)
+		if err != nil {
 			return nil, fmt.Errorf("config %s: %w", path, err)
 		}
-	} else {
+		if err := unknownKeys(path, data, md); err != nil {
+			return nil, err
+		}
 		c.File = path
 	}
 	if err := c.applyEnv(getenv); err != nil {
