@@ -55,12 +55,13 @@ func runSessions(ctx context.Context, env *Env, args []string) int {
 		return ExitFailure
 	}
 	if *asJSON {
-		enc := json.NewEncoder(env.Stdout)
 		for _, s := range list {
-			enc.Encode(map[string]any{
+			// A title is pasted text: C1 controls stay raw in Go's JSON.
+			line, _ := json.Marshal(map[string]any{
 				"id": s.ID, "title": s.Title, "model": s.Model, "started": s.Started, "updated": s.Updated,
 				"turns": s.Turns, "cost_usd": s.CostUSD, "volumes": s.Volumes, "gpu": s.GPU, "sandbox": s.Sandbox,
 			})
+			env.Stdout.Write(append(sanitize.JSON(line), '\n'))
 		}
 		return ExitOK
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mlagent/mlagent/internal/gdrive"
+	"github.com/mlagent/mlagent/internal/sanitize"
 	"github.com/mlagent/mlagent/internal/secrets"
 	"github.com/mlagent/mlagent/internal/volume"
 )
@@ -91,7 +92,7 @@ func runVolumeDrive(ctx context.Context, env *Env, verb string, args []string) i
 
 	cred, ok, err := secrets.Open(env.Config.SecretsPath()).Lookup(secrets.GoogleCredentials)
 	if err != nil {
-		fmt.Fprintf(env.Stderr, "mlagent volume %s: %v\n", verb, err)
+		fmt.Fprintf(env.Stderr, "mlagent volume %s: %s\n", verb, sanitize.Text(err.Error()))
 		return ExitFailure
 	}
 	if !ok {
@@ -104,16 +105,16 @@ func runVolumeDrive(ctx context.Context, env *Env, verb string, args []string) i
 	}
 	ts, err := gdrive.TokenSource(ctx, []byte(cred), scope)
 	if err != nil {
-		fmt.Fprintf(env.Stderr, "mlagent volume %s: %v\n", verb, err)
+		fmt.Fprintf(env.Stderr, "mlagent volume %s: %s\n", verb, sanitize.Text(err.Error()))
 		return ExitFailure
 	}
 	client, err := gdrive.NewClient(ctx, ts, env.Config.GDrive.Upstream)
 	if err != nil {
-		fmt.Fprintf(env.Stderr, "mlagent volume %s: %v\n", verb, err)
+		fmt.Fprintf(env.Stderr, "mlagent volume %s: %s\n", verb, sanitize.Text(err.Error()))
 		return ExitFailure
 	}
 	client.Formats = formats
-	client.Warn = func(m string) { fmt.Fprintf(env.Stderr, "warning: %s\n", m) }
+	client.Warn = func(m string) { fmt.Fprintf(env.Stderr, "warning: %s\n", sanitize.Text(m)) }
 	client.Progress = gdrive.NewProgress(env.Stderr, writerIsTerminal(env.Stderr), verb)
 
 	st := volume.New(env.Config.VolumesDir())
@@ -129,12 +130,12 @@ func runVolumeDrive(ctx context.Context, env *Env, verb string, args []string) i
 		}
 	}
 	if err != nil {
-		fmt.Fprintf(env.Stderr, "mlagent volume %s: %v\n", verb, err)
+		fmt.Fprintf(env.Stderr, "mlagent volume %s: %s\n", verb, sanitize.Text(err.Error()))
 		return ExitFailure
 	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
-		fmt.Fprintf(env.Stderr, "mlagent volume %s: %v\n", verb, err)
+		fmt.Fprintf(env.Stderr, "mlagent volume %s: %s\n", verb, sanitize.Text(err.Error()))
 		return ExitFailure
 	}
 	defer root.Close()
@@ -148,7 +149,7 @@ func runVolumeDrive(ctx context.Context, env *Env, verb string, args []string) i
 	}
 	client.Progress.Finish()
 	if err != nil {
-		fmt.Fprintf(env.Stderr, "mlagent volume %s: %v\n", verb, err)
+		fmt.Fprintf(env.Stderr, "mlagent volume %s: %s\n", verb, sanitize.Text(err.Error()))
 		return ExitFailure
 	}
 	fmt.Fprintf(env.Stdout, "%sed %d file(s), %d folder(s), %d bytes in %s", verb, stats.Files, stats.Folders, stats.Bytes, stats.Elapsed.Round(time.Millisecond))

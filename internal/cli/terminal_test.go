@@ -6,6 +6,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -116,5 +117,14 @@ func TestSessionsTitleIsSanitized(t *testing.T) {
 	checkTerminalSafe(t, "sessions", out.String())
 	if !strings.Contains(out.String(), "train") {
 		t.Errorf("sessions: got %q; want the title", out)
+	}
+	env, out, errb = homeEnv(t, home)
+	if code := run(ctx, env, []string{"sessions", "--json"}); code != 0 {
+		t.Fatalf("sessions --json: exit %d: %s", code, errb)
+	}
+	checkTerminalSafe(t, "sessions --json", out.String())
+	var row struct{ Title string }
+	if err := json.Unmarshal([]byte(out.String()), &row); err != nil || !strings.HasPrefix(row.Title, "train \x1b]52") {
+		t.Errorf("sessions --json: %q, %v; want the title kept, escaped", out, err)
 	}
 }

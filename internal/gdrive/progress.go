@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/mlagent/mlagent/internal/sanitize"
 )
 
 // Progress draws one status line for a transfer: bytes done (of the total
@@ -43,6 +45,8 @@ func (p *Progress) File(name string, size int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.done += p.cur
+	// Names come from a sandbox's volume or from Drive.
+	name = sanitize.Line(name, 200)
 	p.cur, p.name, p.size = 0, name, size
 	if !p.tty {
 		fmt.Fprintf(p.w, "%s %s (%s)\n", p.verb, name, human(size))
