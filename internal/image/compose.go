@@ -9,11 +9,10 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
-	"syscall"
-	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/mlagent/mlagent/internal/sandbox"
 )
@@ -30,10 +29,6 @@ import (
 //
 // It returns the root's size: the bytes of its distinct regular files.
 func composeRoot(dst string, layers []string, metas []*layerMeta) (int64, error) {
-	type dirAttr struct {
-		mode  fs.FileMode
-		mtime time.Time
-	}
 	dirs := map[string]dirAttr{}
 	for i, l := range layers {
 		m := metas[i]
@@ -51,43 +46,7 @@ func composeRoot(dst string, layers []string, metas []*layerMeta) (int64, error)
 				}
 			}
 		}
-		src := filepath.Join(l, "fs")
-		err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			rel, _ := filepath.Rel(src, p)
-			if rel == "." {
-				return nil
-			}
-			to := filepath.Join(dst, rel)
-			fi, lerr := os.Lstat(to)
-			if d.IsDir() {
-				if lerr == nil && !fi.IsDir() {
-					if err := os.Remove(to); err != nil {
-						return err
-					}
-					lerr = fs.ErrNotExist
-				}
-				if lerr != nil {
-					if err := os.Mkdir(to, 0o700); err != nil {
-						return err
-					}
-				}
-				if info, err := d.Info(); err == nil {
-					dirs[rel] = dirAttr{info.Mode() & (fs.ModePerm | fs.ModeSticky), info.ModTime()}
-				}
-				return nil
-			}
-			if lerr == nil {
-				if err := os.RemoveAll(to); err != nil {
-					return err
-				}
-			}
-			// link(2) does not follow a symlink: links stay links.
-			return os.Link(p, to)
-		})
-		if err != nil {
+		if err := linkLayer(filepath.Join(l, "fs"), dst, dirs); err != nil {
 			return 0, noSpace(fmt.Errorf("compose layer %d: %w", i+1, err), dst)
 		}
 		for _, ln := range m.Links {
@@ -111,29 +70,177 @@ func composeRoot(dst string, layers []string, metas []*layerMeta) (int64, error)
 	if err := prepareMountPoints(dst); err != nil {
 		return 0, noSpace(err, dst)
 	}
-	// Directory modes last, deepest first, as in extractLayer.
-	names := make([]string, 0, len(dirs))
-	for n := range dirs {
-		names = append(names, n)
-	}
-	slices.SortFunc(names, func(a, b string) int {
-		return strings.Count(b, string(filepath.Separator)) - strings.Count(a, string(filepath.Separator))
-	})
-	for _, n := range names {
-		p := filepath.Join(dst, n)
-		if fi, err := os.Lstat(p); err != nil || !fi.IsDir() {
-			continue
-		}
-		a := dirs[n]
-		if err := os.Chmod(p, a.mode|0o700); err != nil {
-			return 0, err
-		}
-		os.Chtimes(p, a.mtime, a.mtime)
-	}
-	if err := os.Chmod(dst, 0o755); err != nil {
+	size, err := finishRoot(dst, dirs)
+	if err != nil {
 		return 0, err
 	}
-	return treeSize(dst)
+	return size, os.Chmod(dst, 0o755)
+}
+
+// dirAttr is what a layer says of a directory: applied once the root is
+// complete, so that a read-only directory never stops its own entries.
+type dirAttr struct {
+	mode  uint32
+	mtime unix.Timespec
+}
+
+const dirFlags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
+
+// linkLayer links a layer's tree into dst, directory by directory through
+// descriptors (names are single components: no walk from the top per
+// file, and O_NOFOLLOW on every directory entered, so nothing in dst is
+// followed through a symlink). dirs gets each directory's attributes.
+func linkLayer(src, dst string, dirs map[string]dirAttr) error {
+	sfd, err := unix.Open(src, dirFlags, 0)
+	if err != nil {
+		return &fs.PathError{Op: "open", Path: src, Err: err}
+	}
+	defer unix.Close(sfd)
+	dfd, err := unix.Open(dst, dirFlags, 0)
+	if err != nil {
+		return &fs.PathError{Op: "open", Path: dst, Err: err}
+	}
+	defer unix.Close(dfd)
+	return linkDir(sfd, dfd, "", dst, dirs)
+}
+
+func linkDir(sfd, dfd int, rel, dst string, dirs map[string]dirAttr) error {
+	es, err := readDirFD(sfd)
+	if err != nil {
+		return err
+	}
+	for _, e := range es {
+		name := e.Name()
+		r := path.Join(rel, name)
+		pathErr := func(op string, err error) error {
+			return &fs.PathError{Op: op, Path: filepath.Join(dst, r), Err: err}
+		}
+		if !e.IsDir() {
+			// linkat(2) without AT_SYMLINK_FOLLOW: a symlink stays a link.
+			err := unix.Linkat(sfd, name, dfd, name, 0)
+			if err == unix.EEXIST {
+				if err := removeAt(dfd, name, filepath.Join(dst, r)); err != nil {
+					return err
+				}
+				err = unix.Linkat(sfd, name, dfd, name, 0)
+			}
+			if err != nil {
+				return pathErr("link", err)
+			}
+			continue
+		}
+		var st unix.Stat_t
+		if err := unix.Fstatat(sfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return pathErr("stat", err)
+		}
+		dirs[r] = dirAttr{st.Mode & 0o7777, st.Mtim}
+		err := unix.Mkdirat(dfd, name, 0o700)
+		if err == unix.EEXIST {
+			var dt unix.Stat_t
+			if err = unix.Fstatat(dfd, name, &dt, unix.AT_SYMLINK_NOFOLLOW); err == nil && dt.Mode&unix.S_IFMT != unix.S_IFDIR {
+				// A lower non-directory: this layer's directory replaces it.
+				if err = unix.Unlinkat(dfd, name, 0); err == nil {
+					err = unix.Mkdirat(dfd, name, 0o700)
+				}
+			}
+		}
+		if err != nil {
+			return pathErr("mkdir", err)
+		}
+		csfd, err := unix.Openat(sfd, name, dirFlags, 0)
+		if err != nil {
+			return pathErr("open", err)
+		}
+		cdfd, err := unix.Openat(dfd, name, dirFlags, 0)
+		if err != nil {
+			unix.Close(csfd)
+			return pathErr("open", err)
+		}
+		err = linkDir(csfd, cdfd, r, dst, dirs)
+		unix.Close(csfd)
+		unix.Close(cdfd)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// removeAt removes name in the directory dfd (p is its path, for a
+// directory's contents).
+func removeAt(dfd int, name, p string) error {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &fs.PathError{Op: "stat", Path: p, Err: err}
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return removeTree(p)
+	}
+	if err := unix.Unlinkat(dfd, name, 0); err != nil {
+		return &fs.PathError{Op: "unlink", Path: p, Err: err}
+	}
+	return nil
+}
+
+// readDirFD lists a directory open at fd (the types come from getdents,
+// without a stat per entry), leaving fd open.
+func readDirFD(fd int) ([]fs.DirEntry, error) {
+	dup, err := unix.Dup(fd)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(dup), "dir")
+	defer f.Close()
+	return f.ReadDir(-1)
+}
+
+// finishRoot applies the layers' directory modes and times, deepest
+// first, and adds up the bytes of the root's distinct regular files.
+func finishRoot(root string, dirs map[string]dirAttr) (int64, error) {
+	fd, err := unix.Open(root, dirFlags, 0)
+	if err != nil {
+		return 0, &fs.PathError{Op: "open", Path: root, Err: err}
+	}
+	defer unix.Close(fd)
+	var size int64
+	seen := map[uint64]bool{}
+	var walk func(fd int, rel string) error
+	walk = func(fd int, rel string) error {
+		es, err := readDirFD(fd)
+		if err != nil {
+			return err
+		}
+		for _, e := range es {
+			name := e.Name()
+			r := path.Join(rel, name)
+			switch {
+			case e.Type().IsRegular():
+				var st unix.Stat_t
+				if unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && !seen[st.Ino] {
+					seen[st.Ino] = true
+					size += st.Size
+				}
+			case e.IsDir():
+				cfd, err := unix.Openat(fd, name, dirFlags, 0)
+				if err != nil {
+					return &fs.PathError{Op: "open", Path: filepath.Join(root, r), Err: err}
+				}
+				err = walk(cfd, r)
+				unix.Close(cfd)
+				if err != nil {
+					return err
+				}
+				if a, ok := dirs[r]; ok {
+					if err := unix.Fchmodat(fd, name, a.mode|0o700, 0); err != nil {
+						return &fs.PathError{Op: "chmod", Path: filepath.Join(root, r), Err: err}
+					}
+					unix.UtimesNanoAt(fd, name, []unix.Timespec{a.mtime, a.mtime}, unix.AT_SYMLINK_NOFOLLOW)
+				}
+			}
+		}
+		return nil
+	}
+	return size, walk(fd, "")
 }
 
 // realDir reports whether rel names a directory under root reached
@@ -265,30 +372,6 @@ func realMkdirAll(root, rel string) error {
 		}
 	}
 	return nil
-}
-
-// treeSize adds up the regular files under dir, each inode once.
-func treeSize(dir string) (int64, error) {
-	seen := map[uint64]bool{}
-	var size int64
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			if seen[st.Ino] {
-				return nil
-			}
-			seen[st.Ino] = true
-		}
-		size += fi.Size()
-		return nil
-	})
-	return size, err
 }
 
 // removeTree deletes a tree that may hold directories without write

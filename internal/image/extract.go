@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // layerMeta is what a layer says beyond its files, kept beside its
@@ -41,12 +43,14 @@ const (
 // outside it; setuid and setgid bits are dropped; device nodes are
 // skipped; files keep their mode bits and modification times but belong
 // to whoever extracts them (the sandbox maps that user to its own).
-func extractLayer(r io.Reader, dir string) (*layerMeta, error) {
+func extractLayer(r io.Reader, dir string) (_ *layerMeta, err error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, err
 	}
 	defer root.Close()
+	x := &extractor{root: root, made: map[string]bool{}}
+	defer x.closeParent()
 	meta := &layerMeta{}
 	type dirAttr struct {
 		mode  fs.FileMode
@@ -88,12 +92,15 @@ func extractLayer(r io.Reader, dir string) (*layerMeta, error) {
 			}
 			// The directory holding a whiteout is part of the layer, as
 			// in an overlay upper directory.
-			if err := root.MkdirAll(dirName, 0o755); err != nil {
+			if _, err := x.parent(dirName); err != nil {
 				return nil, entryErr(name, err, dir)
 			}
 			continue
 		}
-		if err := root.MkdirAll(dirName, 0o755); err != nil {
+		// Entries come grouped by directory: the parent is opened once
+		// for all of them, and names inside it are single components.
+		pd, err := x.parent(dirName)
+		if err != nil {
 			return nil, entryErr(name, err, dir)
 		}
 		mode := fs.FileMode(h.Mode) & (fs.ModePerm | 0o1000) // drop setuid/setgid
@@ -102,20 +109,20 @@ func extractLayer(r io.Reader, dir string) (*layerMeta, error) {
 		}
 		switch h.Typeflag {
 		case tar.TypeDir:
-			if fi, err := root.Lstat(name); err == nil && !fi.IsDir() {
-				if err := root.RemoveAll(name); err != nil {
+			if fi, err := pd.Lstat(base); err == nil && !fi.IsDir() {
+				if err := x.remove(pd, base); err != nil {
 					return nil, entryErr(name, err, dir)
 				}
 			}
-			if err := root.Mkdir(name, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			if err := pd.Mkdir(base, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 				return nil, entryErr(name, err, dir)
 			}
 			dirs[name] = dirAttr{mode, h.ModTime}
 		case tar.TypeReg: // archive/tar reads the legacy TypeRegA as TypeReg or TypeDir
-			if err := replace(root, name); err != nil {
+			if err := x.replace(pd, base); err != nil {
 				return nil, entryErr(name, err, dir)
 			}
-			n, err := writeFile(root, name, tr, mode&fs.ModePerm, h.ModTime, buf)
+			n, err := writeFile(pd, base, tr, mode&fs.ModePerm, h.ModTime, buf)
 			if err != nil {
 				return nil, entryErr(name, err, dir)
 			}
@@ -124,11 +131,11 @@ func extractLayer(r io.Reader, dir string) (*layerMeta, error) {
 			}
 			meta.Size += n
 		case tar.TypeSymlink:
-			if err := replace(root, name); err != nil {
+			if err := x.replace(pd, base); err != nil {
 				return nil, entryErr(name, err, dir)
 			}
 			// The target is stored as written and never followed here.
-			if err := root.Symlink(h.Linkname, name); err != nil {
+			if err := pd.Symlink(h.Linkname, base); err != nil {
 				return nil, entryErr(name, err, dir)
 			}
 		case tar.TypeLink:
@@ -136,7 +143,7 @@ func extractLayer(r io.Reader, dir string) (*layerMeta, error) {
 			if old == "" {
 				return nil, fmt.Errorf("%w: layer entry %s: hard link to the root", ErrCorrupt, name)
 			}
-			if err := replace(root, name); err != nil {
+			if err := x.replace(pd, base); err != nil {
 				return nil, entryErr(name, err, dir)
 			}
 			fi, err := root.Lstat(old)
@@ -160,6 +167,7 @@ func extractLayer(r io.Reader, dir string) (*layerMeta, error) {
 			meta.Skipped++
 		}
 	}
+	x.closeParent()
 	// Directory modes last, deepest first: a read-only directory must not
 	// stop its own entries from being written.
 	names := make([]string, 0, len(dirs))
@@ -181,12 +189,59 @@ func extractLayer(r io.Reader, dir string) (*layerMeta, error) {
 	return meta, nil
 }
 
+// extractor keeps the directory the last entries went to open, as a
+// Root of its own inside the layer's: names in it are single components,
+// so each entry costs a few system calls instead of a walk from the top.
+type extractor struct {
+	root *os.Root
+	cur  string
+	sub  *os.Root
+	// made are the directories known to exist (no MkdirAll needed).
+	made map[string]bool
+}
+
+func (x *extractor) parent(dir string) (*os.Root, error) {
+	if x.sub != nil && dir == x.cur {
+		return x.sub, nil
+	}
+	x.closeParent()
+	if dir == "." {
+		x.cur, x.sub = dir, nil
+		return x.root, nil
+	}
+	if !x.made[dir] {
+		if err := x.root.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		x.made[dir] = true
+	}
+	sub, err := x.root.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	x.cur, x.sub = dir, sub
+	return sub, nil
+}
+
+func (x *extractor) closeParent() {
+	if x.sub != nil {
+		x.sub.Close()
+	}
+	x.cur, x.sub = "", nil
+}
+
 // replace removes whatever a later entry of the same name replaces.
-func replace(root *os.Root, name string) error {
-	if _, err := root.Lstat(name); err == nil {
-		return root.RemoveAll(name)
+func (x *extractor) replace(pd *os.Root, base string) error {
+	if _, err := pd.Lstat(base); err == nil {
+		return x.remove(pd, base)
 	}
 	return nil
+}
+
+// remove deletes base; directories known to exist may go with it.
+func (x *extractor) remove(pd *os.Root, base string) error {
+	clear(x.made)
+	return pd.RemoveAll(base)
 }
 
 // writeFile creates name (which must not exist) with the entry's bytes,
@@ -200,13 +255,14 @@ func writeFile(root *os.Root, name string, r io.Reader, mode fs.FileMode, mtime 
 	if err == nil {
 		err = f.Chmod(mode)
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
 	if err == nil && !mtime.IsZero() {
 		// Python compares a module's mtime with its .pyc's: a changed
 		// time would make every import recompile.
-		err = root.Chtimes(name, mtime, mtime)
+		tv := unix.NsecToTimeval(mtime.UnixNano())
+		err = unix.Futimes(int(f.Fd()), []unix.Timeval{tv, tv})
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
 	return n, err
 }

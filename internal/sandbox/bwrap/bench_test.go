@@ -73,3 +73,52 @@ func BenchmarkBareBwrap(b *testing.B) {
 	}
 	reportLatency(b, d)
 }
+
+// BenchmarkStartImageVsHost compares Create → first command → Terminate
+// on an image root (cached) with the host root, interleaved so that both
+// see the same load: each iteration starts one of each, in alternating
+// order. Run with -benchtime=30x for a median of 30 each; the target is
+// image/host ≤ 1.10.
+func BenchmarkStartImageVsHost(b *testing.B) {
+	sandboxtest.RequireBwrap(b)
+	env := newTestEnv(b)
+	be := env.backend(b)
+	ref := env.pythonImage(b)
+	ctx := context.Background()
+	once := func(image string) time.Duration {
+		start := time.Now()
+		sb, err := be.Create(ctx, sandbox.Spec{Volumes: sandbox.DefaultMounts(), Image: image})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if code, err := sb.Exec(ctx, sandbox.ExecRequest{Argv: []string{"true"}}); err != nil || code != 0 {
+			b.Fatalf("Exec: %d %v", code, err)
+		}
+		if err := sb.Terminate(ctx); err != nil {
+			b.Fatal(err)
+		}
+		d := time.Since(start)
+		be.Remove(ctx, sb.Name())
+		return d
+	}
+	var host, img []time.Duration
+	i := 0
+	for b.Loop() {
+		if i%2 == 0 {
+			host = append(host, once(""))
+			img = append(img, once(ref))
+		} else {
+			img = append(img, once(ref))
+			host = append(host, once(""))
+		}
+		i++
+	}
+	med := func(d []time.Duration) float64 {
+		slices.Sort(d)
+		return float64(d[len(d)/2].Microseconds()) / 1000
+	}
+	h, m := med(host), med(img)
+	b.ReportMetric(h, "host-p50-ms")
+	b.ReportMetric(m, "image-p50-ms")
+	b.ReportMetric(m/h, "image/host")
+}
