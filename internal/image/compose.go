@@ -284,11 +284,24 @@ func clearDir(dir string) error {
 // image's symlink there is replaced).
 var mountDirs = []string{
 	"proc", "dev", "tmp", "run", "data", strings.TrimPrefix(sandbox.Workspace, "/"),
-	strings.TrimPrefix(sandbox.Home, "/"), "opt/mlagent", "etc/mlagent",
+	strings.TrimPrefix(sandbox.Home, "/"), "opt/mlagent",
 }
 
-// MountFiles are the files the sandbox binds over (its own /etc/hosts).
-var mountFiles = []string{"etc/hosts"}
+// SandboxEtc is where a sandbox on an image finds the files made for it
+// (hosts, the gateway's git config): a directory of the tmpfs the backend
+// mounts at /opt/mlagent. /etc/hosts and /etc/mlagent are links to it, so
+// that the read-only root needs no bind mount per file.
+const SandboxEtc = "/opt/mlagent/etc"
+
+// sandboxLinks are the root's links into SandboxEtc.
+var sandboxLinks = map[string]string{
+	"etc/hosts":   "../opt/mlagent/etc/hosts",
+	"etc/mlagent": "../opt/mlagent/etc",
+}
+
+// rootLayout is the version of what composeRoot adds to a root (mount
+// points, links, users); a root of another version is composed again.
+const rootLayout = 2
 
 // prepareMountPoints creates the mount points and writes /etc/passwd and
 // /etc/group with the sandbox's user added (the image's own users kept,
@@ -300,16 +313,15 @@ func prepareMountPoints(root string) error {
 			return err
 		}
 	}
-	for _, f := range mountFiles {
+	for f, target := range sandboxLinks {
 		if err := realMkdirAll(root, path.Dir(f)); err != nil {
 			return err
 		}
 		p := filepath.Join(root, f)
-		if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() {
-			continue
+		if err := os.RemoveAll(p); err != nil {
+			return err
 		}
-		os.RemoveAll(p)
-		if err := os.WriteFile(p, nil, 0o644); err != nil {
+		if err := os.Symlink(target, p); err != nil {
 			return err
 		}
 	}

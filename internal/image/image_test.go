@@ -138,9 +138,14 @@ func TestPullFlattens(t *testing.T) {
 		t.Errorf("hard link to a lower layer: different inodes")
 	}
 	// Mount points: the image's /run symlink became a directory.
-	for _, d := range []string{"proc", "dev", "tmp", "run", "data", "workspace", "home/agent", "opt/mlagent", "etc/mlagent"} {
+	for _, d := range []string{"proc", "dev", "tmp", "run", "data", "workspace", "home/agent", "opt/mlagent"} {
 		if fi, err := os.Lstat(filepath.Join(root, d)); err != nil || !fi.IsDir() {
 			t.Errorf("mount point %s: got %v, %v; want a directory", d, fi, err)
+		}
+	}
+	for p, want := range map[string]string{"etc/hosts": "../opt/mlagent/etc/hosts", "etc/mlagent": "../opt/mlagent/etc"} {
+		if got, err := os.Readlink(filepath.Join(root, p)); err != nil || got != want {
+			t.Errorf("%s: got %q, %v; want a link to %s", p, got, err, want)
 		}
 	}
 	passwd := readRoot(t, root, "etc/passwd")
@@ -576,5 +581,60 @@ func TestFullDiskLeavesNothing(t *testing.T) {
 	}
 	if _, err := s.Lookup(src); !errors.Is(err, ErrNotPulled) {
 		t.Errorf("Lookup after the failed pull: got %v; want ErrNotPulled", err)
+	}
+}
+
+func TestLocalSourceGoneStaysUsable(t *testing.T) {
+	img := twoLayerImage(t)
+	file := imagetest.WriteOCIArchive(t, filepath.Join(t.TempDir(), "img.tar"), img, "v1")
+	s := openStore(t)
+	pulled, err := s.Pull(context.Background(), file, PullOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(file)
+	if got, err := s.Lookup(file); err != nil || got.ID != pulled.ID {
+		t.Errorf("Lookup of a pulled archive since deleted: got %v, %v; want the cached image", got, err)
+	}
+	// Two names for one root: removing one keeps the root, and the
+	// in-use check is not even asked.
+	reg := imagetest.NewRegistry(t)
+	ref := reg.Push(t, "test/same:1", img)
+	if _, err := s.Pull(context.Background(), ref, PullOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Remove("oci-archive:"+file, func(string) bool { return true }); err != nil {
+		t.Errorf("rm of one of two names for an image in use: %v; want it removed (the root stays)", err)
+	}
+	if got, err := s.Lookup(ref); err != nil || got.ID != pulled.ID {
+		t.Errorf("the other name: %v, %v", got, err)
+	}
+	if _, err := os.Stat(pulled.Root); err != nil {
+		t.Errorf("the shared root: %v; want it kept", err)
+	}
+}
+
+func TestStaleRootComposedAgain(t *testing.T) {
+	reg := imagetest.NewRegistry(t)
+	ref := reg.Push(t, "test/stale:1", twoLayerImage(t))
+	s := openStore(t)
+	img, err := s.Pull(context.Background(), ref, PullOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As an older mlagent would have left it.
+	meta := filepath.Join(s.rootDir(img.ID), "image.json")
+	b, _ := os.ReadFile(meta)
+	os.WriteFile(meta, []byte(strings.Replace(string(b), `"layout": 2`, `"layout": 1`, 1)), 0o600)
+	if _, err := s.Lookup(ref); !errors.Is(err, ErrNotPulled) {
+		t.Fatalf("Lookup of a stale root: got %v; want ErrNotPulled", err)
+	}
+	var cached int
+	again, pulled, err := s.Ensure(context.Background(), ref, PullOptions{Progress: func(p Progress) { cached = p.Cached }})
+	if err != nil || !pulled || cached != 2 || again.Root != img.Root {
+		t.Fatalf("Ensure: %v, pulled %v, %d layers cached; want the root composed again from the cached layers", err, pulled, cached)
+	}
+	if _, err := s.Lookup(ref); err != nil {
+		t.Errorf("Lookup after: %v", err)
 	}
 }

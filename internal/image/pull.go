@@ -595,7 +595,7 @@ func (s *Store) compose(r Ref, f *fetched) (_ *Image, err error) {
 	c := f.config
 	img := &Image{
 		Ref: r.String(), ID: f.id, Digest: f.digest, Root: filepath.Join(s.rootDir(f.id), "rootfs"),
-		Platform: c.OS + "/" + c.Architecture + variant(c.Variant), Size: size, Layers: layers,
+		Platform: c.OS + "/" + c.Architecture + variant(c.Variant), Size: size, Layers: layers, Layout: rootLayout,
 		Config: Config{Env: c.Config.Env, WorkingDir: c.Config.WorkingDir, User: c.Config.User,
 			Entrypoint: c.Config.Entrypoint, Cmd: c.Config.Cmd, Labels: c.Config.Labels},
 		Created: c.Created.Time.UTC(), Pulled: time.Now().UTC(),
@@ -605,6 +605,12 @@ func (s *Store) compose(r Ref, f *fetched) (_ *Image, err error) {
 	}
 	if err := writeJSON(filepath.Join(tmp, "image.json"), img); err != nil {
 		return nil, noSpace(err, s.dir)
+	}
+	if _, err := os.Stat(s.rootDir(f.id)); err == nil {
+		if _, err := s.loadRoot(f.id); err != nil {
+			// A stale root (another layout): replaced by this one.
+			removeTree(s.rootDir(f.id))
+		}
 	}
 	if err := os.Rename(tmp, s.rootDir(f.id)); err != nil {
 		if _, serr := s.loadRoot(f.id); serr == nil {

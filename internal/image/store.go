@@ -73,7 +73,9 @@ type Image struct {
 	// Size is the bytes of the root's distinct files.
 	Size int64 `json:"size"`
 	// Layers are the diff ids, bottom first.
-	Layers  []string  `json:"layers"`
+	Layers []string `json:"layers"`
+	// Layout is the version of the root's own additions (rootLayout).
+	Layout  int       `json:"layout"`
 	Config  Config    `json:"config"`
 	Created time.Time `json:"created,omitzero"`
 	Pulled  time.Time `json:"pulled"`
@@ -117,9 +119,34 @@ func (s *Store) layerDir(diff string) string { return filepath.Join(s.dir, "laye
 func (s *Store) Lookup(ref string) (*Image, error) {
 	r, err := ParseRef(ref)
 	if err != nil {
+		// A local image whose file or directory is gone is still in
+		// the cache under its canonical name.
+		for _, c := range localNames(ref) {
+			if img, lerr := s.lookup(c); lerr == nil {
+				return img, nil
+			}
+		}
 		return nil, err
 	}
 	return s.lookup(r.String())
+}
+
+// localNames are the canonical names a local reference may have been
+// pulled under, without looking at the file (which may be gone).
+func localNames(ref string) []string {
+	for _, k := range []Kind{Layout, OCIArchive, DockerArchive} {
+		if strings.HasPrefix(ref, string(k)+":") {
+			return []string{ref}
+		}
+	}
+	if !strings.HasPrefix(ref, "/") && !strings.HasPrefix(ref, ".") {
+		return nil
+	}
+	abs, err := filepath.Abs(ref)
+	if err != nil {
+		return nil
+	}
+	return []string{string(Layout) + ":" + abs, string(OCIArchive) + ":" + abs, string(DockerArchive) + ":" + abs}
 }
 
 func (s *Store) lookup(canon string) (*Image, error) {
@@ -147,6 +174,9 @@ func (s *Store) loadRoot(id string) (*Image, error) {
 	img.Root = filepath.Join(dir, "rootfs")
 	if fi, err := os.Lstat(img.Root); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("no root directory at %s", img.Root)
+	}
+	if img.Layout != rootLayout {
+		return nil, fmt.Errorf("flattened by another version of mlagent (layout %d, want %d)", img.Layout, rootLayout)
 	}
 	if fi, err := os.Stat(filepath.Join(dir, "last-used")); err == nil {
 		img.LastUsed = fi.ModTime()
@@ -210,11 +240,13 @@ func (s *Store) Remove(refOrID string, inUse func(id string) bool) ([]string, er
 		return nil, err
 	}
 	var match []*Image
+	names := localNames(refOrID)
 	if r, err := ParseRef(refOrID); err == nil {
-		for _, img := range all {
-			if img.Ref == r.String() {
-				match = append(match, img)
-			}
+		names = append(names, r.String())
+	}
+	for _, img := range all {
+		if slices.Contains(names, img.Ref) {
+			match = append(match, img)
 		}
 	}
 	if h := strings.TrimPrefix(refOrID, "sha256:"); len(match) == 0 && len(h) >= 12 && isHex(h) {
@@ -232,8 +264,16 @@ func (s *Store) Remove(refOrID string, inUse func(id string) bool) ([]string, er
 	if len(match) == 0 {
 		return nil, fmt.Errorf("%w: %s is not in the cache (`mlagent image ls`)", ErrUnknown, refOrID)
 	}
+	// Only a root no other reference names is deleted: only that one
+	// must not be in use.
+	kept := map[string]bool{}
+	for _, img := range all {
+		if !slices.Contains(match, img) {
+			kept[img.ID] = true
+		}
+	}
 	for _, img := range match {
-		if inUse != nil && inUse(img.ID) {
+		if !kept[img.ID] && inUse != nil && inUse(img.ID) {
 			return nil, fmt.Errorf("%w: a running sandbox uses %s; kill it first (`mlagent sandbox ls`)", ErrInUse, img.Ref)
 		}
 	}

@@ -277,7 +277,7 @@ func (b *Backend) prepare(spec sandbox.Spec, rec *record, gpus []string, root *i
 	}
 	workdir := sandbox.Workspace
 	if root != nil {
-		err = root.args(&a, spec, rec, fd, data)
+		err = root.args(&a, spec, rec, data)
 		workdir = root.workdir
 	} else {
 		err = b.hostRootArgs(&a, spec, rec, file, data)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path"
 	"path/filepath"
 	"strings"
@@ -121,29 +120,26 @@ func (b *Backend) openImage(spec sandbox.Spec, gpus []string) (*imageRoot, error
 }
 
 // args adds the filesystem of a sandbox on the image: the root bound
-// read-only at /, with tmpfs mounts where the sandbox writes its own files
-// (the image's cache was given mount points for them when it was
-// flattened). fd passes a descriptor to bubblewrap; data copies a file
-// into a tmpfs.
-func (r *imageRoot) args(a *[]string, spec sandbox.Spec, rec *record, fd func(*os.File) string, data func(string, []byte) error) error {
+// read-only at /, with tmpfs mounts where the sandbox needs files of its
+// own (the image's cache was given mount points and links for them when
+// it was flattened). data copies a file into a tmpfs.
+func (r *imageRoot) args(a *[]string, spec sandbox.Spec, rec *record, data func(string, []byte) error) error {
 	*a = append(*a, "--ro-bind", r.img.Root, "/")
-	hosts, err := dataFile(hostsFile(rec.Name))
-	if err != nil {
+	if spec.Gateway != nil {
+		*a = append(*a, "--tmpfs", "/run", "--bind", spec.Gateway.Socket, gatewaySocket)
+	}
+	// One tmpfs holds everything made for this sandbox; the root links
+	// /etc/hosts and /etc/mlagent into it (image.SandboxEtc).
+	*a = append(*a, "--perms", "0755", "--tmpfs", "/opt/mlagent", "--ro-bind", r.binary, sandbox.BinaryPath,
+		"--perms", "0755", "--dir", image.SandboxEtc)
+	if err := data(image.SandboxEtc+"/hosts", hostsFile(rec.Name)); err != nil {
 		return err
 	}
-	*a = append(*a, "--ro-bind-data", fd(hosts), "/etc/hosts")
 	if spec.Gateway != nil {
-		*a = append(*a, "--perms", "0755", "--tmpfs", filepath.Dir(sandbox.GitConfig))
-		if err := data(sandbox.GitConfig, sandbox.GitConfigFile(spec.Gateway.Token)); err != nil {
+		if err := data(image.SandboxEtc+"/"+filepath.Base(sandbox.GitConfig), sandbox.GitConfigFile(spec.Gateway.Token)); err != nil {
 			return err
 		}
-		*a = append(*a, "--remount-ro", filepath.Dir(sandbox.GitConfig))
 	}
-	*a = append(*a, "--tmpfs", "/run")
-	if spec.Gateway != nil {
-		*a = append(*a, "--bind", spec.Gateway.Socket, gatewaySocket)
-	}
-	*a = append(*a, "--perms", "0755", "--tmpfs", "/opt/mlagent", "--ro-bind", r.binary, sandbox.BinaryPath)
 	if r.drv != nil {
 		for _, l := range r.drv.Libs {
 			*a = append(*a, "--ro-bind", l.Path, nvidiaLibDir+"/"+l.Name)
