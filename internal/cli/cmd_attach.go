@@ -80,18 +80,8 @@ func runAttach(ctx context.Context, env *Env, args []string) int {
 			dashURL = url
 		}
 	}
-	interrupts := make(chan struct{}, 1)
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt)
-	defer signal.Stop(sig)
-	go func() {
-		for range sig {
-			select {
-			case interrupts <- struct{}{}:
-			default:
-			}
-		}
-	}()
+	interrupts, stopInterrupts := ctrlC()
+	defer stopInterrupts()
 	out := env.Stdout
 	tty := writerIsTerminal(out)
 	header := "mlagent · attached to session " + id
@@ -168,4 +158,21 @@ func shortErr(err error) string {
 		return op.Err.Error()
 	}
 	return err.Error()
+}
+
+// ctrlC delivers SIGINT (Ctrl-C where the terminal is not the editor's)
+// to a chat; a press the chat has not yet taken is not queued twice.
+func ctrlC() (<-chan struct{}, func()) {
+	interrupts := make(chan struct{}, 1)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt)
+	go func() {
+		for range sig {
+			select {
+			case interrupts <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return interrupts, func() { signal.Stop(sig) }
 }

@@ -6,8 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"time"
@@ -376,18 +374,8 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 		}
 	}
 
-	interrupts := make(chan struct{}, 1)
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt)
-	defer signal.Stop(sig)
-	go func() {
-		for range sig {
-			select {
-			case interrupts <- struct{}{}:
-			default:
-			}
-		}
-	}()
+	interrupts, stopInterrupts := ctrlC()
+	defer stopInterrupts()
 
 	out := env.Stdout
 	tty := writerIsTerminal(out)
