@@ -308,6 +308,8 @@ func errorText(ce *callError) string {
 		return "the gateway refused the request (budget exhausted or token revoked): " + ce.Err.Error()
 	case protocol.ErrAuth:
 		return "the gateway did not accept this sandbox's token: " + ce.Err.Error()
+	case protocol.ErrKey:
+		return "the model API rejected the API key (401): " + ce.Err.Error()
 	}
 	return ce.Err.Error()
 }

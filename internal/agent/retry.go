@@ -49,8 +49,12 @@ func classify(err error) *callError {
 			ce.Retryable = true
 		case apiErr.StatusCode == http.StatusForbidden || typ == "permission_error":
 			ce.Kind = protocol.ErrBudget
-		case apiErr.StatusCode == http.StatusUnauthorized:
+		case apiErr.StatusCode == http.StatusUnauthorized && strings.Contains(apiErr.RawJSON(), "mlagent gateway:"):
+			// The gateway's own refusal of the sandbox's token.
 			ce.Kind = protocol.ErrAuth
+		case apiErr.StatusCode == http.StatusUnauthorized:
+			// Passed through from the model API: the user's key.
+			ce.Kind = protocol.ErrKey
 		case apiErr.StatusCode == 408 || apiErr.StatusCode == 409 || apiErr.StatusCode == 429 || apiErr.StatusCode >= 500:
 			ce.Retryable = true
 		}

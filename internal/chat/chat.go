@@ -86,6 +86,10 @@ type Options struct {
 	// (and learns "always" answers); nil is the default mode, no rules.
 	Permissions *permission.Policy
 
+	// KeySource says where the model key came from ("$ANTHROPIC_API_KEY",
+	// `secret "anthropic"`), for the message when the model API rejects it.
+	KeySource string
+
 	// Header is the chat's one header line (session, model, sandbox…),
 	// shown first; the agent's ready event then adds no line of its own.
 	Header string
@@ -129,6 +133,9 @@ type Result struct {
 	// Detached: the chat left the session running (its session host
 	// keeps it) rather than ending it.
 	Detached bool
+	// Failure is the error that ended a print-mode turn, already written
+	// to Options.Err.
+	Failure string
 }
 
 type agentLine struct {
@@ -514,9 +521,16 @@ func (d *driver) handle(ctx context.Context, al agentLine) (done bool, err error
 			break
 		}
 		msg := fmt.Sprintf("error (%s): %s", oneLine(ev.Kind, 20), oneLine(ev.Message, 500))
+		switch ev.Kind {
+		case protocol.ErrKey:
+			msg = d.keyRejected(ev.Message)
+		case protocol.ErrBudget:
+			msg += "; to go on, mlagent resume " + d.res.Session + " --budget-usd N gives the session a new budget"
+		}
 		r.fail(msg)
 		if d.format != FormatChat {
-			fmt.Fprintln(d.o.Err, "mlagent: agent "+msg)
+			fmt.Fprintln(d.o.Err, "mlagent: "+msg)
+			d.res.Failure = msg
 		}
 		if d.failed == "" {
 			d.failed = msg
@@ -893,4 +907,19 @@ func readLines(r io.Reader) <-chan string {
 		}
 	}()
 	return ch
+}
+
+// keyRejected says that the model API refused the user's own key, where
+// that key came from, and how to set another.
+func (d *driver) keyRejected(apiMsg string) string {
+	s := "the model API rejected your API key"
+	if d.o.KeySource != "" {
+		s += " (from " + oneLine(d.o.KeySource, 60) + ")"
+	}
+	s += ": " + oneLine(strings.TrimPrefix(apiMsg, "the model API rejected the API key (401): "), 300) +
+		". Set a valid one with: mlagent secret set anthropic ANTHROPIC_API_KEY=sk-ant-..."
+	if strings.HasPrefix(d.o.KeySource, "$") {
+		s += " (an exported ANTHROPIC_API_KEY wins over the stored one: unset it to use the store)"
+	}
+	return s
 }

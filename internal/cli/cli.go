@@ -13,8 +13,10 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/mlagent/mlagent/internal/config"
@@ -45,9 +47,12 @@ type Command struct {
 	Summary string // one line for `mlagent help`
 	// Hidden commands (such as the in-sandbox `init`) are not listed.
 	Hidden bool
-	// Quiet commands (chats) log warnings and errors only unless a log
-	// level is configured: their output is the conversation.
-	Quiet bool
+	// Service commands (the gateway, the syncer, the dashboard, the Slack
+	// bot) and those run inside a sandbox log to stderr, where their
+	// supervisor reads it. The others log to $MLAGENT_HOME/logs/mlagent.log
+	// and say only warnings on stderr, once each, in a line of their own:
+	// their output is the user's (a conversation, a command's).
+	Service bool
 	// Run executes the command with the arguments after its name and
 	// returns the process exit code.
 	Run func(ctx context.Context, env *Env, args []string) int
@@ -101,11 +106,12 @@ func run(ctx context.Context, env *Env, args []string) int {
 		level := env.Config.LogLevel
 		if level == "" {
 			level = "info"
-			if cmd.Quiet {
-				level = "warn"
-			}
 		}
-		env.Log = newLogger(env.Stderr, level)
+		if cmd.Service {
+			env.Log = newLogger(env.Stderr, level)
+		} else {
+			env.Log = newUserLogger(env.Stderr, "mlagent "+cmd.Name, env.Config.LogsDir(), level)
+		}
 	}
 	return cmd.Run(ctx, env, args[1:])
 }
@@ -158,33 +164,65 @@ func newFlagSet(env *Env, name, usageLine, description string) *flag.FlagSet {
 		fs.VisitAll(func(*flag.Flag) { any = true })
 		if any {
 			fmt.Fprintln(out, "\nFlags:")
-			fs.PrintDefaults()
+			printFlags(out, fs)
 		}
 	}
 	return fs
 }
 
+// printFlags lists the flags as they are written: --name (or -x for one
+// letter), as in the README, rather than flag.PrintDefaults' -name.
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		dash := "--"
+		if len(f.Name) == 1 {
+			dash = "-"
+		}
+		typ, usage := flag.UnquoteUsage(f)
+		line := "  " + dash + f.Name
+		if typ != "" {
+			line += " " + typ
+		}
+		line += "\n    \t" + strings.ReplaceAll(usage, "\n", "\n    \t")
+		if d := f.DefValue; d != "" && d != "false" && d != "0" && d != "[]" {
+			if typ == "string" {
+				d = strconvQuote(d)
+			}
+			line += " (default " + d + ")"
+		}
+		fmt.Fprintln(w, line)
+	})
+}
+
+func strconvQuote(s string) string { return fmt.Sprintf("%q", s) }
+
 // parseFlags parses args and maps the outcome to an exit code: -1 means
-// "go on", anything else is the code to return (0 after --help).
+// "go on", anything else is the code to return (0 after --help). A bad
+// flag is one line and a pointer to --help, not the whole help.
 func parseFlags(fs *flag.FlagSet, args []string, env *Env) int {
-	for _, a := range args {
-		if a == "--" {
-			break
-		}
-		if a == "-h" || a == "--help" || a == "-help" {
-			fs.SetOutput(env.Stdout) // help asked for is output, not an error
-		}
-	}
+	usage := fs.Usage
+	fs.Usage = func() {}
+	fs.SetOutput(io.Discard)
 	err := fs.Parse(args)
+	fs.Usage = usage
 	switch {
 	case err == nil:
 		return -1
 	case errors.Is(err, flag.ErrHelp):
+		fs.SetOutput(env.Stdout) // help asked for is output, not an error
+		usage()
 		return ExitOK
 	default:
+		msg := longDashes().ReplaceAllString(err.Error(), "$1--$2")
+		fmt.Fprintf(env.Stderr, "mlagent %s: %s; see mlagent %s --help\n", fs.Name(), msg, fs.Name())
 		return ExitUsage
 	}
 }
+
+// longDashes finds the flag package's "-name" for a long flag, which the
+// help and the README write "--name".
+// Compiled on first use: every sandbox's PID 1 is this binary too.
+var longDashes = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(^|[ :])-([A-Za-z][A-Za-z0-9-]+)`) })
 
 // trackioDir is the host directory of the Trackio volume, which the
 // dashboard and the syncer read.

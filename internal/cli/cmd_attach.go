@@ -21,7 +21,6 @@ func init() {
 	register(&Command{
 		Name:    "attach",
 		Summary: "come back to a session left running (run --detach, or leaving while a job runs)",
-		Quiet:   true,
 		Run:     runAttach,
 	})
 }

@@ -16,6 +16,7 @@ import (
 func init() {
 	register(&Command{
 		Name:    "dashboard",
+		Service: true,
 		Summary: "serve the live training dashboard (Trackio metrics) on loopback",
 		Run:     runDashboard,
 	})

@@ -25,7 +25,6 @@ func init() {
 		Name:    "demo",
 		Summary: "the offline reference session: scripted model, real sandbox and training",
 		Run:     runDemo,
-		Quiet:   true,
 	})
 }
 

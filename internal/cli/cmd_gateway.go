@@ -28,6 +28,7 @@ import (
 func init() {
 	register(&Command{
 		Name:    "gateway",
+		Service: true,
 		Summary: "run the credential-swapping gateway (data and admin planes)",
 		Run:     runGateway,
 	})
@@ -40,8 +41,8 @@ lets other HTTPS egress through a CONNECT proxy with a host allowlist
 (config [gateway] allow). The admin plane (--admin-listen) issues and revokes
 tokens and reports usage; it needs Authorization: Bearer <admin token>.
 
-Secrets come from the secret store (mlagent secret set ...), then the
-environment: ANTHROPIC_API_KEY (may be empty for keyless local servers),
+Secrets come from the environment, then the secret store (mlagent secret set
+...): ANTHROPIC_API_KEY (may be empty for keyless local servers),
 HF_TOKEN, GITHUB_TOKEN, MLAGENT_ADMIN_TOKEN. Without an admin token one is
 generated and saved as secret "gateway-admin".
 

@@ -13,6 +13,7 @@ import (
 func init() {
 	register(&Command{
 		Name:    "init",
+		Service: true,
 		Summary: "PID 1 inside a sandbox (internal)",
 		Hidden:  true,
 		Run:     runInit,

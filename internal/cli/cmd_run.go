@@ -41,9 +41,11 @@ starts a new line, ↑/↓ recall earlier messages; Esc or Ctrl-C interrupts the
 turn, a second Ctrl-C within 2 s exits. On exit the sandbox ends and its token is revoked;
 volumes and the transcript stay ("mlagent sessions", "mlagent resume").
 
-The model key comes from the secret store, then $ANTHROPIC_API_KEY; with
---base-url an Anthropic-compatible server (Ollama ≥ 0.14, llama.cpp's server)
-needs none.
+The model key is $ANTHROPIC_API_KEY, else the secret store's (an exported key
+wins, as with the Anthropic SDK and Claude Code; the chat says so when they
+differ); with --base-url an Anthropic-compatible server (Ollama ≥ 0.14,
+llama.cpp's server) needs none, and an address that does not answer the
+Messages API fails at once.
 
 What leaves the sandbox waits for you: a Hub write (pushing a model or a
 dataset, creating or deleting a repo) or a git push is held by the gateway
@@ -320,6 +322,14 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 		fmt.Fprintf(env.Stderr, noKeyHelp, name, name, name)
 		return ExitUsage
 	}
+	for _, n := range keys.Notes {
+		fmt.Fprintf(env.Stderr, "mlagent %s: %s\n", name, n)
+	}
+	if cf.baseURL != "" && cs.Upstream == "" && cf.gateway == "" {
+		if err := probeBaseURL(ctx, cf.baseURL, keys.Model); err != nil {
+			return fail(ExitFailure, "%v", err)
+		}
+	}
 	log := env.Log.With("cmd", name, "session", cs.ID)
 	cs.Model = cf.model
 	spec := hostSpec{
@@ -405,8 +415,8 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 		In: in, Out: out, Err: env.Stderr, TTY: tty,
 		Editor: editor, HistoryPath: env.Config.HistoryPath(),
 		NoColor: env.Getenv("NO_COLOR") != "", Header: header,
-		Permissions: perm,
-		Print:       cf.print, OutputFormat: format, Answers: answers,
+		Permissions: perm, KeySource: keys.ModelSource,
+		Print: cf.print, OutputFormat: format, Answers: answers,
 		FirstPrompt: cs.Prompt, DashboardURL: dashURL, Interrupt: interrupts,
 		OnUserMessage: func(text string) {
 			if format == chat.FormatChat && (!tty || cs.In != nil) {
@@ -437,6 +447,8 @@ func chatExitCode(cf *chatFlags, res chat.Result, err, xerr error, fail func(int
 	switch {
 	case errors.Is(err, chat.ErrInterrupted):
 		return ExitInterrupted
+	case errors.Is(err, chat.ErrTurnFailed) && res.Failure != "":
+		return ExitFailure // the chat has said why, once
 	case err != nil:
 		// Either may quote what the sandbox wrote.
 		if errors.Is(err, chat.ErrAgentExited) && xerr != nil {

@@ -22,10 +22,7 @@ func init() {
 	register(&Command{
 		Name:    "sandbox",
 		Summary: "run commands in isolated sandboxes (run, ls, exec, kill, rm)",
-		// The command's own output is what matters; token issue and
-		// revoke go to the audit log anyway.
-		Quiet: true,
-		Run:   runSandbox,
+		Run:     runSandbox,
 	})
 }
 
@@ -215,17 +212,54 @@ func sandboxRun(ctx context.Context, env *Env, args []string) int {
 	}()
 	code, err := sb.Exec(ctx, sandbox.ExecRequest{Argv: argv, Stdin: env.Stdin, Stdout: env.Stdout, Stderr: env.Stderr})
 	explainOOM(ctx, env, "sandbox run", b, sb.Name(), code)
-	if err != nil {
-		if errors.Is(err, context.Canceled) {
-			return 130
+	return execExit(ctx, env, "sandbox run", b, sb.Name(), argv, code, err)
+}
+
+// Exit codes for a command the sandbox's end cut short, as timeout(1)
+// and a SIGKILL would give.
+const (
+	ExitTimedOut = 124
+	ExitKilled   = 137
+)
+
+// killedElsewhere reports whether a sandbox whose connection was lost
+// was terminated by another process (mlagent sandbox kill), which forgets
+// its record; the lost connection can reach us a moment before the
+// record goes.
+func killedElsewhere(ctx context.Context, b sandbox.Backend, name string) bool {
+	ctx = context.WithoutCancel(ctx)
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if _, err := b.Get(ctx, name); errors.Is(err, sandbox.ErrNotFound) {
+			return true
 		}
-		fmt.Fprintf(env.Stderr, "mlagent sandbox run: %v\n", err)
-		if code > 0 {
-			return code
-		}
-		return ExitFailure
 	}
-	return code
+	return false
+}
+
+// execExit maps how a command in a sandbox ended to the exit code, saying
+// in words why it was cut short: the sandbox's time limit (124), or the
+// sandbox ended by mlagent sandbox kill (137).
+func execExit(ctx context.Context, env *Env, cmd string, b sandbox.Backend, name string, argv []string, code int, err error) int {
+	switch {
+	case err == nil:
+		return code
+	case errors.Is(err, context.Canceled):
+		return 130
+	case errors.Is(err, sandbox.ErrTimedOut):
+		fmt.Fprintf(env.Stderr, "mlagent %s: %s was stopped: %v\n", cmd, sanitize.Line(argv[0], 80), err)
+		return ExitTimedOut
+	case (errors.Is(err, sandbox.ErrNotRunning) || strings.Contains(err.Error(), "lost the sandbox")) && killedElsewhere(ctx, b, name):
+		fmt.Fprintf(env.Stderr, "mlagent %s: sandbox %s was killed (mlagent sandbox kill) while %s ran\n", cmd, name, sanitize.Line(argv[0], 80))
+		return ExitKilled
+	case errors.Is(err, sandbox.ErrNotRunning):
+		fmt.Fprintf(env.Stderr, "mlagent %s: sandbox %s ended while %s ran\n", cmd, name, sanitize.Line(argv[0], 80))
+		return ExitKilled
+	}
+	fmt.Fprintf(env.Stderr, "mlagent %s: %v\n", cmd, err)
+	if code > 0 {
+		return code
+	}
+	return ExitFailure
 }
 
 // explainOOM says so when a command was SIGKILLed and the sandbox's
@@ -375,14 +409,7 @@ func sandboxExec(ctx context.Context, env *Env, args []string) int {
 	}
 	code, err := sb.Exec(ctx, req)
 	explainOOM(ctx, env, "sandbox exec", b, name, code)
-	if err != nil {
-		if errors.Is(err, context.Canceled) {
-			return 130
-		}
-		fmt.Fprintf(env.Stderr, "mlagent sandbox exec: %v\n", err)
-		return ExitFailure
-	}
-	return code
+	return execExit(ctx, env, "sandbox exec", b, name, req.Argv, code, err)
 }
 
 func sandboxKill(ctx context.Context, env *Env, args []string) int {

@@ -85,8 +85,34 @@ func TestSandboxRunCLI(t *testing.T) {
 	t.Run("timeout behind the gateway", func(t *testing.T) {
 		start := time.Now()
 		_, errOut, code := e.run(t, "sandbox", "run", "--timeout", "1s", "--", "sleep", "30")
-		if code == 0 || time.Since(start) > 10*time.Second || !strings.Contains(errOut, "wall-clock timeout of 1s reached") {
-			t.Errorf("got exit %d after %v (stderr %q); want a failure within seconds that names the timeout", code, time.Since(start), errOut)
+		if code != 124 || time.Since(start) > 10*time.Second || !strings.Contains(errOut, "sleep was stopped: exec sleep: sandbox shutting down: wall-clock timeout of 1s reached") {
+			t.Errorf("got exit %d after %v (stderr %q); want 124 within seconds, naming the timeout", code, time.Since(start), errOut)
+		}
+	})
+	t.Run("killed from another terminal", func(t *testing.T) {
+		type result struct {
+			errOut string
+			code   int
+		}
+		done := make(chan result, 1)
+		go func() {
+			_, errOut, code := e.run(t, "sandbox", "run", "--name", "victim", "--", "sleep", "60")
+			done <- result{errOut, code}
+		}()
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			if out, _, _ := e.run(t, "sandbox", "ls"); strings.Contains(out, "victim") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the sandbox never started")
+			}
+		}
+		if _, errOut, code := e.run(t, "sandbox", "kill", "victim"); code != 0 {
+			t.Fatalf("kill: exit %d: %s", code, errOut)
+		}
+		r := <-done
+		if r.code != 137 || r.errOut != "mlagent sandbox run: sandbox victim was killed (mlagent sandbox kill) while sleep ran\n" {
+			t.Errorf("got exit %d, stderr %q; want 137 and the kill named", r.code, r.errOut)
 		}
 	})
 	t.Run("memory limit", func(t *testing.T) {
@@ -298,5 +324,27 @@ func TestKilledCLILeavesNoDebris(t *testing.T) {
 		if _, err := os.Stat(g); !os.IsNotExist(err) {
 			t.Errorf("cgroup %s left after kill -9 (%v)", g, err)
 		}
+	}
+}
+
+// TestLogsGoToTheLogFile: what is logged while a command runs goes to
+// $MLAGENT_HOME/logs/mlagent.log, not among the command's output; a
+// warning is said once, in words.
+func TestLogsGoToTheLogFile(t *testing.T) {
+	sandboxtest.RequireBwrap(t)
+	e := newCLIEnv(t, "ANTHROPIC_API_KEY=sk-ant-test")
+	out, errOut, code := e.run(t, "sandbox", "run", "--", "echo", "hi")
+	if code != 0 || out != "hi\n" {
+		t.Fatalf("got exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if strings.Contains(errOut, "level=") {
+		t.Errorf("log lines on stderr: %q", errOut)
+	}
+	log, err := os.ReadFile(filepath.Join(e.home, "logs", "mlagent.log"))
+	if err != nil || !strings.Contains(string(log), `msg="token issued"`) {
+		t.Errorf("log file: %v: %q; want the token issued", err, log)
+	}
+	if fi, err := os.Stat(filepath.Join(e.home, "logs", "mlagent.log")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("log file mode: %v, %v; want 0600", fi, err)
 	}
 }

@@ -20,6 +20,7 @@ import (
 func init() {
 	register(&Command{
 		Name:    "session-host",
+		Service: true,
 		Summary: "keep a chat's session running for its front ends (started by run and resume)",
 		Hidden:  true,
 		Run:     runSessionHost,

@@ -16,6 +16,7 @@ import (
 func init() {
 	register(&Command{
 		Name:    "slack",
+		Service: true,
 		Summary: "serve the agent in Slack threads (Socket Mode): a mention or DM starts a session",
 		Run:     runSlack,
 	})

@@ -15,6 +15,7 @@ import (
 func init() {
 	register(&Command{
 		Name:    "syncer",
+		Service: true,
 		Summary: "push new Trackio rows to a Hugging Face Space (long-running service)",
 		Run:     runSyncer,
 	})
@@ -28,8 +29,8 @@ progress kept in $MLAGENT_HOME/syncer/state.json. Failures back off and are
 logged. The Space comes from --space / [syncer] space_id / MLAGENT_SPACE_ID, or
 else from a space_id file at the Trackio directory root.
 
-The token is HF_TOKEN from the secret store (mlagent secret set huggingface
-HF_TOKEN=hf_...) or the environment; it is never logged.
+The token is $HF_TOKEN, else HF_TOKEN from the secret store (mlagent secret set
+huggingface HF_TOKEN=hf_...); it is never logged.
 
   --once   sync what is there now and exit (for cron or a test)`
 

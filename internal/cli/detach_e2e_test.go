@@ -138,3 +138,25 @@ func TestRunDetachAndResumeWorkspace(t *testing.T) {
 		}
 	}
 }
+
+// TestWrongKeyIsNamed: the model API refusing the user's own key is said
+// once, as such, naming where the key came from (not as the gateway
+// refusing the sandbox's token).
+func TestWrongKeyIsNamed(t *testing.T) {
+	e := newE2E(t)
+	cmd := e.command(false, e.chatArgs("run", "-p", "hello")...)
+	cmd.Env = append(cmd.Env, "ANTHROPIC_API_KEY=sk-ant-wrong-key")
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.Run()
+	if code := cmd.ProcessState.ExitCode(); code != 1 {
+		t.Errorf("got exit %d; want 1", code)
+	}
+	want := "the model API rejected your API key (from $ANTHROPIC_API_KEY)"
+	if n := strings.Count(errb.String(), want); n != 1 {
+		t.Errorf("stderr says %q %d times; want once:\n%s", want, n, errb.String())
+	}
+	if strings.Contains(errb.String(), "sandbox's token") || strings.Contains(errb.String(), "sk-ant-wrong-key") {
+		t.Errorf("stderr blames the token or shows the key:\n%s", errb.String())
+	}
+}

@@ -125,6 +125,7 @@ var errnoNames = map[syscall.Errno]string{
 	syscall.ENOENT: "ENOENT", syscall.EACCES: "EACCES", syscall.EPERM: "EPERM",
 	syscall.EROFS: "EROFS", syscall.EISDIR: "EISDIR", syscall.ENOTDIR: "ENOTDIR",
 	syscall.EEXIST: "EEXIST", syscall.ENOSPC: "ENOSPC",
+	syscall.ETIME: "ETIME", // cut short by the sandbox's time limit
 }
 
 func errnoName(err error) string {

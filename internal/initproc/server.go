@@ -138,7 +138,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if opts.Timeout > 0 {
 		t := time.AfterFunc(opts.Timeout, func() {
 			log.Info("init: wall-clock timeout, shutting down", "timeout", opts.Timeout)
-			cancel(fmt.Errorf("wall-clock timeout of %v reached", opts.Timeout))
+			cancel(timeLimit{fmt.Sprintf("wall-clock timeout of %v reached", opts.Timeout)})
 		})
 		defer t.Stop()
 	}
@@ -200,7 +200,7 @@ func (s *server) watchIdle(ctx context.Context, cancel context.CancelCauseFunc) 
 			s.mu.Unlock()
 			if idle {
 				s.log.Info("init: idle timeout, shutting down", "idle_timeout", s.opts.IdleTimeout)
-				cancel(fmt.Errorf("idle for %v", s.opts.IdleTimeout))
+				cancel(timeLimit{fmt.Sprintf("idle for %v", s.opts.IdleTimeout)})
 				return
 			}
 		}
@@ -358,9 +358,16 @@ func (s *server) exec(ctx context.Context, conn *net.UnixConn, req *Request, fil
 		return Reply{Exit: exitCode(st)}
 	case <-ctx.Done():
 		syscall.Kill(-pid, syscall.SIGKILL)
-		return Reply{Exit: exitCode(<-done), Error: shuttingDown(ctx)}
+		return Reply{Exit: exitCode(<-done), Error: shuttingDown(ctx), Errno: errnoName(context.Cause(ctx))}
 	}
 }
+
+// timeLimit is the cause of a shutdown by --timeout or --idle-timeout;
+// the commands it cuts short reply with errno ETIME (sandbox.ErrTimedOut).
+type timeLimit struct{ why string }
+
+func (t timeLimit) Error() string { return t.why }
+func (t timeLimit) Unwrap() error { return syscall.ETIME }
 
 // shuttingDown says why a command was cut short by the sandbox ending.
 func shuttingDown(ctx context.Context) string {

@@ -89,17 +89,29 @@ type Host struct {
 
 // Keys are the real secrets a host passes to its gateway, and the admin
 // token of a shared gateway.
-type Keys struct{ Model, HF, GitHub, Admin string }
+type Keys struct {
+	Model, HF, GitHub, Admin string
+	// ModelSource says where Model came from: "$ANTHROPIC_API_KEY" or
+	// `secret "anthropic"`; for messages about the key, never its value.
+	ModelSource string
+	// Notes are for the user: an exported key hiding a different stored
+	// one.
+	Notes []string
+}
 
 // ResolveKeys reads the model key, HF token, GitHub token and a shared
-// gateway's admin token from the secret store, falling back to the
-// environment.
+// gateway's admin token: an exported variable wins over the secret
+// store, as with the Anthropic SDK and Claude Code.
 func ResolveKeys(cfg *config.Config, getenv func(string) string) (Keys, error) {
 	st := secrets.Open(cfg.SecretsPath())
 	var k Keys
-	var err error
-	if k.Model, err = st.Resolve(secrets.AnthropicKey, getenv); err != nil {
+	m, err := st.ResolveFrom(secrets.AnthropicKey, getenv)
+	if err != nil {
 		return Keys{}, err
+	}
+	k.Model, k.ModelSource = m.Value, m.Source
+	if m.Shadowed != "" {
+		k.Notes = append(k.Notes, fmt.Sprintf("using $%s from the environment; it differs from the key in %s", secrets.AnthropicKey, m.Shadowed))
 	}
 	if k.HF, err = st.Resolve(secrets.HFToken, getenv); err != nil {
 		return Keys{}, err

@@ -51,7 +51,8 @@ const (
 // Error kinds carried by EventError.
 const (
 	ErrBudget     = "budget"     // the gateway refused: budget exhausted or token revoked (403); not retried
-	ErrAuth       = "auth"       // the key was refused (401)
+	ErrAuth       = "auth"       // the gateway refused the sandbox's token (401)
+	ErrKey        = "key"        // the model API refused the user's own key (401 from upstream)
 	ErrAPI        = "api"        // the model API failed after all retries, or rejected the request
 	ErrMaxTurns   = "max_turns"  // the turn hit --max-turns
 	ErrRefusal    = "refusal"    // the model refused to continue

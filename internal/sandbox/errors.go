@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path"
 	"strings"
+	"syscall"
 
 	"github.com/mlagent/mlagent/internal/volume"
 )
@@ -16,6 +17,9 @@ var (
 	ErrNoGPU        = errors.New("a GPU was requested but this host has none (no /dev/nvidia* device); use --gpu=optional to run without one")
 	ErrInvalidName  = errors.New("invalid sandbox name: want 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit")
 	ErrInvalidMount = errors.New("invalid mount")
+	// ErrTimedOut matches the error of a command that the sandbox's time
+	// limit (Spec.Timeout, Spec.IdleTimeout) cut short.
+	ErrTimedOut error = syscall.ETIME
 )
 
 // ValidName checks a sandbox name: a DNS label, so that the same name works

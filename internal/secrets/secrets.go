@@ -188,11 +188,17 @@ func (s *Store) List() ([]Entry, error) {
 // Lookup finds key in any secret (the secret whose name sorts first wins
 // on a tie). ok is false when no secret holds it.
 func (s *Store) Lookup(key string) (value string, ok bool, err error) {
+	v, _, ok, err := s.lookupNamed(key)
+	return v, ok, err
+}
+
+// lookupNamed is Lookup that also says which secret holds the key.
+func (s *Store) lookupNamed(key string) (value, name string, ok bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m, err := s.load()
 	if err != nil {
-		return "", false, err
+		return "", "", false, err
 	}
 	names := make([]string, 0, len(m))
 	for n := range m {
@@ -201,21 +207,45 @@ func (s *Store) Lookup(key string) (value string, ok bool, err error) {
 	sort.Strings(names)
 	for _, n := range names {
 		if v, ok := m[n][key]; ok {
-			return v, true, nil
+			return v, n, true, nil
 		}
 	}
-	return "", false, nil
+	return "", "", false, nil
 }
 
-// Resolve is Lookup with a fallback to the environment variable of the
-// same name, as the model key and admin token allow.
+// Resolve reads a key from the environment, else from the store: an
+// exported variable wins, as with the Anthropic SDK and Claude Code.
 func (s *Store) Resolve(key string, getenv func(string) string) (string, error) {
-	v, ok, err := s.Lookup(key)
+	r, err := s.ResolveFrom(key, getenv)
+	return r.Value, err
+}
+
+// Resolved is a key's value and where it came from.
+type Resolved struct {
+	Value string
+	// Source is "$KEY" or `secret "name"`; "" when the key is set nowhere.
+	Source string
+	// Shadowed is the store's secret that the environment overrides with
+	// a different value ("" when there is none, or the same value).
+	Shadowed string
+}
+
+// ResolveFrom is Resolve saying where the value came from, and whether
+// the environment hides a different stored one.
+func (s *Store) ResolveFrom(key string, getenv func(string) string) (Resolved, error) {
+	stored, name, ok, err := s.lookupNamed(key)
+	if env := getenv(key); env != "" {
+		r := Resolved{Value: env, Source: "$" + key}
+		if err == nil && ok && stored != env {
+			r.Shadowed = fmt.Sprintf("secret %q", name)
+		}
+		return r, nil
+	}
 	if err != nil {
-		return "", err
+		return Resolved{}, err
 	}
-	if ok {
-		return v, nil
+	if !ok {
+		return Resolved{}, nil
 	}
-	return getenv(key), nil
+	return Resolved{Value: stored, Source: fmt.Sprintf("secret %q", name)}, nil
 }

@@ -71,21 +71,42 @@ func TestCorruptFileErrorLeaksNothing(t *testing.T) {
 	}
 }
 
-func TestResolveFallsBackToEnv(t *testing.T) {
+// TestResolveEnvironmentWins: an exported key wins over the store (as
+// with the Anthropic SDK and Claude Code), and the caller learns where
+// the value came from and what it hides.
+func TestResolveEnvironmentWins(t *testing.T) {
 	s := Open(filepath.Join(t.TempDir(), "secrets.json"))
+	envVal := "from-env"
 	env := func(k string) string {
 		if k == AnthropicKey {
-			return "from-env"
+			return envVal
 		}
 		return ""
 	}
-	v, err := s.Resolve(AnthropicKey, env)
-	if err != nil || v != "from-env" {
-		t.Fatalf("Resolve = %q, %v", v, err)
+	cases := []struct {
+		name, envVal, stored string
+		want                 Resolved
+	}{
+		{"environment only", "from-env", "", Resolved{Value: "from-env", Source: "$ANTHROPIC_API_KEY"}},
+		{"environment wins", "from-env", "from-store", Resolved{Value: "from-env", Source: "$ANTHROPIC_API_KEY", Shadowed: `secret "anthropic"`}},
+		{"same value", "same", "same", Resolved{Value: "same", Source: "$ANTHROPIC_API_KEY"}},
+		{"store only", "", "from-store", Resolved{Value: "from-store", Source: `secret "anthropic"`}},
 	}
-	s.Set("anthropic", map[string]string{AnthropicKey: "from-store"})
-	if v, _ := s.Resolve(AnthropicKey, env); v != "from-store" {
-		t.Errorf("Resolve = %q; want the store to win over the environment", v)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			envVal = c.envVal
+			s.Remove("anthropic")
+			if c.stored != "" {
+				s.Set("anthropic", map[string]string{AnthropicKey: c.stored})
+			}
+			got, err := s.ResolveFrom(AnthropicKey, env)
+			if err != nil || got != c.want {
+				t.Errorf("ResolveFrom = %+v, %v; want %+v", got, err, c.want)
+			}
+			if v, _ := s.Resolve(AnthropicKey, env); v != c.want.Value {
+				t.Errorf("Resolve = %q; want %q", v, c.want.Value)
+			}
+		})
 	}
 }
 
