@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -81,7 +82,8 @@ func Run(ctx context.Context, o RunOptions) error {
 	}
 	defer tr.Close()
 	resumed := len(history)
-	for _, m := range Repair(history) {
+	repaired := Repair(history)
+	for _, m := range repaired {
 		if err := tr.AppendMessage(m); err != nil {
 			return err
 		}
@@ -123,6 +125,16 @@ func Run(ctx context.Context, o RunOptions) error {
 		return err
 	}
 	defer shell.Close() // background jobs end with the agent
+	if resumed > 0 {
+		sess.Last = LastExchange(history, repaired, func(name string, in json.RawMessage) string {
+			if t, ok := reg.Get(name); ok {
+				if s, ok := t.(tools.Summarizer); ok {
+					return s.Summarize(in)
+				}
+			}
+			return ""
+		})
+	}
 	system := SystemPrompt(PromptOptions{
 		Workdir: o.Workdir, DataDir: o.DataDir, TrackioDir: o.Getenv("TRACKIO_DIR"),
 		Image: o.Getenv("MLAGENT_IMAGE"), Skills: set.All(), Extra: o.SystemExtra,

@@ -20,8 +20,10 @@ type Session struct {
 	ID      string
 	Model   string
 	Resumed int // messages loaded from the transcript
-	Out     *protocol.Writer
-	Log     *slog.Logger
+	// Last is where the resumed conversation left off, for the ready event.
+	Last *protocol.Exchange
+	Out  *protocol.Writer
+	Log  *slog.Logger
 
 	mu        sync.Mutex
 	asks      map[string]chan string
@@ -150,7 +152,7 @@ func (s *Session) closeInput() {
 // Serve emits ready, then processes inputs from in until shutdown, ctx
 // ends, or in ends and no work is left.
 func (s *Session) Serve(ctx context.Context, in io.Reader) error {
-	s.Emit(protocol.Event{Type: protocol.EventReady, Session: s.ID, Model: s.Model, ResumedMessages: s.Resumed})
+	s.Emit(protocol.Event{Type: protocol.EventReady, Session: s.ID, Model: s.Model, ResumedMessages: s.Resumed, Last: s.Last})
 	inputs := make(chan protocol.Input)
 	eof := make(chan error, 1)
 	readCtx, stopRead := context.WithCancel(ctx)

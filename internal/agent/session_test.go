@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mlagent/mlagent/internal/fakeapi"
 	"github.com/mlagent/mlagent/internal/protocol"
@@ -367,5 +368,36 @@ func TestPromptTooLongCompacts(t *testing.T) {
 	}
 	if len(h.rec.ofType(protocol.EventCompaction)) != 1 || len(h.rec.ofType(protocol.EventError)) != 0 {
 		t.Errorf("compactions %d, errors %+v; want 1 and none", len(h.rec.ofType(protocol.EventCompaction)), h.rec.ofType(protocol.EventError))
+	}
+}
+
+// TestLastExchange: a resumed session's ready event says where it left
+// off: the user's last message, the end of the answer, and the calls the
+// end of the last run cut short.
+func TestLastExchange(t *testing.T) {
+	use := func(id, cmd string) Block {
+		in, _ := json.Marshal(map[string]string{"command": cmd})
+		return Block{Type: "tool_use", ID: id, Name: "bash", Input: in}
+	}
+	history := []Message{
+		{Role: "user", Content: []Block{{Type: "text", Text: "first"}}},
+		{Role: "assistant", Content: []Block{{Type: "text", Text: "ok"}}},
+		{Role: "user", Content: []Block{{Type: "text", Text: "Train it for 15 epochs"}}},
+		{Role: "assistant", Content: []Block{{Type: "text", Text: "Starting the training."}, use("t1", "python3 train.py --epochs 15")}},
+	}
+	repaired := Repair(history)
+	got := LastExchange(append(history, repaired...), repaired, func(name string, in json.RawMessage) string {
+		var v struct{ Command string }
+		json.Unmarshal(in, &v)
+		return v.Command
+	})
+	want := &protocol.Exchange{User: "Train it for 15 epochs", Assistant: "Starting the training.", Interrupted: []string{"bash  python3 train.py --epochs 15"}}
+	if got == nil || got.User != want.User || got.Assistant != want.Assistant || strings.Join(got.Interrupted, "|") != strings.Join(want.Interrupted, "|") {
+		t.Errorf("got %+v; want %+v", got, want)
+	}
+	long := strings.Repeat("é", 1000)
+	got = LastExchange([]Message{{Role: "user", Content: []Block{{Type: "text", Text: long}}}, {Role: "assistant", Content: []Block{{Type: "text", Text: long + "END"}}}}, nil, nil)
+	if len(got.User) > 410 || !strings.HasSuffix(got.Assistant, "END") || len(got.Assistant) > 810 || !utf8.ValidString(got.User) || !utf8.ValidString(got.Assistant) {
+		t.Errorf("long exchange: user %d bytes, assistant %d bytes (%q…)", len(got.User), len(got.Assistant), got.Assistant[:20])
 	}
 }

@@ -9,8 +9,12 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
+
+	"github.com/mlagent/mlagent/internal/protocol"
 )
 
 // A transcript is a JSON-lines file, one record a line, appended and
@@ -153,4 +157,84 @@ func Repair(history []Message) []Message {
 		m.Content = append(m.Content, ToolResult(u.ID, "interrupted: the agent stopped before this tool finished; its effects are unknown, check before relying on them", true))
 	}
 	return []Message{m}
+}
+
+// LastExchange is where a conversation left off: the user's last
+// message, the assistant's text since (its end, when long), and the tool
+// calls that repaired answers "interrupted". summarize describes a call
+// in one line (nil: the tool's name only).
+func LastExchange(history, repaired []Message, summarize func(name string, input json.RawMessage) string) *protocol.Exchange {
+	const maxUser, maxAssistant = 400, 800
+	ex := &protocol.Exchange{}
+	start := -1
+	for i := len(history) - 1; i >= 0; i-- {
+		if m := history[i]; m.Role == "user" && m.Text() != "" {
+			start = i
+			break
+		}
+	}
+	if start >= 0 {
+		ex.User = clip(history[start].Text(), maxUser, false)
+		var b strings.Builder
+		for _, m := range history[start+1:] {
+			if m.Role == "assistant" {
+				if t := m.Text(); t != "" {
+					if b.Len() > 0 {
+						b.WriteString("\n")
+					}
+					b.WriteString(t)
+				}
+			}
+		}
+		ex.Assistant = clip(b.String(), maxAssistant, true)
+	}
+	cut := map[string]bool{}
+	for _, m := range repaired {
+		for _, c := range m.Content {
+			if c.Type == "tool_result" {
+				cut[c.ToolUseID] = true
+			}
+		}
+	}
+	if len(cut) > 0 && len(history) > 0 {
+		for _, m := range history {
+			for _, u := range m.ToolUses() {
+				if !cut[u.ID] {
+					continue
+				}
+				line := u.Name
+				if summarize != nil {
+					if s := summarize(u.Name, u.Input); s != "" {
+						line += "  " + s
+					}
+				}
+				ex.Interrupted = append(ex.Interrupted, clip(line, 200, false))
+			}
+		}
+	}
+	if ex.User == "" && ex.Assistant == "" && len(ex.Interrupted) == 0 {
+		return nil
+	}
+	return ex
+}
+
+// clip cuts s to about n bytes at a rune boundary, keeping its start (or,
+// with tail, its end).
+func clip(s string, n int, tail bool) string {
+	s = strings.TrimSpace(s)
+	if len(s) <= n {
+		return s
+	}
+	if tail {
+		i := len(s) - n
+		for i < len(s) && !utf8.RuneStart(s[i]) {
+			i++
+		}
+		return "…" + s[i:]
+	}
+	i := n
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "…"
 }

@@ -86,6 +86,13 @@ type Options struct {
 	// (and learns "always" answers); nil is the default mode, no rules.
 	Permissions *permission.Policy
 
+	// PriorCostUSD is what the session spent before this chat (a resumed
+	// session's total in the sessions index), so /cost shows its total.
+	PriorCostUSD float64
+	// BudgetUSD is what this chat's sandbox may spend (0: no limit; < 0:
+	// not known here, as when attached), for /cost and the status line.
+	BudgetUSD float64
+
 	// KeySource says where the model key came from ("$ANTHROPIC_API_KEY",
 	// `secret "anthropic"`), for the message when the model API rejects it.
 	KeySource string
@@ -452,6 +459,10 @@ func (d *driver) handle(ctx context.Context, al agentLine) (done bool, err error
 	if d.format == FormatStreamJSON {
 		d.writeJSON(al.raw)
 	}
+	switch ev.Type {
+	case protocol.EventReady, protocol.EventAttached, protocol.EventUsage, protocol.EventJob:
+		defer d.showStatus()
+	}
 	r := d.r
 	switch ev.Type {
 	case protocol.EventReady:
@@ -466,6 +477,9 @@ func (d *driver) handle(ctx context.Context, al agentLine) (done bool, err error
 			r.line(r.style(sgrDim, s))
 		case ev.ResumedMessages > 0:
 			r.notice(fmt.Sprintf("resumed %d messages", ev.ResumedMessages))
+		}
+		if ev.ResumedMessages > 0 && ev.Last != nil && d.format == FormatChat {
+			d.showLast(ev.Last)
 		}
 		if !d.busy && !d.o.Print {
 			r.prompt("> ")
@@ -922,4 +936,65 @@ func (d *driver) keyRejected(apiMsg string) string {
 		s += " (an exported ANTHROPIC_API_KEY wins over the stored one: unset it to use the store)"
 	}
 	return s
+}
+
+// showLast shows where a resumed session left off: the user's last
+// message, the end of the answer, and the calls the last run cut short.
+func (d *driver) showLast(x *protocol.Exchange) {
+	r := d.r
+	r.notice("where it left off:")
+	if x.User != "" {
+		r.line("  " + r.style(sgrBold, "> ") + oneLine(x.User, 300))
+	}
+	if x.Assistant != "" {
+		lines := strings.Split(strings.TrimSpace(sanitize.Text(x.Assistant)), "\n")
+		if len(lines) > 6 {
+			lines = append([]string{"…"}, lines[len(lines)-6:]...)
+		}
+		for _, l := range lines {
+			r.line("  " + sanitize.Truncate(l, 300))
+		}
+	}
+	for _, t := range x.Interrupted {
+		r.line("  " + r.style(sgrRed, "✗") + " " + oneLine(t, 200) + r.style(sgrDim, "  → interrupted when the last run ended; check what it left"))
+	}
+}
+
+// costLine is /cost: this chat's spending, the session's total (as
+// mlagent sessions counts it, across resumes) and the budget left.
+func (d *driver) costLine() string {
+	s := fmt.Sprintf("%d turn(s), %s in this chat · %s for the session", d.res.Turns, fmtUSD(d.res.CostUSD), fmtUSD(d.o.PriorCostUSD+d.res.CostUSD))
+	if b := d.o.BudgetUSD; b > 0 {
+		left := max(0, b-d.res.CostUSD)
+		s += fmt.Sprintf(" · %s left of this sandbox's %s budget", fmtUSD(left), fmtUSD(b))
+		if left == 0 {
+			s += " (mlagent resume " + d.res.Session + " --budget-usd N gives a new one)"
+		}
+	} else if d.o.BudgetUSD == 0 {
+		s += " · no budget limit"
+	}
+	return s
+}
+
+// statusLine is shown under the editor: the model, the budget left and
+// the jobs running.
+func (d *driver) statusLine() string {
+	var parts []string
+	if d.res.Model != "" {
+		parts = append(parts, oneLine(d.res.Model, 60))
+	}
+	if b := d.o.BudgetUSD; b > 0 {
+		parts = append(parts, fmtUSD(max(0, b-d.res.CostUSD))+" left")
+	}
+	for _, j := range d.runningJobs() {
+		parts = append(parts, oneLine(j.ID, 20)+" running ("+oneLine(j.Command, 40)+")")
+	}
+	return strings.Join(parts, " · ")
+}
+
+// showStatus refreshes the status line under the editor.
+func (d *driver) showStatus() {
+	if d.ui != nil {
+		d.ui.status(d.statusLine())
+	}
 }

@@ -20,8 +20,8 @@ var slashCommands []slashCommand
 
 func init() {
 	slashCommands = []slashCommand{
-		{name: "cost", help: "cost so far", run: func(d *driver, _ string) bool {
-			d.r.line(fmt.Sprintf("%d turn(s) · %s in this chat", d.res.Turns, fmtUSD(d.res.CostUSD)))
+		{name: "cost", help: "what this chat and the session have spent, and the budget left", run: func(d *driver, _ string) bool {
+			d.r.line(d.costLine())
 			return false
 		}},
 		{name: "todo", help: "the plan", run: func(d *driver, _ string) bool {

@@ -77,3 +77,32 @@ func TestAttachedElsewhere(t *testing.T) {
 		}
 	}
 }
+
+// TestResumedAndCost: a resumed chat shows where the session left off;
+// /cost counts the session across resumes and the budget left.
+func TestResumedAndCost(t *testing.T) {
+	_, in, out := startFake(t, func(a *fakeAgent) {
+		a.emit(protocol.Event{Type: protocol.EventReady, Session: "s-9", Model: "m", ResumedMessages: 21, Last: &protocol.Exchange{
+			User: "Train it for 15 epochs", Assistant: "Starting the training.\nEpoch 1 of 15…",
+			Interrupted: []string{"bash  python3 train.py --epochs 15"}}})
+		a.expect(protocol.InputUserMessage)
+		a.emit(protocol.Event{Type: protocol.EventUsage, Usage: &protocol.Usage{CostUSD: 1.25}},
+			protocol.Event{Type: protocol.EventTurnEnd, StopReason: "end_turn"})
+	})
+	p := newPerson(t)
+	var buf bytes.Buffer
+	_, err := Run(context.Background(), Options{AgentIn: in, AgentOut: out, In: p.r, Out: &buf, Header: "mlagent · resuming session s-9",
+		FirstPrompt: "go on", PriorCostUSD: 2.5, BudgetUSD: 5, Now: fakeClock(time.Second),
+		OnTurn: func(Turn) { p.say("/cost", "/exit") }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{
+		"resumed 21 messages\nwhere it left off:\n  > Train it for 15 epochs\n  Starting the training.\n  Epoch 1 of 15…\n  ✗ bash python3 train.py --epochs 15  → interrupted when the last run ended",
+		"1 turn(s), $1.25 in this chat · $3.75 for the session · $3.75 left of this sandbox's $5.00 budget",
+	} {
+		if !strings.Contains(buf.String(), s) {
+			t.Errorf("output lacks %q:\n%s", s, buf.String())
+		}
+	}
+}

@@ -80,9 +80,10 @@ type (
 		choices []string // sanitized
 		help    string   // under the choices
 	}
-	busyMsg bool
-	hintMsg string // transient: a key's meaning, "" clears
-	quitMsg struct{}
+	busyMsg   bool
+	hintMsg   string // transient: a key's meaning, "" clears
+	statusMsg string // the status line: model, budget left, jobs
+	quitMsg   struct{}
 )
 
 // termUI is the driver's handle on the interactive terminal. Its methods
@@ -227,6 +228,7 @@ func openStyles(open, line string) string {
 func (u *termUI) setSpinner(s string) { u.p.Send(spinnerMsg(s)) }
 func (u *termUI) setBusy(b bool)      { u.p.Send(busyMsg(b)) }
 func (u *termUI) hint(s string)       { u.p.Send(hintMsg(s)) }
+func (u *termUI) status(s string)     { u.p.Send(statusMsg(s)) }
 
 func (u *termUI) ask(choices []string, help string) {
 	u.p.Send(askMsg{asking: true, choices: choices, help: help})
@@ -263,6 +265,7 @@ type uiModel struct {
 	sel      int
 	busy     bool
 	hint     string
+	status   string
 	quitting bool
 }
 
@@ -347,6 +350,9 @@ func (m *uiModel) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, nil
 	case hintMsg:
 		m.hint = string(msg)
+		return m, nil
+	case statusMsg:
+		m.status = string(msg)
 		return m, nil
 	case askMsg:
 		m.asking, m.choices, m.help, m.sel = msg.asking, msg.choices, msg.help, 0
@@ -489,8 +495,11 @@ func (m *uiModel) View() tea.View {
 	}
 	top := len(rows)
 	rows = append(rows, m.ta.View())
-	if m.hint != "" {
+	switch {
+	case m.hint != "":
 		rows = append(rows, fit(m.style(sgrDim, m.hint), w))
+	case m.status != "":
+		rows = append(rows, fit(m.style(sgrDim, m.status), w))
 	}
 	v := tea.NewView(strings.Join(rows, "\n"))
 	if c := m.ta.Cursor(); c != nil {

@@ -190,7 +190,7 @@ func TestEditorPasteIsOneTurn(t *testing.T) {
 	// The editor shows the end of a long input (it scrolls), the cursor after it.
 	ec.term.waitScreen("the paste's end", func(s string) bool {
 		joined := strings.ReplaceAll(strings.ReplaceAll(s, "\n", ""), " ", "")
-		return strings.HasSuffix(joined, text[len(text)-300:])
+		return strings.Contains(joined, text[len(text)-300:])
 	})
 	select {
 	case s := <-got:
@@ -415,6 +415,27 @@ func TestEditorNoColor(t *testing.T) {
 	if s := ec.term.screen(); !strings.Contains(s, "bold and code") || strings.Contains(s, "**") {
 		t.Errorf("the Markdown was not laid out:\n%s", s)
 	}
+	ec.term.send(keyCtrlD)
+	if err := ec.wait(t); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestEditorStatusLine: under the editor, the model, the budget left and
+// the jobs running.
+func TestEditorStatusLine(t *testing.T) {
+	ec := startEditorChat(t, 100, "", func(a *fakeAgent) {
+		a.emit(protocol.Event{Type: protocol.EventReady, Session: "s", Model: "claude-x"})
+		a.expect(protocol.InputUserMessage)
+		a.emit(protocol.Event{Type: protocol.EventJob, Job: &protocol.Job{ID: "job1", Command: "python3 train.py", Status: "running"}},
+			protocol.Event{Type: protocol.EventUsage, Usage: &protocol.Usage{CostUSD: 1}},
+			protocol.Event{Type: protocol.EventTurnEnd, StopReason: "end_turn"})
+	}, func(o *Options) { o.BudgetUSD = 5 })
+	ec.term.waitFor("claude-x · $5.00 left")
+	ec.term.send("go" + keyEnter)
+	ec.term.waitFor("claude-x · $4.00 left · job1 running (python3 train.py)")
+	ec.term.send("/detach" + keyEnter)
+	ec.term.waitFor("this chat cannot detach")
 	ec.term.send(keyCtrlD)
 	if err := ec.wait(t); err != nil {
 		t.Fatal(err)

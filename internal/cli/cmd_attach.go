@@ -93,6 +93,7 @@ func runAttach(ctx context.Context, env *Env, args []string) int {
 		Editor: tty && readerIsTerminal(env.Stdin), HistoryPath: env.Config.HistoryPath(),
 		NoColor: env.Getenv("NO_COLOR") != "", Header: header + " · /help",
 		Permissions: perm, DashboardURL: dashURL, Interrupt: interrupts,
+		BudgetUSD: -1, // the session host's, not known here
 	})
 	conn.Close()
 	if res.Detached {

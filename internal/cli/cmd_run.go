@@ -416,6 +416,7 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 		Editor: editor, HistoryPath: env.Config.HistoryPath(),
 		NoColor: env.Getenv("NO_COLOR") != "", Header: header,
 		Permissions: perm, KeySource: keys.ModelSource,
+		PriorCostUSD: cs.CostUSD, BudgetUSD: cf.budgetUSD,
 		Print: cf.print, OutputFormat: format, Answers: answers,
 		FirstPrompt: cs.Prompt, DashboardURL: dashURL, Interrupt: interrupts,
 		OnUserMessage: func(text string) {

@@ -88,6 +88,17 @@ func (a Action) String() string {
 	return a.Kind + " " + a.Target
 }
 
+// Exchange is where a resumed session left off, carried by its ready
+// event: the last thing the user said, what the assistant answered, and
+// the tool calls the end of the last run cut short.
+type Exchange struct {
+	User      string `json:"user,omitempty"`
+	Assistant string `json:"assistant,omitempty"` // its end, when long
+	// Interrupted are "name  summary" lines of the calls left without a
+	// result, now answered "interrupted".
+	Interrupted []string `json:"interrupted,omitempty"`
+}
+
 // Job is a background job, as carried by EventJob.
 type Job struct {
 	ID      string `json:"id"`
@@ -139,6 +150,8 @@ type Event struct {
 	Session         string `json:"session,omitempty"`
 	Model           string `json:"model,omitempty"`
 	ResumedMessages int    `json:"resumed_messages,omitempty"`
+	// Last is where a resumed session left off.
+	Last *Exchange `json:"last,omitempty"`
 
 	// text_delta, thinking
 	Text string `json:"text,omitempty"`
