@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mlagent/mlagent/internal/image"
+	"github.com/mlagent/mlagent/internal/sandbox"
 )
 
 func init() {
@@ -155,7 +156,7 @@ func imagesInUse(ctx context.Context, env *Env) func(id string) bool {
 			return false
 		}
 		for _, in := range infos {
-			if in.State == "running" && in.ImageID == id {
+			if in.State == sandbox.StateRunning && in.ImageID == id {
 				return true
 			}
 		}

@@ -6,9 +6,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/mlagent/mlagent/internal/image/imagetest"
 	"github.com/mlagent/mlagent/internal/sandbox/sandboxtest"
@@ -129,6 +134,38 @@ func TestSandboxRunImage(t *testing.T) {
 		}
 		if out, _, _ := e.run(t, "sandbox", "ls"); !strings.Contains(out, "no sandboxes") {
 			t.Errorf("sandbox ls: %q; want none", out)
+		}
+	})
+	t.Run("rm refused while a sandbox runs on it", func(t *testing.T) {
+		// An image of its own: removing a name whose root other names
+		// keep is no deletion, and needs no check.
+		own, err := mutate.Config(img, v1.Config{Env: []string{"PATH=/usr/bin:/bin", "OWN=1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		layout := imagetest.WriteLayout(t, filepath.Join(t.TempDir(), "own"), own, "1")
+		cmd := exec.Command(binary, "sandbox", "run", "--no-gateway", "--name", "busy", "--image", layout, "--", "sleep", "300")
+		cmd.Env = e.env
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { e.run(t, "sandbox", "kill", "busy"); cmd.Wait() }()
+		for i := 0; ; i++ {
+			if out, _, _ := e.run(t, "sandbox", "ls"); strings.Contains(out, "busy") && strings.Contains(out, "running") {
+				break
+			}
+			if i == 100 {
+				t.Fatal("the sandbox did not start")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		_, errOut, code := e.run(t, "image", "rm", layout)
+		if code != 1 || !strings.Contains(errOut, "in use") {
+			t.Errorf("got exit %d, stderr %q; want 1 and in use", code, errOut)
+		}
+		e.run(t, "sandbox", "kill", "busy")
+		if out, errOut, code := e.run(t, "image", "rm", layout); code != 0 {
+			t.Errorf("rm once the sandbox is gone: exit %d, %q %q", code, out, errOut)
 		}
 	})
 	t.Run("image ls shows the last use", func(t *testing.T) {
