@@ -25,15 +25,15 @@ import (
 // request costs no goroutine or channel handoff on the upstream side
 // (http.Transport runs a read and a write goroutine per connection and
 // hands every request and response between them). It speaks plain TCP or
-// TLS (ALPN http/1.1 only). What it does not handle (a proxy from the
-// environment, a custom Config.Transport, an upstream it cannot dial) goes
-// through the ReverseProxy path instead.
+// TLS (ALPN http/1.1 only). What it does not handle (a proxy, an upstream
+// that will not speak HTTP/1.1 over TLS) goes through the ReverseProxy path
+// instead.
 type forwarder struct {
 	addr    string // host:port to dial
 	host    string // Host header
 	tls     *tls.Config
 	base    *url.URL // the upstream URL, for its path and query
-	dialer  net.Dialer
+	dialTCP func(ctx context.Context, network, addr string) (net.Conn, error)
 	maxIdle int
 	idleFor time.Duration // an idle connection is closed after this
 
@@ -60,15 +60,12 @@ const (
 )
 
 // newForwarder returns nil when the upstream must go through
-// http.Transport: a proxy from the environment applies to it.
-func newForwarder(u *url.URL) *forwarder {
-	if p, err := http.ProxyFromEnvironment(&http.Request{URL: u}); err != nil || p != nil {
+// http.Transport: a proxy applies to it.
+func newForwarder(u *url.URL, proxy func(*http.Request) (*url.URL, error), dial func(ctx context.Context, network, addr string) (net.Conn, error)) *forwarder {
+	if p, err := proxy(&http.Request{URL: u}); err != nil || p != nil {
 		return nil
 	}
-	f := &forwarder{
-		host: u.Host, base: u, maxIdle: fwdMaxIdle, idleFor: fwdIdleTimeout,
-		dialer: net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second},
-	}
+	f := &forwarder{host: u.Host, base: u, maxIdle: fwdMaxIdle, idleFor: fwdIdleTimeout, dialTCP: dial}
 	port := u.Port()
 	if port == "" {
 		port = "80"
@@ -107,7 +104,7 @@ func (f *forwarder) get(ctx context.Context) (*fconn, error) {
 }
 
 func (f *forwarder) dial(ctx context.Context) (*fconn, error) {
-	raw, err := f.dialer.DialContext(ctx, "tcp", f.addr)
+	raw, err := f.dialTCP(ctx, "tcp", f.addr)
 	if err != nil {
 		return nil, err
 	}

@@ -5,14 +5,20 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -60,14 +66,18 @@ func (u *countingUpstream) lastHeader() http.Header {
 
 const okReply = `{"id":"msg_1","type":"message","model":"claude-haiku-4-5","content":[{"type":"text","text":"hi"}],"usage":{"input_tokens":3,"output_tokens":4}}`
 
+// TestForwarderInUse: the model route runs the gateway's own forwarder
+// unless a proxy applies to the upstream; nothing else switches it off.
 func TestForwarderInUse(t *testing.T) {
 	e := newEnv(t, nil, nil)
 	if e.g.fwd == nil {
 		t.Fatal("the default config does not use the forwarder")
 	}
-	custom := newEnv(t, nil, func(c *Config) { c.Transport = NewTransport() })
-	if custom.g.fwd != nil {
-		t.Fatal("a custom Transport is bypassed by the forwarder")
+	proxied := newEnv(t, nil, func(c *Config) {
+		c.Proxy = func(*http.Request) (*url.URL, error) { return url.Parse("http://127.0.0.1:1") }
+	})
+	if proxied.g.fwd != nil {
+		t.Fatal("the forwarder does not speak to proxies, yet it is in use behind one")
 	}
 }
 
@@ -214,7 +224,8 @@ func TestForwarderPathJoin(t *testing.T) {
 
 // TestForwarderSSEPerEvent: each event, unknown types included, is
 // readable by the client before the upstream writes the next one (nothing
-// waits in a buffer), through both upstream paths.
+// waits in a buffer), through both upstream paths (the ReverseProxy one
+// behind a proxy).
 func TestForwarderSSEPerEvent(t *testing.T) {
 	for _, custom := range []bool{false, true} {
 		t.Run(fmt.Sprintf("reverseproxy=%v", custom), func(t *testing.T) {
@@ -233,7 +244,7 @@ func TestForwarderSSEPerEvent(t *testing.T) {
 			e := newEnv(t, nil, func(c *Config) {
 				c.Upstream = up.URL
 				if custom {
-					c.Transport = NewTransport()
+					c.Proxy = forwardProxy(t, nil)
 				}
 			})
 			tok := e.issue(t, TokenRequest{Sandbox: "a"})
@@ -509,26 +520,152 @@ func TestForwarderUnreachable(t *testing.T) {
 	}
 }
 
-// TestForwarderTLSFallback: an upstream the forwarder cannot speak TLS
-// to goes through the ReverseProxy path instead.
-func TestForwarderTLSFallback(t *testing.T) {
-	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// forwardProxy is an HTTP forward proxy for plain-http URLs; it counts
+// the requests it carries in n (when not nil). Its result is a
+// Config.Proxy that sends every request to it.
+func forwardProxy(t *testing.T, n *atomic.Int64) func(*http.Request) (*url.URL, error) {
+	t.Helper()
+	p := httptest.NewServer(&httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
+		if !pr.In.URL.IsAbs() {
+			t.Errorf("proxy got %s, not an absolute URL", pr.In.URL)
+		}
+		if n != nil {
+			n.Add(1)
+		}
+		pr.Out.Header.Del("Proxy-Authorization")
+	}})
+	t.Cleanup(p.Close)
+	u, _ := url.Parse(p.URL)
+	return http.ProxyURL(u)
+}
+
+// TestForwarderProxyFallback: behind a proxy, the model route goes
+// through httputil.ReverseProxy and the proxy, with the real key, and is
+// booked like any other.
+func TestForwarderProxyFallback(t *testing.T) {
+	var viaProxy atomic.Int64
+	up := newCountingUpstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if r.Header.Get("X-Api-Key") != realKey {
+			t.Errorf("upstream got no real key")
+		}
+		io.WriteString(w, okReply)
+	})
+	e := newEnv(t, nil, func(c *Config) { c.Upstream = up.URL; c.Proxy = forwardProxy(t, &viaProxy) })
+	tok := e.issue(t, TokenRequest{Sandbox: "a", BudgetUSD: 10})
+	resp, got := e.post(t, "/v1/messages", map[string]string{"x-api-key": tok.Token}, `{"model":"claude-haiku-4-5","max_tokens":5}`)
+	if resp.StatusCode != 200 || got != okReply {
+		t.Fatalf("got %d %s; want the reply through the proxy", resp.StatusCode, got)
+	}
+	if viaProxy.Load() != 1 {
+		t.Errorf("the proxy carried %d requests; want 1", viaProxy.Load())
+	}
+	us, _ := e.g.Usage(context.Background())
+	if len(us) != 1 || us[0].Requests != 1 || us[0].OutputTokens != 4 {
+		t.Errorf("usage = %+v; want the request booked once", us)
+	}
+}
+
+// TestForwarderH2Fallback: an upstream that speaks only HTTP/2 (it ends
+// a TLS handshake that does not offer h2) is reached through the
+// ReverseProxy path, over HTTP/2, and booked.
+func TestForwarderH2Fallback(t *testing.T) {
+	var proto atomic.Value
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		proto.Store(r.Proto)
 		io.Copy(io.Discard, r.Body)
 		io.WriteString(w, okReply)
 	}))
+	up.EnableHTTP2 = true
+	up.TLS = &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if !slices.Contains(hello.SupportedProtos, "h2") {
+			return nil, errors.New("h2 only")
+		}
+		return nil, nil
+	}}
+	up.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes
+	up.StartTLS()
 	defer up.Close()
 	e := newEnv(t, nil, func(c *Config) { c.Upstream = up.URL })
+	pool := x509.NewCertPool()
+	pool.AddCert(up.Certificate())
+	e.g.fwd.tls.RootCAs = pool // the forwarder is refused for want of h2, not of trust
+	e.g.transport.TLSClientConfig = &tls.Config{RootCAs: pool}
 	tok := e.issue(t, TokenRequest{Sandbox: "a", BudgetUSD: 10})
-	// The forwarder knows only the system roots; the Transport trusts the
-	// test server.
-	e.g.model.Transport = up.Client().Transport
 	resp, got := e.post(t, "/v1/messages", map[string]string{"x-api-key": tok.Token}, `{"model":"claude-haiku-4-5","max_tokens":5}`)
 	if resp.StatusCode != 200 || got != okReply {
-		t.Errorf("got %d %s; want the reply through the fallback", resp.StatusCode, got)
+		t.Fatalf("got %d %s; want the reply through the fallback", resp.StatusCode, got)
+	}
+	if p, _ := proto.Load().(string); p != "HTTP/2.0" {
+		t.Errorf("upstream saw %q; want HTTP/2.0", p)
 	}
 	us, _ := e.g.Usage(context.Background())
 	if len(us) != 1 || us[0].Requests != 1 || us[0].OutputTokens != 4 {
 		t.Errorf("usage = %+v; want the fallback request booked once", us)
+	}
+}
+
+// TestDialUpstream: every upstream connection goes through
+// Config.DialUpstream, so a test (or the demo) reaches its fakes at
+// their production URLs, and the model route still runs the forwarder.
+func TestDialUpstream(t *testing.T) {
+	var hosts sync.Map
+	model := newCountingUpstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		hosts.Store("model", r.Host)
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, okReply)
+	})
+	hub := newCountingUpstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+		hosts.Store("hub", r.Host)
+		io.WriteString(w, `{}`)
+	})
+	var dialed []string
+	var mu sync.Mutex
+	e := newEnv(t, nil, func(c *Config) {
+		c.Upstream, c.HFUpstream = "http://api.anthropic.com", "http://huggingface.co"
+		c.DialUpstream = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			mu.Lock()
+			dialed = append(dialed, addr)
+			mu.Unlock()
+			to := map[string]string{"api.anthropic.com:80": model.Listener.Addr().String(), "huggingface.co:80": hub.Listener.Addr().String()}[addr]
+			if to == "" {
+				return nil, fmt.Errorf("unexpected dial to %s", addr)
+			}
+			var d net.Dialer
+			return d.DialContext(ctx, network, to)
+		}
+	})
+	tok := e.issue(t, TokenRequest{Sandbox: "a"})
+	if resp, got := e.post(t, "/v1/messages", map[string]string{"x-api-key": tok.Token}, `{}`); resp.StatusCode != 200 || got != okReply {
+		t.Fatalf("model: %d %s", resp.StatusCode, got)
+	}
+	req, _ := http.NewRequest("GET", e.data.URL+"/hf/api/whoami-v2", nil)
+	req.Header.Set("Authorization", "Bearer "+tok.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("hub: %d", resp.StatusCode)
+	}
+	mu.Lock()
+	got := strings.Join(dialed, " ")
+	mu.Unlock()
+	if got != "api.anthropic.com:80 huggingface.co:80" {
+		t.Errorf("dialed %q; want the model API, then the Hub", got)
+	}
+	if h, _ := hosts.Load("model"); h != "api.anthropic.com" {
+		t.Errorf("model upstream saw Host %v", h)
+	}
+	if h, _ := hosts.Load("hub"); h != "huggingface.co" {
+		t.Errorf("hub upstream saw Host %v", h)
+	}
+	e.g.fwd.mu.Lock()
+	idle := len(e.g.fwd.idle)
+	e.g.fwd.mu.Unlock()
+	if idle != 1 {
+		t.Errorf("the forwarder holds %d idle connections; want 1, the model request's", idle)
 	}
 }
 

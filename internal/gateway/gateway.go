@@ -45,11 +45,18 @@ type Config struct {
 	JournalDir string
 	Audit      io.Writer // JSON lines; nil = no audit log
 	Log        *slog.Logger
-	// Transport, when set, carries every upstream request. When nil, the
-	// model routes use the gateway's own HTTP/1.1 forwarder (unless a proxy
-	// from the environment applies to the upstream), and /hf, /git and the
-	// forwarder's fallback use a tuned clone of http.DefaultTransport.
-	Transport http.RoundTripper
+	// DialUpstream opens the TCP connections to every upstream (the model
+	// API, the Hub, GitHub, services); nil = net.Dialer. Tests use it to
+	// reach a fake at a production URL. The model routes always go
+	// through the gateway's own HTTP/1.1 forwarder (forward.go), except
+	// behind a proxy or to an upstream that will not speak HTTP/1.1, which
+	// take httputil.ReverseProxy with a tuned clone of
+	// http.DefaultTransport, as /hf, /git and the services do.
+	DialUpstream func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Proxy picks the proxy for an upstream request, as
+	// http.Transport.Proxy; nil = http.ProxyFromEnvironment, which
+	// net/http reads once per process (so tests set this instead).
+	Proxy func(*http.Request) (*url.URL, error)
 	// Dial opens CONNECT tunnels; nil = net.Dialer with a 10 s timeout.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Services are extra routes to third-party APIs (Google Drive,
@@ -70,6 +77,7 @@ type Gateway struct {
 	prices PriceTable
 
 	upstream, hfUpstream, gitUpstream *url.URL
+	transport                         *http.Transport // of every ReverseProxy
 	model, hf, git                    *httputil.ReverseProxy
 	fwd                               *forwarder // nil: the model route uses model
 	services                          []*service
@@ -122,9 +130,12 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	if cfg.Prices == nil {
 		cfg.Prices = prices.Default()
 	}
-	customTransport := cfg.Transport != nil
-	if cfg.Transport == nil {
-		cfg.Transport = NewTransport()
+	if cfg.Proxy == nil {
+		cfg.Proxy = http.ProxyFromEnvironment
+	}
+	if cfg.DialUpstream == nil {
+		d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second} // as http.DefaultTransport
+		cfg.DialUpstream = d.DialContext
 	}
 	if cfg.Dial == nil {
 		d := &net.Dialer{Timeout: 10 * time.Second}
@@ -172,10 +183,11 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 			return nil, fmt.Errorf("gateway: %w", err)
 		}
 	}
+	g.transport = NewTransport()
+	g.transport.Proxy = cfg.Proxy
+	g.transport.DialContext = cfg.DialUpstream
 	g.model = g.newModelProxy()
-	if !customTransport {
-		g.fwd = newForwarder(g.upstream)
-	}
+	g.fwd = newForwarder(g.upstream, cfg.Proxy, cfg.DialUpstream)
 	g.hf = g.newPrefixProxy("/hf", g.hfUpstream, g.hfAuth)
 	g.git = g.newPrefixProxy("/git/github.com", g.gitUpstream, g.gitAuth)
 	if g.services, err = g.newServices(cfg.Services); err != nil {

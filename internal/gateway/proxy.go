@@ -215,7 +215,7 @@ func (g *Gateway) newModelProxy() *httputil.ReverseProxy {
 				pr.Out.Header["X-Api-Key"] = []string{g.cfg.APIKey}
 			}
 		},
-		Transport: g.cfg.Transport,
+		Transport: g.transport,
 		// 0, not -1: ReverseProxy already flushes every write of an SSE
 		// (text/event-stream) or unknown-length body; a reply of known length
 		// then leaves in one write instead of one per chunk.
@@ -337,7 +337,7 @@ func (g *Gateway) newPrefixProxy(prefix string, upstream *url.URL, setAuth func(
 			stripCredentials(pr.Out.Header)
 			setAuth(pr.Out.Header)
 		},
-		Transport:     g.cfg.Transport,
+		Transport:     g.transport,
 		FlushInterval: 0, // SSE and unknown lengths still flush per write
 		BufferPool:    copyBufs{},
 		ModifyResponse: func(resp *http.Response) error {

@@ -112,7 +112,7 @@ func (g *Gateway) newServices(list []Service) ([]*service, error) {
 					pr.Out.Header[k] = v
 				}
 			},
-			Transport:     g.cfg.Transport,
+			Transport:     g.transport,
 			FlushInterval: 0,
 			BufferPool:    copyBufs{},
 			ModifyResponse: func(resp *http.Response) error {

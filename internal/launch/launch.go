@@ -41,9 +41,6 @@ type Options struct {
 	HFToken, GitHubToken string
 	// HFUpstream overrides Config.Gateway.HFUpstream.
 	HFUpstream string
-	// Transport carries the gateway's upstream requests (nil: the default);
-	// the demo uses it to reach in-process fakes.
-	Transport http.RoundTripper
 	// RemoteGateway is a shared gateway's data-plane URL; AdminURL and
 	// AdminToken reach its admin plane. Empty: run the gateway in-process.
 	RemoteGateway, AdminURL, AdminToken string
@@ -170,7 +167,6 @@ func Start(ctx context.Context, o Options) (_ *Host, err error) {
 			Allow:       o.Config.Gateway.Allow,
 			DB:          h.db,
 			Log:         o.Log.With("part", "gateway"),
-			Transport:   o.Transport,
 			Services:    o.Services,
 		}
 		if gc.Services == nil {
