@@ -98,13 +98,9 @@ func TestDroppedStreamsCannotBypassBudget(t *testing.T) {
 		admitted++
 		delivered += n
 	}
-	if err := e.g.flush(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	us, err := e.g.Usage(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	// A dropped stream is booked when the gateway notices the client
+	// left, which may be after the client's next request.
+	us := waitRequests(t, e.g, int64(admitted))
 	// What the delivered text cost upstream, generously counted (4 bytes
 	// a token), is the least the ledger may show.
 	p := prices.Default()["claude-sonnet-5-5"]
@@ -146,23 +142,95 @@ func TestIncompleteReplyCharges(t *testing.T) {
 				r.BudgetUSD = 100
 			}
 			tok := e.issue(t, r)
-			readAndDrop(t, e.data.URL, tok.Token, 15_000)
-			var out int64
-			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-				us, err := e.g.Usage(context.Background())
-				if err != nil {
-					t.Fatal(err)
-				}
-				if us[0].Requests == 1 {
-					out = us[0].OutputTokens
-					if us[0].InputTokens != 50 {
-						t.Errorf("input tokens %d; want the 50 of message_start", us[0].InputTokens)
-					}
-					break
-				}
+			// A client reading to the cut gets the whole 20 KB; one that
+			// left first may not have let the gateway read it all.
+			want := 15_000
+			if tc.cut {
+				want = 1 << 30
+			}
+			readAndDrop(t, e.data.URL, tok.Token, want)
+			us := waitRequests(t, e.g, 1)
+			out := us[0].OutputTokens
+			if us[0].InputTokens != 50 {
+				t.Errorf("input tokens %d; want the 50 of message_start", us[0].InputTokens)
 			}
 			if !tc.wantOut(out) {
 				t.Errorf("charged %d output tokens", out)
+			}
+		})
+	}
+}
+
+// waitRequests waits until the ledger holds n requests of g's one token,
+// and returns its usage.
+func waitRequests(t *testing.T, g *Gateway, n int64) []TokenUsage {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		us, err := g.Usage(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(us) == 1 && us[0].Requests >= n {
+			return us
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ledger %+v; want %d requests", us, n)
+		}
+	}
+}
+
+// TestCutJSONReplyChargesMaxTokens: a non-streamed reply that ends
+// before its body does (the upstream cut it, or the client left) never
+// shows its usage, and output may have been made that was not delivered:
+// it is charged the request's whole max_tokens, and the reserved input.
+func TestCutJSONReplyChargesMaxTokens(t *testing.T) {
+	for _, cut := range []bool{true, false} {
+		t.Run(fmt.Sprintf("upstream cut=%v", cut), func(t *testing.T) {
+			text := strings.Repeat("lorem ipsum ", 2000)
+			reply := `{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-5-5","content":[{"type":"text","text":"` +
+				text + `"}],"stop_reason":"end_turn","usage":{"input_tokens":50,"output_tokens":6000}}`
+			up := newCountingUpstream(t, false, func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				w.Header().Set("Content-Type", "application/json")
+				w.Header().Set("Content-Length", fmt.Sprint(len(reply)))
+				io.WriteString(w, reply[:len(reply)/2])
+				w.(http.Flusher).Flush()
+				if cut {
+					conn, _, _ := w.(http.Hijacker).Hijack()
+					conn.Close()
+					return
+				}
+				select { // the rest never comes before the client leaves
+				case <-r.Context().Done():
+				case <-time.After(20 * time.Second):
+				}
+			})
+			e := newEnv(t, nil, func(c *Config) { c.Upstream = up.URL })
+			tok := e.issue(t, TokenRequest{Sandbox: "a", BudgetUSD: 100})
+			body := `{"model":"claude-sonnet-5-5","max_tokens":8000,"messages":[{"role":"user","content":"write"}]}`
+			ctx, cancel := context.WithCancel(context.Background())
+			req, _ := http.NewRequestWithContext(ctx, "POST", e.data.URL+"/v1/messages", strings.NewReader(body))
+			req.Header.Set("x-api-key", tok.Token)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, len(reply)/4)
+			if _, err := io.ReadFull(resp.Body, buf); err != nil {
+				t.Fatal(err)
+			}
+			if cut {
+				if _, err := io.ReadAll(resp.Body); err == nil {
+					t.Error("a cut JSON reply reached the client as complete")
+				}
+			}
+			cancel()
+			resp.Body.Close()
+			us := waitRequests(t, e.g, 1)
+			_, resToks := estimate(prices.Default()["claude-sonnet-5-5"], len(body), 8000)
+			if us[0].OutputTokens != 8000 || us[0].InputTokens != resToks-8000 {
+				t.Errorf("charged %d input and %d output tokens; want the reserved %d and max_tokens 8000",
+					us[0].InputTokens, us[0].OutputTokens, resToks-8000)
 			}
 		})
 	}
