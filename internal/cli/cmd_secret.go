@@ -2,10 +2,13 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
+
+	"golang.org/x/term"
 
 	"github.com/mlagent/mlagent/internal/secrets"
 )
@@ -23,18 +26,22 @@ refused). Only the gateway and the syncer read them; sandboxes never see them.
 
   mlagent secret set NAME KEY=VALUE...   create or replace a secret
                                          (KEY=@FILE reads the value from FILE, KEY=@- from stdin)
+  mlagent secret set NAME KEY            asks for the value without echoing it (or reads
+                                         it from stdin when that is not a terminal), so it
+                                         stays out of the shell's history
   mlagent secret ls                      list names and keys (never values)
   mlagent secret rm NAME                 delete a secret
 
-Keys mlagent uses: ANTHROPIC_API_KEY (model key; falls back to the environment),
+Keys mlagent uses: ANTHROPIC_API_KEY (model key; an exported one wins),
 HF_TOKEN (Hugging Face, injected by the gateway and used by the syncer),
 GITHUB_TOKEN (git over HTTPS to github.com, injected by the gateway),
-MLAGENT_ADMIN_TOKEN (gateway admin plane; falls back to the environment),
+MLAGENT_ADMIN_TOKEN (gateway admin plane; an exported one wins),
 GOOGLE_CREDENTIALS (Google Drive: a service-account key or authorized-user JSON),
 NOTION_TOKEN (Notion integration secret), SLACK_BOT_TOKEN and SLACK_APP_TOKEN
 (mlagent slack).
 
 Example:
+  mlagent secret set anthropic ANTHROPIC_API_KEY        (asks for the key)
   mlagent secret set anthropic ANTHROPIC_API_KEY=sk-ant-...
   mlagent secret set huggingface HF_TOKEN=hf_...
   mlagent secret set google GOOGLE_CREDENTIALS=@service-account.json`
@@ -49,6 +56,12 @@ func runSecret(ctx context.Context, env *Env, args []string) int {
 		fs.Usage()
 		return ExitUsage
 	}
+	for _, a := range args[1:] {
+		if strings.HasPrefix(a, "-") && !strings.Contains(a, "=") && a != "-" {
+			fmt.Fprintf(env.Stderr, "mlagent secret %s: unknown flag %s; see mlagent secret --help\n", args[0], sanitizeFlag(a))
+			return ExitUsage
+		}
+	}
 	st := secrets.Open(env.Config.SecretsPath())
 	switch args[0] {
 	case "set":
@@ -59,9 +72,21 @@ func runSecret(ctx context.Context, env *Env, args []string) int {
 		kv := map[string]string{}
 		for _, a := range args[2:] {
 			k, v, ok := strings.Cut(a, "=")
-			if !ok {
+			switch {
+			case strings.HasPrefix(a, "-"):
+				fmt.Fprintf(env.Stderr, "mlagent secret set: unknown flag %s; see mlagent secret --help\n", sanitizeFlag(a))
+				return ExitUsage
+			case !ok && bareKey(a):
+				val, err := askSecret(env, args[1], a)
+				if err != nil {
+					fmt.Fprintf(env.Stderr, "mlagent secret set: %s: %v\n", a, err)
+					return ExitFailure
+				}
+				kv[a] = val
+				continue
+			case !ok:
 				// Do not echo a: it may be a bare secret value.
-				fmt.Fprintln(env.Stderr, "mlagent secret set: each pair must be KEY=VALUE")
+				fmt.Fprintln(env.Stderr, "mlagent secret set: each argument must be KEY=VALUE, or a KEY in capitals to be asked for its value")
 				return ExitUsage
 			}
 			if name, ok := strings.CutPrefix(v, "@"); ok && name != "" {
@@ -132,4 +157,56 @@ func readSecretFile(name string, env *Env) ([]byte, error) {
 		return nil, fmt.Errorf("%s is larger than 1 MiB", name)
 	}
 	return b, nil
+}
+
+// bareKey is a KEY given without a value: an environment-style name in
+// capitals, so that a secret pasted by mistake (hf_…, sk-ant-…) is never
+// taken for a key's name and listed by secret ls.
+func bareKey(s string) bool {
+	if s == "" || len(s) > 128 || s[0] >= '0' && s[0] <= '9' {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// askSecret reads a value without echoing it on a terminal, or from
+// stdin (its first line) when that is not one.
+func askSecret(env *Env, name, key string) (string, error) {
+	if f, ok := env.Stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprintf(env.Stderr, "%s for secret %s (not shown): ", key, name)
+		b, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(env.Stderr)
+		if err != nil {
+			return "", err
+		}
+		v := strings.TrimSpace(string(b))
+		if v == "" {
+			return "", errors.New("no value given")
+		}
+		return v, nil
+	}
+	b, err := readSecretFile("-", env)
+	if err != nil {
+		return "", err
+	}
+	v, _, _ := strings.Cut(string(b), "\n")
+	if v = strings.TrimSpace(v); v == "" {
+		return "", errors.New("no value on stdin")
+	}
+	return v, nil
+}
+
+// sanitizeFlag shows a flag-like argument without what follows an "="
+// (a value) and cut short.
+func sanitizeFlag(a string) string {
+	a, _, _ = strings.Cut(a, "=")
+	if len(a) > 30 {
+		a = a[:30] + "…"
+	}
+	return a
 }

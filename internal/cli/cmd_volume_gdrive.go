@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -35,29 +33,16 @@ or an authorized-user file, stored once:
 
 // runVolumeDrive runs `volume import` and `volume export`.
 func runVolumeDrive(ctx context.Context, env *Env, verb string, args []string) int {
-	fs := flag.NewFlagSet("volume "+verb, flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
+	fs := newFlagSet(env, "volume "+verb, "volume "+verb+" [flags] SOURCE DEST", volumeDriveHelp)
 	formats := gdrive.DefaultFormats()
 	fs.StringVar(&formats.Doc, "doc", formats.Doc, "export format for Google Docs")
 	fs.StringVar(&formats.Sheet, "sheet", formats.Sheet, "export format for Google Sheets")
 	fs.StringVar(&formats.Slides, "slides", formats.Slides, "export format for Google Slides")
 	fs.StringVar(&formats.Drawing, "drawing", formats.Drawing, "export format for Google Drawings")
-	fs.Usage = func() { fmt.Fprintln(fs.Output(), volumeDriveHelp) }
 	// Flags may follow the arguments.
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return ExitOK
-			}
-			fmt.Fprintln(env.Stderr, "see mlagent volume --help")
-			return ExitUsage
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+	pos, code := parseInterleaved(fs, args, env)
+	if code >= 0 {
+		return code
 	}
 	usage := func(msg string) int {
 		fmt.Fprintf(env.Stderr, "mlagent volume %s: %s\nusage: mlagent volume import gdrive://ID VOLUME:PATH | mlagent volume export VOLUME:PATH gdrive://FOLDER_ID\n", verb, msg)

@@ -102,6 +102,9 @@ func TestBadFlagIsOneLine(t *testing.T) {
 		{[]string{"run", "--budget-usd"}, "mlagent run: flag needs an argument: --budget-usd; see mlagent run --help"},
 		{[]string{"logs", "--follow", "x"}, "mlagent logs: flag provided but not defined: --follow; see mlagent logs --help"},
 		{[]string{"attach", "--permission-mode", "bypass"}, "mlagent attach: flag provided but not defined: --permission-mode; see mlagent attach --help"},
+		{[]string{"secret", "ls", "--bogus"}, "mlagent secret ls: unknown flag --bogus; see mlagent secret --help"},
+		{[]string{"secret", "rm", "--yes", "x"}, "mlagent secret rm: unknown flag --yes; see mlagent secret --help"},
+		{[]string{"volume", "import", "--bogus", "gdrive://x", "data:/x"}, "mlagent volume import: flag provided but not defined: --bogus; see mlagent volume import --help"},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
