@@ -7,6 +7,7 @@
 package chat
 
 import (
+	"encoding/json"
 	"bufio"
 	"context"
 	"errors"
@@ -27,6 +28,7 @@ const (
 	FormatChat       = "chat"        // the conversation as a person reads it (interactive default)
 	FormatText       = "text"        // only the final answer (-p default)
 	FormatStreamJSON = "stream-json" // every agent event, one JSON line each
+	FormatJSON       = "json"        // one result object at the end (-p)
 )
 
 // Errors Run returns.
@@ -72,7 +74,8 @@ type Options struct {
 	Env []string
 	// Print runs FirstPrompt to the end of its turn and returns.
 	Print bool
-	// OutputFormat is FormatChat, FormatText or FormatStreamJSON; ""
+	// OutputFormat is FormatChat, FormatText, FormatStreamJSON or
+	// FormatJSON; ""
 	// means FormatText with Print, else FormatChat.
 	OutputFormat string
 	// Answers answers ask_user questions before the person is asked; in
@@ -223,9 +226,12 @@ const exitWindow = 2 * time.Second
 func (d *driver) run(ctx context.Context) (Result, error) {
 	o := d.o
 	switch d.format {
-	case FormatChat, FormatText, FormatStreamJSON:
+	case FormatChat, FormatText, FormatStreamJSON, FormatJSON:
 	default:
-		return d.res, fmt.Errorf("output format %q: want %s, %s or %s", d.format, FormatChat, FormatText, FormatStreamJSON)
+		return d.res, fmt.Errorf("output format %q: want %s, %s, %s or %s", d.format, FormatChat, FormatText, FormatStreamJSON, FormatJSON)
+	}
+	if d.format == FormatJSON {
+		defer func() { d.writeResult() }()
 	}
 	if o.Print && strings.TrimSpace(o.FirstPrompt) == "" {
 		return d.res, errors.New("print mode needs a prompt")
@@ -997,4 +1003,32 @@ func (d *driver) showStatus() {
 	if d.ui != nil {
 		d.ui.status(d.statusLine())
 	}
+}
+
+// jsonResult is --output-format json: the whole run as one object.
+type jsonResult struct {
+	Type       string  `json:"type"` // "result"
+	IsError    bool    `json:"is_error"`
+	Result     string  `json:"result"`
+	Error      string  `json:"error,omitempty"`
+	Session    string  `json:"session_id"`
+	Model      string  `json:"model"`
+	Turns      int     `json:"num_turns"`
+	CostUSD    float64 `json:"cost_usd"`
+	StopReason string  `json:"stop_reason"`
+}
+
+// writeResult writes the run's result object (json format).
+func (d *driver) writeResult() {
+	r := jsonResult{Type: "result", Result: sanitize.Text(d.res.Final), Session: d.res.Session, Model: d.res.Model,
+		Turns: d.res.Turns, CostUSD: d.res.CostUSD, StopReason: d.res.StopReason}
+	if d.res.StopReason != "end_turn" {
+		r.IsError = true
+		r.Error = d.failed
+		if r.Error == "" {
+			r.Error = "the turn did not end normally: " + oneLine(d.res.StopReason, 40)
+		}
+	}
+	b, _ := json.Marshal(r)
+	d.o.Out.Write(append(b, '\n'))
 }

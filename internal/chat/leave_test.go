@@ -106,3 +106,29 @@ func TestResumedAndCost(t *testing.T) {
 		}
 	}
 }
+
+// TestPrintJSON: --output-format json writes one result object, also
+// when the turn fails.
+func TestPrintJSON(t *testing.T) {
+	for _, stop := range []string{"end_turn", "max_turns"} {
+		_, in, out := startFake(t, func(a *fakeAgent) {
+			a.emit(protocol.Event{Type: protocol.EventReady, Session: "s-j", Model: "m"})
+			a.expect(protocol.InputUserMessage)
+			if stop != "end_turn" {
+				a.emit(protocol.Event{Type: protocol.EventError, Kind: protocol.ErrMaxTurns, Message: "too many"})
+			}
+			a.emit(protocol.Event{Type: protocol.EventTextDelta, Text: "Done \x1b[31m."},
+				protocol.Event{Type: protocol.EventUsage, Usage: &protocol.Usage{CostUSD: 0.5}},
+				protocol.Event{Type: protocol.EventTurnEnd, StopReason: stop})
+		})
+		var buf, errb bytes.Buffer
+		Run(context.Background(), Options{AgentIn: in, AgentOut: out, Out: &buf, Err: &errb, Print: true, FirstPrompt: "go", OutputFormat: FormatJSON})
+		want := `{"type":"result","is_error":false,"result":"Done .","session_id":"s-j","model":"m","num_turns":1,"cost_usd":0.5,"stop_reason":"end_turn"}` + "\n"
+		if stop != "end_turn" {
+			want = `{"type":"result","is_error":true,"result":"Done .","error":"error (max_turns): too many","session_id":"s-j","model":"m","num_turns":1,"cost_usd":0.5,"stop_reason":"max_turns"}` + "\n"
+		}
+		if buf.String() != want {
+			t.Errorf("%s: got\n%s\nwant\n%s", stop, buf.String(), want)
+		}
+	}
+}

@@ -93,7 +93,7 @@ type chatFlags struct {
 func (c *chatFlags) register(fs *flag.FlagSet, cfg *config.Config, withSandbox bool) {
 	fs.BoolVar(&c.print, "p", false, "print mode: run the prompt to completion, print the result, exit")
 	fs.BoolVar(&c.print, "print", false, "same as -p")
-	fs.StringVar(&c.outputFormat, "output-format", "", "with -p: text (the final answer, default) or stream-json (every event); chat shows the conversation")
+	fs.StringVar(&c.outputFormat, "output-format", "", "with -p: text (the final answer, default), json (one result object: result, is_error, session_id, num_turns, cost_usd…) or stream-json (every event); chat shows the conversation")
 	fs.StringVar(&c.answers, "answers", "", "file of answers to the agent's questions (needed by -p when it asks)")
 	fs.StringVar(&c.model, "model", cfg.Run.Model, "model id (env MLAGENT_MODEL); default: the newest Sonnet-class model your key can use")
 	fs.Float64Var(&c.budgetUSD, "budget-usd", cfg.Run.BudgetUSD, "most this sandbox may spend on the model API, USD; 0 = no limit (env MLAGENT_BUDGET_USD)")
@@ -198,9 +198,18 @@ func runRun(ctx context.Context, env *Env, args []string) int {
 	fs := newFlagSet(env, "run", "run [flags] [PROMPT]", runHelp)
 	var cf chatFlags
 	cf.register(fs, env.Config, true)
+	cont := fs.Bool("continue", false, "continue the most recent session (as mlagent resume latest)")
+	fs.BoolVar(cont, "c", false, "same as --continue")
 	pos, code := parseInterleaved(fs, args, env)
 	if code >= 0 {
 		return code
+	}
+	if *cont {
+		s, code := sessionToResume(ctx, env, "run", fs, &cf, "")
+		if code >= 0 {
+			return code
+		}
+		return runChat(ctx, env, "run", &cf, chatSession{Session: s, Prompt: strings.Join(pos, " "), Resume: true})
 	}
 	gpu := cf.gpu.mode
 	mounts := sandbox.DefaultMounts()
@@ -222,6 +231,9 @@ func runRun(ctx context.Context, env *Env, args []string) int {
 		Prompt:  strings.Join(pos, " "),
 	})
 }
+
+// maxStdinPrompt bounds a prompt read from stdin.
+const maxStdinPrompt = 4 << 20
 
 // chatSession is the session a chat runs: new (run), reopened (resume),
 // or scripted (demo).
@@ -261,8 +273,25 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 		fmt.Fprintf(env.Stderr, "mlagent "+name+": "+format+"\n", a...)
 		return code
 	}
+	if cf.print && cs.In == nil && env.Stdin != nil && !readerIsTerminal(env.Stdin) {
+		// echo … | mlagent run -p: the piped text is the prompt, or comes
+		// after the prompt's words.
+		b, err := io.ReadAll(io.LimitReader(env.Stdin, maxStdinPrompt+1))
+		if err != nil {
+			return fail(ExitFailure, "reading the prompt from stdin: %v", err)
+		}
+		if len(b) > maxStdinPrompt {
+			return fail(ExitUsage, "the prompt on stdin is over %d MiB", maxStdinPrompt>>20)
+		}
+		if piped := strings.TrimSpace(string(b)); piped != "" {
+			cs.Prompt = strings.TrimSpace(cs.Prompt + "\n\n" + piped)
+			if cs.Title == "" {
+				cs.Title = cs.Prompt
+			}
+		}
+	}
 	if cf.print && strings.TrimSpace(cs.Prompt) == "" {
-		return fail(ExitUsage, "-p needs a prompt")
+		return fail(ExitUsage, "-p needs a prompt (as arguments, or on stdin)")
 	}
 	format := cf.outputFormat
 	switch format {
@@ -271,13 +300,13 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 		if cf.print {
 			format = chat.FormatText
 		}
-	case chat.FormatText, chat.FormatStreamJSON:
+	case chat.FormatText, chat.FormatStreamJSON, chat.FormatJSON:
 		if !cf.print {
 			return fail(ExitUsage, "--output-format %s needs -p", format)
 		}
 	case chat.FormatChat:
 	default:
-		return fail(ExitUsage, "--output-format %q: want text, stream-json or chat", format)
+		return fail(ExitUsage, "--output-format %q: want text, json, stream-json or chat", format)
 	}
 	answers := cs.Answers
 	if cf.answers != "" {

@@ -28,7 +28,7 @@ func TestRunUsageErrors(t *testing.T) {
 	}{
 		{[]string{"run", "-p"}, "-p needs a prompt"},
 		{[]string{"run", "--output-format", "stream-json", "hi"}, "needs -p"},
-		{[]string{"run", "-p", "--output-format", "xml", "hi"}, `want text, stream-json or chat`},
+		{[]string{"run", "-p", "--output-format", "xml", "hi"}, `want text, json, stream-json or chat`},
 		{[]string{"run", "--gpu=maybe", "hi"}, "gpu mode"},
 		{[]string{"run", "--volume", "relative:path", "hi"}, "NAME:/absolute/path"},
 		{[]string{"run", "--volume", "data:/elsewhere", "hi"}, "clashes with the default"},

@@ -109,29 +109,47 @@ func runResume(ctx context.Context, env *Env, args []string) int {
 	if code >= 0 {
 		return code
 	}
+	id := ""
+	if len(pos) > 0 {
+		id = pos[0]
+	}
+	s, code := sessionToResume(ctx, env, "resume", fs, &cf, id)
+	if code >= 0 {
+		return code
+	}
+	var prompt string
+	if len(pos) > 1 {
+		prompt = strings.Join(pos[1:], " ")
+	}
+	return runChat(ctx, env, "resume", &cf, chatSession{Session: s, Prompt: prompt, Resume: true})
+}
+
+// sessionToResume finds the session to reopen (id, or the latest for ""
+// or "latest") and takes its model and image unless flags name others.
+func sessionToResume(ctx context.Context, env *Env, name string, fs *flag.FlagSet, cf *chatFlags, id string) (sessions.Session, int) {
 	idx, closeDB, err := openSessionIndex(ctx, env)
 	if err != nil {
-		fmt.Fprintf(env.Stderr, "mlagent resume: %v\n", err)
-		return ExitFailure
+		fmt.Fprintf(env.Stderr, "mlagent %s: %v\n", name, err)
+		return sessions.Session{}, ExitFailure
 	}
 	var s sessions.Session
-	if len(pos) == 0 || pos[0] == "latest" {
+	if id == "" || id == "latest" {
 		s, err = idx.Latest(ctx)
 	} else {
-		s, err = idx.Get(ctx, pos[0])
+		s, err = idx.Get(ctx, id)
 	}
 	closeDB()
 	if errors.Is(err, sessions.ErrNotFound) {
-		if len(pos) == 0 {
-			fmt.Fprintln(env.Stderr, `mlagent resume: no sessions yet; start one with: mlagent run "your task"`)
+		if id == "" {
+			fmt.Fprintf(env.Stderr, "mlagent %s: no sessions yet; start one with: mlagent run \"your task\"\n", name)
 		} else {
-			fmt.Fprintf(env.Stderr, "mlagent resume: no session %q; mlagent sessions lists them\n", pos[0])
+			fmt.Fprintf(env.Stderr, "mlagent %s: no session %q; mlagent sessions lists them\n", name, id)
 		}
-		return ExitUsage
+		return s, ExitUsage
 	}
 	if err != nil {
-		fmt.Fprintf(env.Stderr, "mlagent resume: %v\n", err)
-		return ExitFailure
+		fmt.Fprintf(env.Stderr, "mlagent %s: %v\n", name, err)
+		return s, ExitFailure
 	}
 	if !flagSet(fs, "model") && s.Model != "" {
 		cf.model, cf.sessionModel = s.Model, true
@@ -140,11 +158,7 @@ func runResume(ctx context.Context, env *Env, args []string) int {
 	if flagSet(fs, "image") {
 		s.Image = cf.image
 	}
-	var prompt string
-	if len(pos) > 1 {
-		prompt = strings.Join(pos[1:], " ")
-	}
-	return runChat(ctx, env, "resume", &cf, chatSession{Session: s, Prompt: prompt, Resume: true})
+	return s, -1
 }
 
 func flagSet(fs *flag.FlagSet, name string) bool {

@@ -1,6 +1,7 @@
 package cli_test
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -158,5 +159,42 @@ func TestWrongKeyIsNamed(t *testing.T) {
 	}
 	if strings.Contains(errb.String(), "sandbox's token") || strings.Contains(errb.String(), "sk-ant-wrong-key") {
 		t.Errorf("stderr blames the token or shows the key:\n%s", errb.String())
+	}
+}
+
+// TestStdinPromptJSONAndContinue: a prompt piped on stdin, one JSON
+// result, and run --continue reopening the latest session.
+func TestStdinPromptJSONAndContinue(t *testing.T) {
+	e := newE2E(t)
+	answers := filepath.Join(t.TempDir(), "answers.json")
+	os.WriteFile(answers, []byte(`{"which dataset": "EuroSAT"}`), 0o600)
+	cmd := e.command(true, e.chatArgs("run", "-p", "--output-format", "json", "--answers", answers)...)
+	cmd.Stdin = strings.NewReader(trainPrompt + "\n")
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("run -p < prompt: %v\n%s", err, errb.String())
+	}
+	var r struct {
+		Type    string  `json:"type"`
+		IsError bool    `json:"is_error"`
+		Result  string  `json:"result"`
+		Session string  `json:"session_id"`
+		Turns   int     `json:"num_turns"`
+		Cost    float64 `json:"cost_usd"`
+	}
+	if err := json.Unmarshal([]byte(out.String()), &r); err != nil || r.Type != "result" || r.IsError ||
+		r.Result != "Training finished: accuracy 0.91 on EuroSAT." || r.Turns != 1 || r.Cost <= 0 {
+		t.Fatalf("got %q (%v); want one result object", out.String(), err)
+	}
+	if rows := e.sessions(); len(rows) != 1 || rows[0].ID != r.Session || rows[0].Title != trainPrompt {
+		t.Errorf("sessions %+v; want the piped prompt as the title of %s", rows, r.Session)
+	}
+	stdout, stderr, code := e.run(true, e.chatArgs("run", "--continue", "-p", recallPrompt)...)
+	if code != 0 || !strings.Contains(stdout, "Recalled: dataset=true accuracy=true") {
+		t.Fatalf("run --continue: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	if rows := e.sessions(); len(rows) != 1 || rows[0].Turns != 2 {
+		t.Errorf("after --continue: %+v; want the one session with 2 turns", rows)
 	}
 }
