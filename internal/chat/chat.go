@@ -7,9 +7,9 @@
 package chat
 
 import (
-	"encoding/json"
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
