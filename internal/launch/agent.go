@@ -197,6 +197,16 @@ func SandboxName(s sessions.Session, resume bool) string {
 	return "" // an id that makes no name: a random one
 }
 
+// SessionOfSandbox is the id of the session SandboxName named
+// sandboxName after, or "" for a sandbox named otherwise. The caller
+// checks that such a session exists.
+func SessionOfSandbox(sandboxName string) string {
+	if id, ok := strings.CutPrefix(sandboxName, "mlagent-"); ok {
+		return id
+	}
+	return ""
+}
+
 // ID is the session's id.
 func (a *AgentSession) ID() string { return a.id }
 
