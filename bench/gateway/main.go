@@ -7,11 +7,17 @@
 //	go run ./bench/gateway [-n 3000] [-dur 3s] [-clients 64] [-rounds 1]
 //
 // With -process BINARY it also measures `BINARY gateway` run as its own
-// process (ledger and audit log on, as a user runs it) with this process
-// as its client: the figure a user meets. -gwprofile FILE writes that
-// process's CPU profile.
+// process (ledger, audit log and reservation journal on, as a user runs
+// it) with this process as its client: the figure a user meets; and, to
+// tell the cost of a process boundary from the gateway's own, a bare
+// httputil.ReverseProxy run as its own process (this binary again). For
+// each process it reports, per request of the latency test, the CPU its
+// threads used, the time they waited for a CPU while runnable, and how
+// many times they were scheduled (from /proc/PID/task/*/schedstat).
+// -gwprofile FILE writes the gateway process's CPU profile. -parts picks
+// the tests to run.
 //
-//	go build -o /tmp/mlagent ./cmd/mlagent && go run ./bench/gateway -process /tmp/mlagent
+//	go build -o /tmp/mlagent ./cmd/mlagent && go run ./bench/gateway -process /tmp/mlagent -parts latency
 package main
 
 import (
@@ -97,6 +103,30 @@ func serve(name string, h http.Handler) string {
 
 type target struct {
 	name, url, token string
+	pid              int // a separate process, or 0
+}
+
+// schedStat is the sum over a process's threads of
+// /proc/PID/task/TID/schedstat: time on a CPU, time runnable but waiting
+// for one, and the number of times scheduled.
+type schedStat struct{ run, wait, slices int64 }
+
+func readSchedStat(pid int) schedStat {
+	var s schedStat
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue // a thread that ended
+		}
+		var run, wait, slices int64
+		if n, _ := fmt.Sscan(string(b), &run, &wait, &slices); n == 3 {
+			s.run += run
+			s.wait += wait
+			s.slices += slices
+		}
+	}
+	return s
 }
 
 var client = &http.Client{Transport: &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, DisableCompression: true}}
@@ -195,9 +225,19 @@ func main() {
 	rounds := flag.Int("rounds", 1, "split the throughput test into this many interleaved rounds")
 	memprofile := flag.String("memprofile", "", "write an allocation profile of the whole run to this file")
 	tputprofile := flag.String("tputprofile", "", "write a CPU profile of the gateway's throughput run only to this file")
-	process := flag.String("process", "", "also measure `mlagent gateway` run as its own process from this binary")
+	process := flag.String("process", "", "also measure `mlagent gateway` run as its own process from this binary, and a bare reverse proxy process")
 	gwprofile := flag.String("gwprofile", "", "with -process: write the gateway process's CPU profile to this file")
+	parts := flag.String("parts", "latency,throughput,stream", "the tests to run, comma-separated")
+	flag.IntVar(&procMaxProcs, "procs", 0, "with -process: GOMAXPROCS of the separate processes (0: their default)")
 	flag.Parse()
+	if up := os.Getenv(bareProxyEnv); up != "" {
+		serveBareProxy(up)
+		return
+	}
+	run := map[string]bool{}
+	for _, p := range strings.Split(*parts, ",") {
+		run[strings.TrimSpace(p)] = true
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
@@ -244,23 +284,50 @@ func main() {
 		log.Fatal(err)
 	}
 	gwURL := serve("gateway", g.DataHandler())
-	targets := []target{{"direct", up, "sk-bench"}, {"gateway", gwURL, tok.Token}, {"httputil proxy", simpleURL, "sk-bench"}}
+	targets := []target{{"direct", up, "sk-bench", 0}, {"gateway", gwURL, tok.Token, 0}, {"httputil proxy", simpleURL, "sk-bench", 0}}
 	if *process != "" {
-		url, token, stop := startProcess(*process, up, *gwprofile)
+		url, token, pid, stop := startProcess(*process, up, *gwprofile)
 		defer stop()
-		targets = append(targets, target{"gateway process", url, token})
+		targets = append(targets, target{"gateway process", url, token, pid})
+		burl, bpid, bstop := startBareProxy(up)
+		defer bstop()
+		targets = append(targets, target{"httputil process", burl, "sk-bench", bpid})
 	}
 
 	fmt.Printf("gateway benchmark: GOMAXPROCS=%d, %s, loopback, client+proxy+upstream in one process\n\n", runtime.GOMAXPROCS(0), runtime.Version())
+	if run["latency"] {
+		latency(targets, *n)
+	}
+	if run["throughput"] {
+		throughputs(targets, *clients, *dur, *rounds, *tputprofile, *cpuprofile)
+	}
+	if run["stream"] {
+		streamDelays(targets, *streams)
+	}
+	g.Close()
+	us2, _ := gateway.ReadUsage(ctx, db)
+	if len(us2) == 1 {
+		fmt.Printf("\nledger: %d requests booked through the gateway, $%.2f\n", us2[0].Requests, us2[0].CostUSD)
+	}
+}
 
-	// 1 client, interleaved so that drift hits all targets alike.
+// latency: 1 client, the targets interleaved request by request so that
+// drift and outside load hit them alike.
+func latency(targets []target, n int) {
 	lat := make([][]time.Duration, len(targets))
 	for i := 0; i < 200; i++ {
 		for _, t := range targets {
 			call(t, "")
 		}
 	}
-	for i := 0; i < *n; i++ {
+	before := make([]schedStat, len(targets))
+	self := readSchedStat(os.Getpid())
+	for k, t := range targets {
+		if t.pid != 0 {
+			before[k] = readSchedStat(t.pid)
+		}
+	}
+	for i := 0; i < n; i++ {
 		for k, t := range targets {
 			d, err := call(t, "")
 			if err != nil {
@@ -269,37 +336,54 @@ func main() {
 			lat[k] = append(lat[k], d)
 		}
 	}
-	fmt.Printf("1 client, non-streamed 1 KB reply, %d requests each\n", *n)
+	after := readSchedStat(os.Getpid())
+	fmt.Printf("1 client, non-streamed 1 KB reply, %d requests each\n", n)
 	p50d, p99d := pct(lat[0], 0.5), pct(lat[0], 0.99)
 	for k, t := range targets {
 		p50, p99 := pct(lat[k], 0.5), pct(lat[k], 0.99)
-		fmt.Printf("  %-15s p50 %8.1f µs  p99 %8.1f µs", t.name, us(p50), us(p99))
+		fmt.Printf("  %-16s p50 %8.1f µs  p99 %8.1f µs", t.name, us(p50), us(p99))
 		if k > 0 {
 			fmt.Printf("   added p50 %+7.1f µs  p99 %+7.1f µs", us(p50-p50d), us(p99-p99d))
 		}
 		fmt.Println()
 	}
+	// Where a separate process's time goes, per request it served.
+	perReq := func(a, b schedStat, reqs int) string {
+		r := float64(reqs)
+		return fmt.Sprintf("on CPU %6.1f µs, runnable but waiting %6.1f µs, scheduled %4.1f times",
+			float64(b.run-a.run)/r/1e3, float64(b.wait-a.wait)/r/1e3, float64(b.slices-a.slices)/r)
+	}
+	fmt.Printf("  per request of the latency test (/proc schedstat):\n")
+	fmt.Printf("    %-16s %s (client, upstream and in-process proxies, all targets)\n", "this process", perReq(self, after, n*len(targets)))
+	for k, t := range targets {
+		if t.pid != 0 {
+			fmt.Printf("    %-16s %s\n", t.name, perReq(before[k], readSchedStat(t.pid), n))
+		}
+	}
+}
 
-	// With -rounds N the targets take turns N times, dur/N each, so that
-	// load from outside this process hits them alike.
-	per := *dur / time.Duration(*rounds)
-	if *rounds == 1 {
-		fmt.Printf("\n%d concurrent clients, %s each\n", *clients, *dur)
+// throughputs: 64 clients. With rounds N the targets take turns N times,
+// dur/N each, so that load from outside this process hits them alike.
+func throughputs(targets []target, clients int, dur time.Duration, rounds int, tputprofile, cpuprofile string) {
+	per := dur / time.Duration(rounds)
+	if rounds == 1 {
+		fmt.Printf("\n%d concurrent clients, %s each\n", clients, dur)
 	} else {
-		fmt.Printf("\n%d concurrent clients, %s each in %d interleaved rounds of %s\n", *clients, *dur, *rounds, per)
+		fmt.Printf("\n%d concurrent clients, %s each in %d interleaved rounds of %s\n", clients, dur, rounds, per)
 	}
 	rps := make([][]float64, len(targets))
 	errs := make([]int64, len(targets))
-	for r := 0; r < *rounds; r++ {
+	for r := 0; r < rounds; r++ {
 		for k, t := range targets {
 			var prof *os.File
-			if t.name == "gateway" && r == 0 && *tputprofile != "" && *cpuprofile == "" {
-				if prof, err = os.Create(*tputprofile); err != nil {
+			if t.name == "gateway" && r == 0 && tputprofile != "" && cpuprofile == "" {
+				var err error
+				if prof, err = os.Create(tputprofile); err != nil {
 					log.Fatal(err)
 				}
 				pprof.StartCPUProfile(prof)
 			}
-			v, e := throughput(t, *clients, per)
+			v, e := throughput(t, clients, per)
 			if prof != nil {
 				pprof.StopCPUProfile()
 				prof.Close()
@@ -317,9 +401,9 @@ func main() {
 	}
 	direct := mean(rps[0])
 	for k, t := range targets {
-		fmt.Printf("  %-15s %8.0f req/s  errors %d  (%.0f%% of direct", t.name, mean(rps[k]), errs[k], 100*mean(rps[k])/direct)
-		if *rounds > 1 && k > 0 {
-			ratios := make([]float64, *rounds)
+		fmt.Printf("  %-16s %8.0f req/s  errors %d  (%.0f%% of direct", t.name, mean(rps[k]), errs[k], 100*mean(rps[k])/direct)
+		if rounds > 1 && k > 0 {
+			ratios := make([]float64, rounds)
 			for r := range ratios {
 				ratios[r] = rps[k][r] / rps[0][r]
 			}
@@ -328,41 +412,98 @@ func main() {
 		}
 		fmt.Println(")")
 	}
+}
 
-	fmt.Printf("\nstreamed events: %d streams x %d events, %s apart\n", *streams, streamEvents, eventGap)
+// streamDelays: the delay each streamed event gets.
+func streamDelays(targets []target, streams int) {
+	fmt.Printf("\nstreamed events: %d streams x %d events, %s apart\n", streams, streamEvents, eventGap)
 	var med0 time.Duration
 	for k, t := range targets {
-		d := eventDelays(t, *streams)
+		d := eventDelays(t, streams)
 		m := pct(d, 0.5)
 		if k == 0 {
 			med0 = m
 		}
-		fmt.Printf("  %-15s delivery delay median %7.1f µs  p99 %7.1f µs", t.name, us(m), us(pct(d, 0.99)))
+		fmt.Printf("  %-16s delivery delay median %7.1f µs  p99 %7.1f µs", t.name, us(m), us(pct(d, 0.99)))
 		if k > 0 {
 			fmt.Printf("   added per event %+7.1f µs", us(m-med0))
 		}
 		fmt.Println()
 	}
-	g.Close()
-	us2, _ := gateway.ReadUsage(ctx, db)
-	if len(us2) == 1 {
-		fmt.Printf("\nledger: %d requests booked through the gateway, $%.2f\n", us2[0].Requests, us2[0].CostUSD)
-	}
 }
 
 func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 }
 
+// procMaxProcs is GOMAXPROCS for the separate processes (0: default).
+var procMaxProcs int
+
+// procEnv is the environment of a separate process.
+func procEnv(env []string) []string {
+	if procMaxProcs > 0 {
+		env = append(env, fmt.Sprintf("GOMAXPROCS=%d", procMaxProcs))
+	}
+	return env
+}
+
+// bareProxyEnv makes this binary a bare httputil.ReverseProxy process
+// (startBareProxy).
+const bareProxyEnv = "MLAGENT_BENCH_BARE_PROXY"
+
+// serveBareProxy serves a ReverseProxy to upstream on loopback, as the
+// in-process "httputil proxy" target, and says where on stdout.
+func serveBareProxy(upstream string) {
+	u, err := url.Parse(upstream)
+	if err != nil {
+		log.Fatal(err)
+	}
+	p := httputil.NewSingleHostReverseProxy(u)
+	p.Transport = gateway.NewTransport()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("listening on %s\n", ln.Addr())
+	log.Fatal((&http.Server{Handler: p}).Serve(ln))
+}
+
+// startBareProxy runs this binary again as a bare reverse proxy process.
+func startBareProxy(upstream string) (url string, pid int, stop func()) {
+	self, err := os.Executable()
+	if err != nil {
+		log.Fatal(err)
+	}
+	cmd := exec.Command(self)
+	cmd.Env = procEnv(append(os.Environ(), bareProxyEnv+"="+upstream))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		log.Fatal(err)
+	}
+	sc := bufio.NewScanner(out)
+	if !sc.Scan() || !strings.HasPrefix(sc.Text(), "listening on ") {
+		log.Fatal("the bare proxy process did not say where it listens")
+	}
+	go io.Copy(io.Discard, out)
+	return "http://" + strings.TrimPrefix(sc.Text(), "listening on "), cmd.Process.Pid, func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}
+}
+
 // startProcess runs `bin gateway` on loopback with its own MLAGENT_HOME
 // (SQLite ledger, audit log and reservation journal on) and issues a
 // token through its admin plane.
-func startProcess(bin, upstream, profile string) (url, token string, stop func()) {
+func startProcess(bin, upstream, profile string) (url, token string, pid int, stop func()) {
 	home, err := os.MkdirTemp("", "gwbench-proc")
 	if err != nil {
 		log.Fatal(err)
 	}
 	cmd := exec.Command(bin, "gateway", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--upstream", upstream)
-	cmd.Env = []string{"MLAGENT_HOME=" + home, "HOME=" + home, "ANTHROPIC_API_KEY=sk-bench",
-		"MLAGENT_ADMIN_TOKEN=bench-admin", "MLAGENT_LOG_LEVEL=warn", "MLAGENT_GATEWAY_CPUPROFILE=" + profile}
+	cmd.Env = procEnv([]string{"MLAGENT_HOME=" + home, "HOME=" + home, "ANTHROPIC_API_KEY=sk-bench",
+		"MLAGENT_ADMIN_TOKEN=bench-admin", "MLAGENT_LOG_LEVEL=warn", "MLAGENT_GATEWAY_CPUPROFILE=" + profile})
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -389,7 +530,7 @@ func startProcess(bin, upstream, profile string) (url, token string, stop func()
 	if err != nil {
 		log.Fatal(err)
 	}
-	return data, it.Token, func() {
+	return data, it.Token, cmd.Process.Pid, func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 		os.RemoveAll(home)
