@@ -104,13 +104,16 @@ func (s *Server) handleMedia(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	root, err := os.OpenRoot(filepath.Join(s.dir, MediaDir))
+	// Rooted at the Trackio directory (the host's), not at media/: the
+	// sandbox can make media/ itself a link, and OpenRoot follows a link
+	// in the root's own name; inside a Root no link leads out.
+	root, err := os.OpenRoot(s.dir)
 	if err != nil {
 		http.NotFound(w, r)
 		return
 	}
 	defer root.Close()
-	f, err := root.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
+	f, err := root.OpenFile(path.Join(MediaDir, rel), os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		http.NotFound(w, r)
 		return

@@ -270,6 +270,37 @@ func TestMediaServesOnlyImagesInsideMedia(t *testing.T) {
 	}
 }
 
+// TestMediaDirectoryLinkIsNotFollowed: the media directory is the
+// sandbox's too; swapped for a link to a host directory, its images must
+// not be served (os.OpenRoot follows a link in the root's own name).
+func TestMediaDirectoryLinkIsNotFollowed(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	host := t.TempDir()
+	pngBytes := []byte("\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89")
+	os.WriteFile(filepath.Join(host, "secret.png"), pngBytes, 0o644)
+	if err := os.Symlink(host, filepath.Join(dir, MediaDir)); err != nil {
+		t.Fatal(err)
+	}
+	w := newWriter(t, dir, "p")
+	w.Log(ctx, "r", "r", 0, map[string]any{"img": map[string]any{"_type": "trackio.image", "file_path": "secret.png"}}, time.Now())
+	s, hs := newTestServer(t, dir)
+	eventually(t, 15*time.Second, "media listed", func() bool {
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+		return s.projects["p"] != nil && len(s.projects["p"].media) == 1
+	})
+	resp, err := http.Get(hs.URL + "/api/media?project=p&path=secret.png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("an image behind a linked media directory = %d, %d bytes; want 404", resp.StatusCode, len(body))
+	}
+}
+
 func TestEndMarkers(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()

@@ -2,7 +2,10 @@ package syncer
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -73,5 +76,53 @@ func TestNoCommittedRowIsMissed(t *testing.T) {
 	}
 	if len(rows) != 2 || !found {
 		t.Fatalf("dataset rows = %v; want both, with step %d", rows, trackiotest.WALRestartStep)
+	}
+}
+
+// TestHostileSpaceIDFile: the space_id file is the sandbox's. A FIFO
+// there must not block the syncer in open(2), a link to a host file must
+// not be read, and a huge file must not be read whole.
+func TestHostileSpaceIDFile(t *testing.T) {
+	host := filepath.Join(t.TempDir(), "host-space")
+	os.WriteFile(host, []byte("host/space\n"), 0o644)
+	for _, tc := range []struct {
+		name  string
+		plant func(path string) error
+		want  string
+	}{
+		{"fifo", func(p string) error { return syscall.Mkfifo(p, 0o644) }, "named pipe"},
+		{"symlink", func(p string) error { return os.Symlink(host, p) }, "symbolic link"},
+		{"huge", func(p string) error {
+			return os.WriteFile(p, []byte("ns/name"+strings.Repeat(" ", 1<<20)), 0o644)
+		}, "too large"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			if err := tc.plant(filepath.Join(e.dir, SpaceIDFile)); err != nil {
+				t.Fatal(err)
+			}
+			s, err := New(Config{Dir: e.dir, StatePath: e.state, HubURL: e.url, Token: testToken}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			type result struct {
+				id  string
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				id, err := s.SpaceID()
+				done <- result{id, err}
+			}()
+			select {
+			case res := <-done:
+				if res.err == nil || !strings.Contains(res.err.Error(), tc.want) {
+					t.Errorf("SpaceID() = %q, %v; want an error saying %q", res.id, res.err, tc.want)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("SpaceID still blocked after 10s")
+			}
+		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -19,6 +20,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/mlagent/mlagent/internal/trackio"
 )
@@ -142,7 +145,7 @@ func (s *Syncer) SpaceID() (string, error) {
 	if s.cfg.SpaceID != "" {
 		return s.cfg.SpaceID, nil
 	}
-	b, err := os.ReadFile(filepath.Join(s.cfg.Dir, SpaceIDFile))
+	b, err := readSpaceIDFile(filepath.Join(s.cfg.Dir, SpaceIDFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return "", nil
 	}
@@ -154,6 +157,44 @@ func (s *Syncer) SpaceID() (string, error) {
 		return "", fmt.Errorf("%s file holds an invalid space id (want namespace/name)", SpaceIDFile)
 	}
 	return id, nil
+}
+
+// maxSpaceIDFile bounds the space_id file read: a repo id is short.
+const maxSpaceIDFile = 256
+
+// readSpaceIDFile reads the space_id file, which the sandbox can write:
+// only a regular file that is not a symbolic link (a link could name a
+// host file), opened without blocking (a FIFO would block open(2) for
+// good), and at most maxSpaceIDFile bytes.
+func readSpaceIDFile(path string) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	switch {
+	case errors.Is(err, unix.ELOOP):
+		return nil, errors.New("a symbolic link, not a regular file")
+	case errors.Is(err, unix.ENXIO):
+		return nil, errors.New("a socket, not a regular file")
+	case err != nil:
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	switch m := fi.Mode(); {
+	case m&os.ModeNamedPipe != 0:
+		return nil, errors.New("a named pipe, not a regular file")
+	case !m.IsRegular():
+		return nil, fmt.Errorf("not a regular file (%v)", m.Type())
+	case fi.Size() > maxSpaceIDFile:
+		return nil, fmt.Errorf("too large (%d bytes; a space id is namespace/name)", fi.Size())
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxSpaceIDFile+1))
+	if err == nil && len(b) > maxSpaceIDFile {
+		err = fmt.Errorf("too large (over %d bytes; a space id is namespace/name)", maxSpaceIDFile)
+	}
+	return b, err
 }
 
 // DatasetID is where a Space's rows are stored: Trackio's Spaces persist
