@@ -3,6 +3,7 @@ package dashboard
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -196,4 +197,94 @@ func TestNoCommittedRowIsMissed(t *testing.T) {
 	eventually(t, 10*time.Second, "the row committed into the restarted WAL", func() bool {
 		return hasPoint(t, hs, "p", "loss", trackiotest.WALRestartStep, 0.25)
 	})
+}
+
+// heldBytes is what the server keeps of the strings a database chose:
+// configs, metric names, media captions, keys and paths.
+func heldBytes(s *Server) int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	n := 0
+	for _, p := range s.projects {
+		for _, r := range p.runs {
+			n += len(r.Config)
+			for k := range r.metrics {
+				n += len(k)
+			}
+			for k := range r.system {
+				n += len(k)
+			}
+		}
+		for _, m := range p.media {
+			n += len(m.Caption) + len(m.Key) + len(m.Path) + len(m.Type)
+		}
+	}
+	return n
+}
+
+// TestHeldBytesAreBounded: a database of a few kilobytes can make any
+// number of megabyte values (generated columns), and the dashboard kept
+// every run's config whole (up to 4 MiB each, 1,000 runs a project), every
+// metric name however long, and every media caption: here 90 MiB from 60
+// rows. mlagent run serves the dashboard, so this was the CLI's memory.
+func TestHeldBytesAreBounded(t *testing.T) {
+	dir := t.TempDir()
+	db, err := sql.Open("sqlite", filepath.Join(dir, "big.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const mb = `printf('%.*c', 500000, 'x')`
+	if _, err := db.Exec(`CREATE TABLE metrics (id INTEGER PRIMARY KEY, run_id, timestamp, run_name, step,
+			metrics AS ('{"' || ` + mb + ` || id || '":1,"img":{"_type":"trackio.image","file_path":"p/' || ` + mb + ` || '.png","caption":"' || ` + mb + ` || '"}}'));
+		CREATE TABLE configs (id INTEGER PRIMARY KEY, run_id, run_name, created_at, config AS ('{"pad":"' || ` + mb + ` || '"}'));
+		INSERT INTO metrics (run_id, timestamp, run_name, step) SELECT 'r', '2026-01-01T00:00:00+00:00', 'r', x FROM
+			(WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 60) SELECT x FROM c);
+		INSERT INTO configs (run_id, run_name, created_at) SELECT 'r' || id, 'r' || id, '' FROM metrics`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s, err := NewWithOptions(dir, nil, Options{Fallback: 50 * time.Millisecond, Debounce: time.Millisecond, ReadTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	eventually(t, 60*time.Second, "all rows read", func() bool {
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+		p := s.projects["big"]
+		return p != nil && p.maxID == 60 && len(p.runs) == 61 && p.runs[60].Config != nil
+	})
+	if n := heldBytes(s); n > 8<<20 {
+		t.Errorf("the dashboard holds %d MiB of the database's strings; want at most 8 MiB", n>>20)
+	}
+}
+
+// TestConfigBudget: configs draw on one budget for all projects; a
+// config past it shows as a note, and a replaced config gives its bytes
+// back.
+func TestConfigBudget(t *testing.T) {
+	left := int64(100)
+	p := newProject("p", "")
+	p.configLeft = &left
+	a, b := p.run("a", "a"), p.run("b", "b")
+	big := json.RawMessage(`{"x":"` + strings.Repeat("y", 72) + `"}`) // 80 bytes
+	p.setConfig(a, big)
+	p.setConfig(b, big)
+	if string(a.Config) != string(big) || !strings.Contains(string(b.Config), "not kept") {
+		t.Fatalf("configs = %s, %s; want the first kept, the second a note", a.Config, b.Config)
+	}
+	p.setConfig(a, json.RawMessage(`{}`))
+	p.setConfig(b, big)
+	if string(b.Config) != string(big) {
+		t.Errorf("after a's config shrank, b's = %s; want it kept", b.Config)
+	}
+	if got := left + p.configBytes; got != 100 {
+		t.Errorf("budget left %d + held %d = %d; want 100", left, p.configBytes, got)
+	}
+	huge := json.RawMessage(`{"x":"` + strings.Repeat("y", maxConfigBytes) + `"}`)
+	left = 1 << 30
+	p.setConfig(a, huge)
+	if !strings.Contains(string(a.Config), "over the dashboard's limit") {
+		t.Errorf("a config over %d bytes = %.60s; want a note", maxConfigBytes, a.Config)
+	}
 }

@@ -45,6 +45,10 @@ type Options struct {
 	// together (default 200,000): a database can name any number of
 	// metrics; past it new names are not charted.
 	MaxSeries int64
+	// MaxConfigBytes bounds the run configs kept, all projects together
+	// (default 64 MiB); a config over 256 KiB, or past this budget, shows
+	// as a note saying so.
+	MaxConfigBytes int64
 	// StaleAfter is how long a run may go without a row and still show
 	// as running (default: 60s, or 10 times its usual interval if longer).
 	StaleAfter time.Duration
@@ -63,6 +67,7 @@ type Server struct {
 	mu         sync.RWMutex
 	points     int64 // stored points, all projects
 	seriesLeft int64 // series that may still be created, all projects
+	configLeft int64 // config bytes that may still be kept, all projects
 	projects   map[string]*projectState
 	followers  map[string]chan struct{} // wake-up of each project's follower
 	subs       map[*subscriber]struct{}
@@ -107,12 +112,16 @@ func NewWithOptions(dir string, log *slog.Logger, opts Options) (*Server, error)
 	if opts.MaxSeries <= 0 {
 		opts.MaxSeries = 200_000
 	}
+	if opts.MaxConfigBytes <= 0 {
+		opts.MaxConfigBytes = 64 << 20
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		dir: dir, log: log.With("component", "dashboard"), opts: opts,
 		cancel: cancel, done: make(chan struct{}),
 		projects: map[string]*projectState{}, followers: map[string]chan struct{}{}, seriesLeft: opts.MaxSeries,
-		subs: map[*subscriber]struct{}{},
+		configLeft: opts.MaxConfigBytes,
+		subs:       map[*subscriber]struct{}{},
 	}
 	go s.follow(ctx)
 	return s, nil
@@ -283,6 +292,7 @@ func (f *projectFollower) poll(ctx context.Context) error {
 			s.mu.Lock()
 			old := s.projects[f.name]
 			s.seriesLeft += old.nseries
+			s.configLeft += old.configBytes
 			s.points -= old.points
 			s.projects[f.name] = s.newProjectLocked(f.name, f.path)
 			s.broadcastLocked(f.name, "reset", map[string]string{"project": f.name})
@@ -338,6 +348,7 @@ func (f *projectFollower) poll(ctx context.Context) error {
 func (s *Server) newProjectLocked(name, path string) *projectState {
 	p := newProject(name, path)
 	p.seriesLeft = &s.seriesLeft
+	p.configLeft = &s.configLeft
 	return p
 }
 

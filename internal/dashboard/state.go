@@ -3,10 +3,12 @@ package dashboard
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math"
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mlagent/mlagent/internal/trackio"
 )
@@ -188,8 +190,24 @@ type mediaItem struct {
 	Cols    int    `json:"cols,omitempty"`
 }
 
-// maxMedia bounds the media items kept per project (the newest).
-const maxMedia = 500
+// maxMedia bounds the media items kept per project (the newest); each
+// keeps at most maxCaption bytes of caption and a path of maxMediaPath.
+const (
+	maxMedia     = 500
+	maxCaption   = 1024
+	maxMediaPath = 1024
+)
+
+// truncateUTF8 cuts s to at most n bytes, at a rune boundary.
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
 
 // projectState is one project as the dashboard holds it.
 type projectState struct {
@@ -205,8 +223,11 @@ type projectState struct {
 	// all projects.
 	seriesLeft *int64
 	nseries    int64 // series this project holds
-	maxID      int64 // last metrics row applied
-	maxSys     int64 // last system row applied
+	// configLeft is the server's budget of config bytes (MaxConfigBytes).
+	configLeft  *int64
+	configBytes int64 // config bytes this project holds
+	maxID       int64 // last metrics row applied
+	maxSys      int64 // last system row applied
 }
 
 func newProject(name, path string) *projectState {
@@ -289,6 +310,7 @@ func (p *projectState) apply(b trackio.Batch, withRows bool) delta {
 		if err != nil {
 			continue
 		}
+		dropLongKeys(vals)
 		r := p.run(row.RunID, row.RunName)
 		if r == nil {
 			continue
@@ -317,6 +339,7 @@ func (p *projectState) apply(b trackio.Batch, withRows bool) delta {
 		if err != nil {
 			continue
 		}
+		dropLongKeys(vals)
 		r := p.run(row.RunID, row.RunName)
 		if r == nil {
 			continue
@@ -337,10 +360,53 @@ func (p *projectState) apply(b trackio.Batch, withRows bool) delta {
 		if r == nil {
 			continue
 		}
-		r.Config = c.Raw
-		d.Configs = append(d.Configs, deltaConfig{RunID: r.ID, RunName: r.Name, Config: c.Raw})
+		p.setConfig(r, c.Raw)
+		d.Configs = append(d.Configs, deltaConfig{RunID: r.ID, RunName: r.Name, Config: r.Config})
 	}
 	return d
+}
+
+// maxKeyBytes bounds a metric name: a longer one is not charted (a
+// database can make names of megabytes, and the server keeps each).
+const maxKeyBytes = trackio.DefaultMaxName
+
+func dropLongKeys(vals map[string]float64) {
+	for k := range vals {
+		if len(k) > maxKeyBytes {
+			delete(vals, k)
+		}
+	}
+}
+
+// maxConfigBytes bounds one run's config as kept and shown; configs are
+// hyperparameters, kilobytes.
+const maxConfigBytes = 256 << 10
+
+// setConfig keeps a run's config, or a note in its place when it is over
+// maxConfigBytes or the server's budget (Options.MaxConfigBytes) is spent.
+func (p *projectState) setConfig(r *runData, raw json.RawMessage) {
+	n := int64(len(raw))
+	p.configBytes -= int64(len(r.Config))
+	if p.configLeft != nil {
+		*p.configLeft += int64(len(r.Config))
+	}
+	r.Config = nil
+	switch {
+	case n > maxConfigBytes:
+		raw = configNote(fmt.Sprintf("config of %d bytes, over the dashboard's limit of %d", n, maxConfigBytes))
+	case p.configLeft == nil || *p.configLeft < n:
+		raw = configNote("config not kept: the dashboard's memory for configs is spent")
+	}
+	r.Config = raw
+	p.configBytes += int64(len(raw))
+	if p.configLeft != nil {
+		*p.configLeft -= int64(len(raw))
+	}
+}
+
+func configNote(msg string) json.RawMessage {
+	b, _ := json.Marshal(map[string]string{"(not shown)": msg})
+	return b
 }
 
 // addValues appends a row's values (row index idx) to the run's series,
@@ -419,9 +485,15 @@ func mediaOf(raw json.RawMessage) []mediaItem {
 		if json.Unmarshal(v, &obj) != nil || !strings.HasPrefix(obj.Type, "trackio.") {
 			continue
 		}
+		if len(k) > maxKeyBytes || len(obj.Type) > 64 {
+			continue
+		}
 		it := mediaItem{Key: k, Type: obj.Type, Path: obj.FilePath}
+		if len(it.Path) > maxMediaPath {
+			it.Path = "" // not served: listed without its image
+		}
 		if obj.Caption != nil {
-			it.Caption = *obj.Caption
+			it.Caption = truncateUTF8(*obj.Caption, maxCaption)
 		}
 		if obj.Type == "trackio.table" {
 			it.Rows = len(obj.Value)

@@ -9,6 +9,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -290,6 +291,110 @@ func TestOversizeValuesAreNotLoaded(t *testing.T) {
 	}
 	if len(b.Configs) != 1 || string(b.Configs[0].Raw) != "{}" || !b.Configs[0].Oversize {
 		t.Errorf("oversize config = %d configs; want one, emptied", len(b.Configs))
+	}
+}
+
+// TestReadsAreBoundedInBytes: every value may be just under MaxValue and
+// cost the sandbox nothing (a generated column makes megabytes per row
+// from a file of a few kilobytes), so one read returned rows times
+// MaxValue bytes: 5,000 rows of 4 MiB, 20 GB, for the dashboard's Poll;
+// 1,000 configs of 4 MiB for the syncer's. A read now stops once its rows
+// hold MaxBatch bytes, and the next read goes on from there.
+func TestReadsAreBoundedInBytes(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "big.db")
+	db, _ := sql.Open("sqlite", path)
+	// 1 MiB of JSON per row; 100 rows in each table.
+	const rows, value = 100, 1 << 20
+	big := `'{"pad":"' || printf('%.*c', ` + fmt.Sprint(value-10) + `, 'x') || '"}'`
+	if _, err := db.Exec(`CREATE TABLE metrics (id INTEGER PRIMARY KEY, run_id, timestamp, run_name, step, metrics AS (` + big + `));
+		CREATE TABLE system_metrics (id INTEGER PRIMARY KEY, run_id, timestamp, run_name, metrics AS (` + big + `));
+		CREATE TABLE configs (id INTEGER PRIMARY KEY, run_id, run_name, created_at, config AS (` + big + `));
+		CREATE TABLE project_metadata (key, value AS (` + big + `));
+		INSERT INTO metrics (run_id, timestamp, run_name, step) SELECT 'r', '', 'r', x FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ` + fmt.Sprint(rows) + `) SELECT x FROM c);
+		INSERT INTO system_metrics (run_id, timestamp, run_name) SELECT 'r', '', 'r' FROM metrics;
+		INSERT INTO configs (run_id, run_name, created_at) SELECT 'r' || id, 'r', '' FROM metrics;
+		INSERT INTO project_metadata (key) SELECT 'k' || id FROM metrics`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	r, err := OpenReader(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	// What one read may hold: MaxBatch, and one row past it per table.
+	const bound = 64 << 20
+	size := func(b Batch) int {
+		n := 0
+		for _, row := range b.Metrics {
+			n += len(row.Raw)
+		}
+		for _, row := range b.System {
+			n += len(row.Raw)
+		}
+		for _, c := range b.Configs {
+			n += len(c.Raw)
+		}
+		return n
+	}
+	var total Batch
+	for i := 0; ; i++ {
+		b, err := r.Poll(ctx, 5000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := size(b); n > bound {
+			t.Fatalf("one Poll returned %d MiB (%d metrics, %d system, %d configs); want at most %d MiB", n>>20, len(b.Metrics), len(b.System), len(b.Configs), bound>>20)
+		}
+		total.Metrics = append(total.Metrics, b.Metrics...)
+		total.System = append(total.System, b.System...)
+		total.Configs = append(total.Configs, b.Configs...)
+		// As the dashboard does: poll again while Changed says a Poll
+		// may find rows, which it must after one that stopped short.
+		changed, err := r.Changed(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !changed {
+			break
+		}
+		if i > 100 {
+			t.Fatal("Poll never ran dry")
+		}
+	}
+	if len(total.Metrics) != rows || len(total.System) != rows || len(total.Configs) != rows {
+		t.Errorf("Polls read %d metrics, %d system, %d configs; want %d of each, over several reads", len(total.Metrics), len(total.System), len(total.Configs), rows)
+	}
+	for name, read := range map[string]func() (int, error){
+		"ReadMetrics": func() (int, error) {
+			rows, err := r.ReadMetrics(ctx, 0, 5000)
+			return size(Batch{Metrics: rows}), err
+		},
+		"ReadSystem": func() (int, error) {
+			rows, err := r.ReadSystem(ctx, 0, 5000)
+			return size(Batch{System: rows}), err
+		},
+		"ReadConfigs": func() (int, error) {
+			cfgs, err := r.ReadConfigs(ctx, 0)
+			return size(Batch{Configs: cfgs}), err
+		},
+		"Metadata": func() (int, error) {
+			m, err := r.Metadata(ctx)
+			n := 0
+			for _, v := range m {
+				n += len(v)
+			}
+			return n, err
+		},
+	} {
+		n, err := read()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if n > bound {
+			t.Errorf("%s returned %d MiB; want at most %d MiB", name, n>>20, bound>>20)
+		}
 	}
 }
 

@@ -29,6 +29,12 @@ type Limits struct {
 	MaxName int
 	// MaxConfigs bounds the config rows one read returns (default 1000).
 	MaxConfigs int
+	// MaxBatch bounds the bytes one read returns, all its rows together
+	// (default 32 MiB): MaxValue alone allows rows times 4 MiB, and a
+	// generated column makes such values from a file of a few kilobytes.
+	// A read stops after the row that reaches it (each table returns at
+	// least one row, so all make progress) and the next read goes on.
+	MaxBatch int
 }
 
 // Default limits.
@@ -37,6 +43,7 @@ const (
 	DefaultMaxValue   = 4 << 20
 	DefaultMaxName    = 256
 	DefaultMaxConfigs = 1000
+	DefaultMaxBatch   = 32 << 20
 )
 
 // LongName replaces a run id or name longer than Limits.MaxName.
@@ -54,6 +61,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxConfigs <= 0 {
 		l.MaxConfigs = DefaultMaxConfigs
+	}
+	if l.MaxBatch <= 0 {
+		l.MaxBatch = DefaultMaxBatch
 	}
 	return l
 }

@@ -247,24 +247,41 @@ func (r *Reader) configsQuery(s schema) string {
 		r.value("config") + ` FROM main.configs WHERE id > ? ORDER BY id LIMIT ?`
 }
 
-// ReadMetrics returns up to limit metrics rows with id > after, by id.
+// budget is what one read may still return, in bytes (Limits.MaxBatch).
+type budget struct {
+	left int
+	hit  bool // a table stopped short because the budget ran out
+}
+
+func (r *Reader) newBudget() *budget { return &budget{left: r.limits.MaxBatch} }
+
+// take books n bytes and reports whether the read may go on. The row
+// that spends the budget is kept.
+func (b *budget) take(n int) bool {
+	b.left -= n
+	return b.left > 0
+}
+
+// ReadMetrics returns up to limit metrics rows with id > after, by id,
+// fewer once they hold Limits.MaxBatch bytes.
 func (r *Reader) ReadMetrics(ctx context.Context, after int64, limit int) ([]Row, error) {
 	var out []Row
 	err := r.read(ctx, func(ctx context.Context, tx *sql.Tx, s schema) (err error) {
 		if s.metrics != "" {
-			out, err = readRows(ctx, tx, r.metricsQuery(s), after, limit)
+			out, err = readRows(ctx, tx, r.metricsQuery(s), after, limit, r.newBudget())
 		}
 		return err
 	})
 	return out, err
 }
 
-// ReadSystem returns up to limit system_metrics rows with id > after.
+// ReadSystem returns up to limit system_metrics rows with id > after,
+// fewer once they hold Limits.MaxBatch bytes.
 func (r *Reader) ReadSystem(ctx context.Context, after int64, limit int) ([]Row, error) {
 	var out []Row
 	err := r.read(ctx, func(ctx context.Context, tx *sql.Tx, s schema) (err error) {
 		if s.system != "" {
-			out, err = readRows(ctx, tx, r.systemQuery(s), after, limit)
+			out, err = readRows(ctx, tx, r.systemQuery(s), after, limit, r.newBudget())
 		}
 		return err
 	})
@@ -273,19 +290,21 @@ func (r *Reader) ReadSystem(ctx context.Context, after int64, limit int) ([]Row,
 
 // ReadConfigs returns config rows with id > after (Trackio replaces a
 // run's config with a new row, so a changed config has a new id), at most
-// Limits.MaxConfigs of them.
+// Limits.MaxConfigs of them, fewer once they hold Limits.MaxBatch bytes.
 func (r *Reader) ReadConfigs(ctx context.Context, after int64) ([]Config, error) {
 	var out []Config
 	err := r.read(ctx, func(ctx context.Context, tx *sql.Tx, s schema) (err error) {
 		if s.configs != "" {
-			out, err = readConfigs(ctx, tx, r.configsQuery(s), after, r.limits.MaxConfigs)
+			out, err = readConfigs(ctx, tx, r.configsQuery(s), after, r.limits.MaxConfigs, r.newBudget())
 		}
 		return err
 	})
 	return out, err
 }
 
-func readRows(ctx context.Context, tx *sql.Tx, q string, after int64, limit int) ([]Row, error) {
+// readRows reads rows until limit or until they spend the budget; it
+// always returns the first row there is, so every table makes progress.
+func readRows(ctx context.Context, tx *sql.Tx, q string, after int64, limit int, b *budget) ([]Row, error) {
 	if limit <= 0 {
 		limit = 1 << 30
 	}
@@ -303,11 +322,15 @@ func readRows(ctx context.Context, tx *sql.Tx, q string, after int64, limit int)
 		}
 		row.Raw, row.Oversize = jsonValue(raw)
 		out = append(out, row)
+		if !b.take(len(raw) + len(row.RunID) + len(row.RunName) + len(row.Timestamp)) {
+			b.hit = b.hit || len(out) < limit
+			break
+		}
 	}
 	return out, rows.Err()
 }
 
-func readConfigs(ctx context.Context, tx *sql.Tx, q string, after int64, limit int) ([]Config, error) {
+func readConfigs(ctx context.Context, tx *sql.Tx, q string, after int64, limit int, b *budget) ([]Config, error) {
 	rows, err := tx.QueryContext(ctx, q, after, limit)
 	if err != nil {
 		return nil, err
@@ -322,6 +345,10 @@ func readConfigs(ctx context.Context, tx *sql.Tx, q string, after int64, limit i
 		}
 		c.Raw, c.Oversize = jsonValue(raw)
 		out = append(out, c)
+		if !b.take(len(raw) + len(c.RunID) + len(c.RunName) + len(c.CreatedAt)) {
+			b.hit = b.hit || len(out) < limit
+			break
+		}
 	}
 	return out, rows.Err()
 }
@@ -402,7 +429,7 @@ func (r *Reader) dataVersion(ctx context.Context) (int64, error) {
 
 // Metadata returns the project_metadata table (empty when absent): at
 // most 1000 entries, each key and value at most Limits.MaxName and
-// Limits.MaxValue bytes.
+// Limits.MaxValue bytes, all together about Limits.MaxBatch bytes at most.
 func (r *Reader) Metadata(ctx context.Context) (map[string]string, error) {
 	out := map[string]string{}
 	err := r.read(ctx, func(ctx context.Context, tx *sql.Tx, s schema) error {
@@ -416,12 +443,16 @@ func (r *Reader) Metadata(ctx context.Context) (map[string]string, error) {
 			return err
 		}
 		defer rows.Close()
+		b := r.newBudget()
 		for rows.Next() {
 			var k, v string
 			if err := rows.Scan(&k, &v); err != nil {
 				return err
 			}
 			out[k] = v
+			if !b.take(len(k) + len(v)) {
+				break
+			}
 		}
 		return rows.Err()
 	})
@@ -440,19 +471,21 @@ func (r *Reader) Poll(ctx context.Context, limit int) (Batch, error) {
 		return Batch{}, err
 	}
 	var b Batch
+	// One budget for the three tables: each still gets its first row.
+	bud := r.newBudget()
 	err = r.read(ctx, func(ctx context.Context, tx *sql.Tx, s schema) (err error) {
 		if s.metrics != "" {
-			if b.Metrics, err = readRows(ctx, tx, r.metricsQuery(s), r.cur.Metrics, limit); err != nil {
+			if b.Metrics, err = readRows(ctx, tx, r.metricsQuery(s), r.cur.Metrics, limit, bud); err != nil {
 				return err
 			}
 		}
 		if s.system != "" {
-			if b.System, err = readRows(ctx, tx, r.systemQuery(s), r.cur.System, limit); err != nil {
+			if b.System, err = readRows(ctx, tx, r.systemQuery(s), r.cur.System, pollLimit(limit, bud), bud); err != nil {
 				return err
 			}
 		}
 		if s.configs != "" {
-			if b.Configs, err = readConfigs(ctx, tx, r.configsQuery(s), r.cur.Configs, r.limits.MaxConfigs); err != nil {
+			if b.Configs, err = readConfigs(ctx, tx, r.configsQuery(s), r.cur.Configs, pollLimit(r.limits.MaxConfigs, bud), bud); err != nil {
 				return err
 			}
 		}
@@ -471,8 +504,19 @@ func (r *Reader) Poll(ctx context.Context, limit int) (Batch, error) {
 		r.cur.Configs = b.Configs[n-1].ID
 	}
 	r.version, r.polled = v, true
-	r.more = limit > 0 && (len(b.Metrics) >= limit || len(b.System) >= limit) || len(b.Configs) >= r.limits.MaxConfigs
+	r.more = limit > 0 && (len(b.Metrics) >= limit || len(b.System) >= limit) || len(b.Configs) >= r.limits.MaxConfigs || bud.hit
 	return b, nil
+}
+
+// pollLimit is the row limit of a Poll's next table: one row once the
+// budget is spent (the table still makes progress, and the Poll reports
+// that there is more).
+func pollLimit(limit int, b *budget) int {
+	if b.left <= 0 {
+		b.hit = true
+		return 1
+	}
+	return limit
 }
 
 // wrap classifies errors so callers can tell "retry later" from "this
