@@ -466,14 +466,9 @@ func serveBareProxy(upstream string) {
 	log.Fatal((&http.Server{Handler: p}).Serve(ln))
 }
 
-// startBareProxy runs this binary again as a bare reverse proxy process.
-func startBareProxy(upstream string) (url string, pid int, stop func()) {
-	self, err := os.Executable()
-	if err != nil {
-		log.Fatal(err)
-	}
-	cmd := exec.Command(self)
-	cmd.Env = procEnv(append(os.Environ(), bareProxyEnv+"="+upstream))
+// startCmd starts cmd with its stderr on ours; sc reads its stdout, and
+// rest drains what sc leaves.
+func startCmd(cmd *exec.Cmd) (sc *bufio.Scanner, rest func()) {
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -482,11 +477,22 @@ func startBareProxy(upstream string) (url string, pid int, stop func()) {
 	if err := cmd.Start(); err != nil {
 		log.Fatal(err)
 	}
-	sc := bufio.NewScanner(out)
+	return bufio.NewScanner(out), func() { io.Copy(io.Discard, out) }
+}
+
+// startBareProxy runs this binary again as a bare reverse proxy process.
+func startBareProxy(upstream string) (url string, pid int, stop func()) {
+	self, err := os.Executable()
+	if err != nil {
+		log.Fatal(err)
+	}
+	cmd := exec.Command(self)
+	cmd.Env = procEnv(append(os.Environ(), bareProxyEnv+"="+upstream))
+	sc, rest := startCmd(cmd)
 	if !sc.Scan() || !strings.HasPrefix(sc.Text(), "listening on ") {
 		log.Fatal("the bare proxy process did not say where it listens")
 	}
-	go io.Copy(io.Discard, out)
+	go rest()
 	return "http://" + strings.TrimPrefix(sc.Text(), "listening on "), cmd.Process.Pid, func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
@@ -504,16 +510,8 @@ func startProcess(bin, upstream, profile string) (url, token string, pid int, st
 	cmd := exec.Command(bin, "gateway", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--upstream", upstream)
 	cmd.Env = procEnv([]string{"MLAGENT_HOME=" + home, "HOME=" + home, "ANTHROPIC_API_KEY=sk-bench",
 		"MLAGENT_ADMIN_TOKEN=bench-admin", "MLAGENT_LOG_LEVEL=warn", "MLAGENT_GATEWAY_CPUPROFILE=" + profile})
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		log.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		log.Fatal(err)
-	}
+	sc, rest := startCmd(cmd)
 	var data, admin string
-	sc := bufio.NewScanner(out)
 	for (data == "" || admin == "") && sc.Scan() {
 		if a, ok := strings.CutPrefix(sc.Text(), "data plane listening on "); ok {
 			data = "http://" + a
@@ -524,7 +522,7 @@ func startProcess(bin, upstream, profile string) (url, token string, pid int, st
 	if data == "" || admin == "" {
 		log.Fatal("the gateway process did not say where it listens")
 	}
-	go io.Copy(io.Discard, out)
+	go rest()
 	it, err := gateway.NewAdminClient(admin, "bench-admin").Issue(context.Background(),
 		gateway.TokenRequest{Sandbox: "bench", BudgetUSD: 1e9, TTL: time.Hour})
 	if err != nil {
