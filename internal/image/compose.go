@@ -32,6 +32,9 @@ func composeRoot(dst string, layers []string, metas []*layerMeta) (int64, error)
 	dirs := map[string]dirAttr{}
 	for i, l := range layers {
 		m := metas[i]
+		if err := m.check(); err != nil {
+			return 0, fmt.Errorf("layer %d: %w", i+1, err)
+		}
 		for _, p := range m.Opaque {
 			if p == "." || realDir(dst, p) {
 				if err := clearDir(filepath.Join(dst, p)); err != nil {

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -32,10 +33,48 @@ type layerMeta struct {
 	Size int64 `json:"size"`
 }
 
+// check refuses metadata naming anything but a path strictly inside the
+// root (the root itself only for an opaque marker): layer.json is read
+// back when a root is composed, and a whiteout of ".." there would
+// delete what holds the root.
+func (m *layerMeta) check() error {
+	inside := func(p string) bool { return p != "." && p == path.Clean(p) && filepath.IsLocal(p) }
+	for _, p := range m.Opaque {
+		if p != "." && !inside(p) {
+			return fmt.Errorf("%w: opaque directory %q", ErrCorrupt, p)
+		}
+	}
+	for _, p := range m.Whiteouts {
+		if !inside(p) {
+			return fmt.Errorf("%w: whiteout of %q", ErrCorrupt, p)
+		}
+	}
+	for _, l := range m.Links {
+		if !inside(l[0]) || !inside(l[1]) {
+			return fmt.Errorf("%w: hard link %q to %q", ErrCorrupt, l[0], l[1])
+		}
+	}
+	return nil
+}
+
 const (
 	whiteoutPrefix = ".wh."
 	opaqueMarker   = ".wh..wh..opq"
 )
+
+// Limits on what a layer may ask of the host beyond its bytes on disk.
+// A name longer than PATH_MAX (or a component longer than NAME_MAX) is
+// not a file any Linux tool made. Whiteouts, opaque markers and links to
+// lower layers cost no disk here, only memory (and layer.json): a few
+// megabytes of compressed tar could otherwise list gigabytes of them.
+const (
+	maxEntryName = 4096
+	maxNameComp  = 255
+)
+
+// maxLayerMeta bounds the bytes of names a layer's whiteouts, opaque
+// directories and links to lower layers add up to (a variable for tests).
+var maxLayerMeta = 64 << 20
 
 // extractLayer writes the layer tar read from r into dir (which must
 // exist and be empty) and returns its metadata. Every path is resolved
@@ -57,6 +96,7 @@ func extractLayer(r io.Reader, dir string) (_ *layerMeta, err error) {
 		mtime time.Time
 	}
 	dirs := map[string]dirAttr{}
+	metaBytes := 0
 	buf := make([]byte, 1<<20)
 	tr := tar.NewReader(r)
 	for {
@@ -67,7 +107,7 @@ func extractLayer(r io.Reader, dir string) (_ *layerMeta, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: layer tar: %v", ErrCorrupt, err)
 		}
-		if strings.ContainsRune(h.Name, 0) {
+		if strings.ContainsRune(h.Name, 0) || strings.ContainsRune(h.Linkname, 0) {
 			return nil, fmt.Errorf("%w: layer entry name with a NUL byte", ErrCorrupt)
 		}
 		// Clean against "/" so that ../ cannot climb out.
@@ -75,20 +115,32 @@ func extractLayer(r io.Reader, dir string) (_ *layerMeta, err error) {
 		if name == "" {
 			continue // the layer's root directory itself
 		}
+		if err := checkName(name); err != nil {
+			return nil, err
+		}
 		dirName, base := path.Split(name)
 		dirName = strings.TrimSuffix(dirName, "/")
 		if dirName == "" {
 			dirName = "."
 		}
 		if strings.HasPrefix(base, whiteoutPrefix) {
-			switch {
+			switch target := base[len(whiteoutPrefix):]; {
 			case base == opaqueMarker:
 				meta.Opaque = append(meta.Opaque, dirName)
+				metaBytes += len(dirName)
 			case strings.HasPrefix(base, whiteoutPrefix+whiteoutPrefix):
 				// Other AUFS bookkeeping (.wh..wh.plnk, .wh..wh.aufs): not content.
 				continue
+			case target == "" || target == "." || target == "..":
+				// ".wh.." would delete its own directory, ".wh..." the one
+				// above it: at the top, whatever holds the root.
+				return nil, fmt.Errorf("%w: layer entry %s: a whiteout of %q", ErrCorrupt, name, target)
 			default:
-				meta.Whiteouts = append(meta.Whiteouts, path.Join(dirName, base[len(whiteoutPrefix):]))
+				meta.Whiteouts = append(meta.Whiteouts, path.Join(dirName, target))
+				metaBytes += len(name)
+			}
+			if metaBytes > maxLayerMeta {
+				return nil, errTooManyNames()
 			}
 			// The directory holding a whiteout is part of the layer, as
 			// in an overlay upper directory.
@@ -143,6 +195,9 @@ func extractLayer(r io.Reader, dir string) (_ *layerMeta, err error) {
 			if old == "" {
 				return nil, fmt.Errorf("%w: layer entry %s: hard link to the root", ErrCorrupt, name)
 			}
+			if err := checkName(old); err != nil {
+				return nil, err
+			}
 			if err := x.replace(pd, base); err != nil {
 				return nil, entryErr(name, err, dir)
 			}
@@ -152,6 +207,9 @@ func extractLayer(r io.Reader, dir string) (_ *layerMeta, err error) {
 				// Not in this layer: a file of a lower one, linked when
 				// the root is composed.
 				meta.Links = append(meta.Links, [2]string{name, old})
+				if metaBytes += len(name) + len(old); metaBytes > maxLayerMeta {
+					return nil, errTooManyNames()
+				}
 			case err != nil:
 				return nil, entryErr(name, err, dir)
 			case fi.IsDir():
@@ -187,6 +245,23 @@ func extractLayer(r io.Reader, dir string) (_ *layerMeta, err error) {
 		root.Chtimes(n, a.mtime, a.mtime)
 	}
 	return meta, nil
+}
+
+// checkName refuses an entry name no filesystem holds.
+func checkName(name string) error {
+	if len(name) > maxEntryName {
+		return fmt.Errorf("%w: a layer entry's name is %d bytes long, more than the %d a path may have", ErrCorrupt, len(name), maxEntryName)
+	}
+	for c := range strings.SplitSeq(name, "/") {
+		if len(c) > maxNameComp {
+			return fmt.Errorf("%w: layer entry %s: a name of %d bytes, more than the %d a file name may have", ErrCorrupt, name, len(c), maxNameComp)
+		}
+	}
+	return nil
+}
+
+func errTooManyNames() error {
+	return fmt.Errorf("%w: a layer lists more than %s of names of whiteouts and links", ErrCorrupt, FormatBytes(int64(maxLayerMeta)))
 }
 
 // extractor keeps the directory the last entries went to open, as a

@@ -1,0 +1,178 @@
+package image
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+
+	"github.com/mlagent/mlagent/internal/image/imagetest"
+)
+
+// extractTo extracts a layer of entries into dir/fs, as the cache keeps
+// layers, and returns its metadata.
+func extractTo(t *testing.T, dir string, entries []E) (*layerMeta, error) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Join(dir, "fs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return extractLayer(strings.NewReader(string(imagetest.LayerTar(t, entries))), filepath.Join(dir, "fs"))
+}
+
+// A whiteout of ".", ".." or "" names the directory holding it or the one
+// above: at the top of a layer, what holds the root being composed. It
+// must be refused, and nothing outside the root may go.
+func TestWhiteoutsStayInTheRoot(t *testing.T) {
+	lower := []E{{Name: "a/", Type: tar.TypeDir}, {Name: "a/file", Body: "x"}, {Name: "top", Body: "y"}}
+	for _, name := range []string{".wh...", ".wh..", ".wh.", "a/.wh...", "a/.wh.."} {
+		t.Run(name, func(t *testing.T) {
+			base := t.TempDir()
+			work := filepath.Join(base, "work")
+			dst := filepath.Join(work, "rootfs")
+			os.MkdirAll(dst, 0o700)
+			sentinel := filepath.Join(work, "sentinel")
+			os.WriteFile(sentinel, []byte("beside the root"), 0o600)
+			l1, l2 := filepath.Join(base, "l1"), filepath.Join(base, "l2")
+			m1, err := extractTo(t, l1, lower)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m2, err := extractTo(t, l2, []E{{Name: "a/", Type: tar.TypeDir}, {Name: name}})
+			if err == nil {
+				_, err = composeRoot(dst, []string{l1, l2}, []*layerMeta{m1, m2})
+			}
+			if _, serr := os.Stat(sentinel); serr != nil {
+				t.Fatalf("a file beside the root was deleted (%v); the pull said %v", serr, err)
+			}
+			if !errors.Is(err, ErrCorrupt) {
+				t.Errorf("got %v; want ErrCorrupt", err)
+			}
+		})
+	}
+	// layer.json is read back from the cache: composing checks it too.
+	for _, m := range []*layerMeta{
+		{Whiteouts: []string{".."}}, {Whiteouts: []string{"."}}, {Whiteouts: []string{"/etc"}},
+		{Opaque: []string{"../x"}}, {Links: [][2]string{{"a", "../../x"}}},
+	} {
+		base := t.TempDir()
+		dst := filepath.Join(base, "work", "rootfs")
+		os.MkdirAll(dst, 0o700)
+		sentinel := filepath.Join(base, "work", "sentinel")
+		os.WriteFile(sentinel, nil, 0o600)
+		l := filepath.Join(base, "l")
+		os.MkdirAll(filepath.Join(l, "fs"), 0o755)
+		_, err := composeRoot(dst, []string{l}, []*layerMeta{m})
+		if _, serr := os.Stat(sentinel); serr != nil || !errors.Is(err, ErrCorrupt) {
+			t.Errorf("compose with %+v: got %v, sentinel %v; want ErrCorrupt and the sentinel kept", m, err, serr)
+		}
+	}
+}
+
+// Names no filesystem holds are refused, and the names a layer keeps in
+// memory without writing anything (whiteouts, links to lower layers) are
+// bounded: a small compressed layer must not make the host keep gigabytes.
+func TestLayerNamesBounded(t *testing.T) {
+	deep := strings.Repeat("d/", 2100) + "f" // 4201 bytes, each part short
+	cases := []struct {
+		name    string
+		entries []E
+	}{
+		{"path over PATH_MAX", []E{{Name: deep, Body: "x"}}},
+		{"whiteout over PATH_MAX", []E{{Name: strings.Repeat("d/", 2100) + ".wh.f"}}},
+		{"component over NAME_MAX", []E{{Name: ".wh." + strings.Repeat("n", 300)}}},
+		{"hard link to a name over PATH_MAX", []E{{Name: "h", Type: tar.TypeLink, Linkname: deep}}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := extractTo(t, t.TempDir(), c.entries)
+			if !errors.Is(err, ErrCorrupt) {
+				t.Errorf("got %v; want ErrCorrupt", err)
+			}
+		})
+	}
+	t.Run("too many whiteouts", func(t *testing.T) {
+		defer func(n int) { maxLayerMeta = n }(maxLayerMeta)
+		maxLayerMeta = 4 << 10
+		var es []E
+		for i := range 200 {
+			es = append(es, E{Name: ".wh.file-" + strings.Repeat("x", 20) + string(rune('a'+i%26)) + string(rune('a'+i/26))})
+		}
+		if _, err := extractTo(t, t.TempDir(), es); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("200 whiteouts of ~30 bytes under a 4 KiB bound: got %v; want ErrCorrupt", err)
+		}
+		if _, err := extractTo(t, t.TempDir(), es[:50]); err != nil {
+			t.Errorf("50 whiteouts under a 4 KiB bound: %v", err)
+		}
+	})
+}
+
+// Text an image chose (its platform, its entries' names, what its index
+// lists) reaches the user's terminal through Pull's errors and Image: no
+// escape sequence may survive.
+func TestImageTextIsSanitized(t *testing.T) {
+	const evil = "\x1b]0;pwned\a\x1b[2J\u009b31m"
+	bad := func(s string) bool { return strings.ContainsAny(s, "\x1b\a\u009b") }
+	ctx := context.Background()
+	layer := imagetest.Layer(t, imagetest.LayerTar(t, []E{{Name: "f", Body: "x"}}))
+
+	withConfig := func(t *testing.T, f func(*v1.ConfigFile)) v1.Image {
+		img := imagetest.Image(t, imagetest.Config{}, layer)
+		cf, err := img.ConfigFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cf = cf.DeepCopy()
+		f(cf)
+		img, err = mutate.ConfigFile(img, cf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return img
+	}
+
+	t.Run("variant", func(t *testing.T) {
+		img := withConfig(t, func(c *v1.ConfigFile) { c.Variant = evil })
+		dir := imagetest.WriteLayout(t, filepath.Join(t.TempDir(), "l"), img, "1")
+		got, err := openStore(t).Pull(ctx, dir, PullOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bad(got.Platform) {
+			t.Errorf("Platform %q holds escapes", got.Platform)
+		}
+	})
+	t.Run("architecture", func(t *testing.T) {
+		img := withConfig(t, func(c *v1.ConfigFile) { c.Architecture = "amd64" + evil })
+		dir := imagetest.WriteLayout(t, filepath.Join(t.TempDir(), "l"), img, "1")
+		_, err := openStore(t).Pull(ctx, dir, PullOptions{})
+		if !errors.Is(err, ErrPlatform) || bad(err.Error()) {
+			t.Errorf("got %q; want ErrPlatform without escapes", err)
+		}
+	})
+	t.Run("index platforms", func(t *testing.T) {
+		img := imagetest.Image(t, imagetest.Config{Arch: "s390x"}, layer)
+		idx := imagetest.Index(t, img, v1.Platform{OS: "linux", Architecture: "s390x", Variant: evil})
+		reg := imagetest.NewRegistry(t)
+		ref := reg.PushIndex(t, "test/idx:1", idx)
+		_, err := openStore(t).Pull(ctx, ref, PullOptions{})
+		if !errors.Is(err, ErrPlatform) || bad(err.Error()) {
+			t.Errorf("got %q; want ErrPlatform without escapes", err)
+		}
+	})
+	t.Run("entry name", func(t *testing.T) {
+		l := imagetest.Layer(t, imagetest.LayerTar(t, []E{
+			{Name: "d/", Type: tar.TypeDir}, {Name: "x" + evil, Type: tar.TypeLink, Linkname: "d"}}))
+		img := imagetest.Image(t, imagetest.Config{}, l)
+		dir := imagetest.WriteLayout(t, filepath.Join(t.TempDir(), "l"), img, "1")
+		_, err := openStore(t).Pull(ctx, dir, PullOptions{})
+		if !errors.Is(err, ErrCorrupt) || bad(err.Error()) {
+			t.Errorf("got %q; want ErrCorrupt without escapes", err)
+		}
+	})
+}
