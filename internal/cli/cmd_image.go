@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/mlagent/mlagent/internal/image"
 	"github.com/mlagent/mlagent/internal/sandbox"
+	"github.com/mlagent/mlagent/internal/sanitize"
 )
 
 func init() {
@@ -89,7 +91,7 @@ func imagePull(ctx context.Context, env *Env, st *image.Store, refs []string) in
 			code = ExitFailure
 			continue
 		}
-		fmt.Fprintf(env.Stdout, "%s %s (%s, %s) in %s\n", img.Ref, shortID(img.ID), img.Platform, image.FormatBytes(img.Size),
+		fmt.Fprintf(env.Stdout, "%s %s (%s, %s) in %s\n", sanitize.Line(img.Ref, 0), shortID(img.ID), sanitize.Line(img.Platform, 64), image.FormatBytes(img.Size),
 			time.Since(start).Round(100*time.Millisecond))
 	}
 	return code
@@ -116,7 +118,9 @@ func imageLs(ctx context.Context, env *Env, st *image.Store, args []string) int 
 		if !img.LastUsed.IsZero() {
 			used = img.LastUsed.Local().Format(time.DateTime)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", img.Ref, shortID(img.ID), img.Platform, image.FormatBytes(img.Size),
+		// The platform's variant is the image's word (and caches
+		// written before it was cleaned keep it as it came).
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", sanitize.Line(img.Ref, 0), shortID(img.ID), sanitize.Line(img.Platform, 64), image.FormatBytes(img.Size),
 			img.Pulled.Local().Format(time.DateTime), used)
 	}
 	tw.Flush()
@@ -178,12 +182,19 @@ func imageInspect(ctx context.Context, env *Env, st *image.Store, refs []string)
 		}
 		out = append(out, img)
 	}
-	enc := json.NewEncoder(env.Stdout)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(out); err != nil {
+	// The config's strings (env, labels, entrypoint) are the image's:
+	// encoding/json leaves C1 controls raw, which some terminals obey.
+	raw, err := json.Marshal(out)
+	var buf bytes.Buffer
+	if err == nil {
+		err = json.Indent(&buf, sanitize.JSON(raw), "", "  ")
+	}
+	if err != nil {
 		fmt.Fprintf(env.Stderr, "mlagent image inspect: %v\n", err)
 		return ExitFailure
 	}
+	buf.WriteByte('\n')
+	env.Stdout.Write(buf.Bytes())
 	return ExitOK
 }
 

@@ -175,3 +175,41 @@ func TestSandboxRunImage(t *testing.T) {
 		}
 	})
 }
+
+// An image's own words (platform variant, ENV, labels) and a hostile
+// layer's entry names reach the terminal through image pull, ls, inspect
+// and their errors: no escape sequence or C1 control may survive.
+func TestImageCLIHostileText(t *testing.T) {
+	const evil = "\x1b]0;pwned\a\x1b[2J\u009b31m"
+	img := imagetest.Image(t, imagetest.Config{Env: []string{"PATH=/usr/bin", "NOTE=" + evil}},
+		imagetest.Layer(t, imagetest.LayerTar(t, []imagetest.Entry{{Name: "f", Body: "x"}})))
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.Variant, cf.Config.Labels = evil, map[string]string{"title": evil}
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	layout := imagetest.WriteLayout(t, filepath.Join(dir, "ok"), img, "1")
+	broken := imagetest.WriteLayout(t, filepath.Join(dir, "broken"), imagetest.Image(t, imagetest.Config{},
+		imagetest.Layer(t, imagetest.LayerTar(t, []imagetest.Entry{{Name: "d/", Type: tar.TypeDir},
+			{Name: "x" + evil, Type: tar.TypeLink, Linkname: "d"}}))), "1")
+	e := newCLIEnv(t, "DOCKER_CONFIG="+t.TempDir())
+	for _, args := range [][]string{
+		{"image", "pull", layout}, {"image", "ls"}, {"image", "inspect", layout}, {"image", "pull", broken},
+	} {
+		out, errOut, code := e.run(t, args...)
+		if strings.ContainsAny(out+errOut, "\x1b\a\u009b") {
+			t.Errorf("%q (exit %d) printed escapes: stdout %q, stderr %q", args, code, out, errOut)
+		}
+		if args[1] == "inspect" {
+			var got []struct{ Config struct{ Env []string } }
+			if err := json.Unmarshal([]byte(out), &got); err != nil || len(got) != 1 || got[0].Config.Env[1] != "NOTE="+evil {
+				t.Errorf("inspect: %v; want the ENV as the image has it, escaped as JSON: %q", err, out)
+			}
+		}
+	}
+}

@@ -12,6 +12,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/mlagent/mlagent/internal/sanitize"
 )
 
 // The kinds of failure a user can act on; errors.Is tells them apart, and
@@ -112,6 +114,32 @@ func redact(msg string, auth authn.Authenticator) string {
 	}
 	return msg
 }
+
+// maxError bounds the message of an error a pull returns.
+const maxError = 2000
+
+// untrusted makes err safe to print: what the image, its archive or its
+// registry wrote (entry names, platforms, media types, a server's words)
+// reaches the user's terminal through it, so its message loses control
+// characters and escape sequences. errors.Is and As still see err.
+func untrusted(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	if clean := sanitize.Line(msg, maxError); clean != msg {
+		return &cleanError{msg: clean, err: err}
+	}
+	return err
+}
+
+type cleanError struct {
+	msg string
+	err error
+}
+
+func (e *cleanError) Error() string { return e.msg }
+func (e *cleanError) Unwrap() error { return e.err }
 
 // noSpace wraps a write failure that ENOSPC (or EDQUOT) explains.
 func noSpace(err error, dir string) error {

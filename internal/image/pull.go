@@ -29,6 +29,8 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/mlagent/mlagent/internal/sanitize"
 )
 
 // PullOptions configure a pull.
@@ -73,7 +75,8 @@ func (s *Store) Ensure(ctx context.Context, ref string, o PullOptions) (img *Ima
 // Pull fetches the image a reference names (again, for a registry tag
 // that may have moved), extracts the layers the cache lacks, flattens
 // the root if the cache lacks it, and points the reference at it.
-func (s *Store) Pull(ctx context.Context, ref string, o PullOptions) (*Image, error) {
+func (s *Store) Pull(ctx context.Context, ref string, o PullOptions) (_ *Image, err error) {
+	defer func() { err = untrusted(err) }()
 	r, err := ParseRef(ref)
 	if err != nil {
 		return nil, err
@@ -595,7 +598,7 @@ func (s *Store) compose(r Ref, f *fetched) (_ *Image, err error) {
 	c := f.config
 	img := &Image{
 		Ref: r.String(), ID: f.id, Digest: f.digest, Root: filepath.Join(s.rootDir(f.id), "rootfs"),
-		Platform: c.OS + "/" + c.Architecture + variant(c.Variant), Size: size, Layers: layers, Layout: rootLayout,
+		Platform: sanitize.Line(c.OS+"/"+c.Architecture+variant(c.Variant), 64), Size: size, Layers: layers, Layout: rootLayout,
 		Config: Config{Env: c.Config.Env, WorkingDir: c.Config.WorkingDir, User: c.Config.User,
 			Entrypoint: c.Config.Entrypoint, Cmd: c.Config.Cmd, Labels: c.Config.Labels},
 		Created: c.Created.Time.UTC(), Pulled: time.Now().UTC(),
