@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // fakeHost lays out a cgroup tree under a temporary directory.
@@ -153,6 +155,18 @@ func TestUnescape(t *testing.T) {
 	}
 }
 
+// spinCPU is the CPU time the "spin" child burns.
+const spinCPU = 400 * time.Millisecond
+
+// processCPU is the CPU time this process has used, all threads.
+func processCPU() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_PROCESS_CPUTIME_ID, &ts); err != nil {
+		panic(err)
+	}
+	return time.Duration(ts.Nano())
+}
+
 // child is the process the real-cgroup tests put in a group: it waits for
 // a byte on stdin (so it has joined before it works), then allocates or
 // spins as CGROUP_TEST_CHILD says.
@@ -186,8 +200,12 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	case "spin":
+		// Spin until the process has had spinCPU of CPU time, however
+		// long a loaded machine takes to give it that much.
 		os.Stdin.Read(make([]byte, 1))
-		for end := time.Now().Add(time.Second); time.Now().Before(end); {
+		for processCPU() < spinCPU {
+			for i := 0; i < 1e5; i++ {
+			}
 		}
 		os.Exit(0)
 	}
@@ -278,14 +296,20 @@ func TestPidsLimitRefusesForks(t *testing.T) {
 
 func TestCPULimitThrottles(t *testing.T) {
 	g := realGroup(t, Limits{CPUs: 0.2})
+	start := time.Now()
 	cmd := startChild(t, g, "spin")
 	if err := cmd.Wait(); err != nil {
 		t.Fatal(err)
 	}
+	wall := time.Since(start)
 	used := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
-	// One second of spinning under 0.2 CPUs: about 0.2 s of CPU time.
-	if used > 500*time.Millisecond {
-		t.Errorf("child used %v of CPU in 1 s under a 0.2 CPU limit", used)
+	// The child stops after a fixed amount of CPU time, not of wall time:
+	// a loaded machine only makes it take longer, so the rate it got can
+	// only fall below the limit, never rise above it. Under 0.2 CPUs,
+	// 0.4 s of CPU takes about 2 s (0.3 leaves room for the CPU the child
+	// used before joining, and a first period's full quota).
+	if rate := used.Seconds() / wall.Seconds(); rate > 0.3 {
+		t.Errorf("child used %v of CPU in %v (%.2f CPUs) under a 0.2 CPU limit", used, wall.Round(time.Millisecond), rate)
 	}
 	stat := read(t, filepath.Join(g.dirs[0], "cpu.stat"))
 	if !strings.Contains(stat, "nr_throttled") || strings.Contains(stat, "nr_throttled 0\n") {
