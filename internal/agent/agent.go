@@ -487,6 +487,68 @@ func (a *Agent) Usage() (costUSD, cacheReadRatio float64, requests int) {
 	return a.session.cost(priceFor(a.cfg.Model)), a.session.cacheReadRatio(), a.requests
 }
 
+// SetModel makes the next requests use model (the chat's /model).
+// Called between turns.
+func (a *Agent) SetModel(model string) {
+	a.mu.Lock()
+	a.cfg.Model = model
+	a.mu.Unlock()
+}
+
+// Model is the model the next request uses.
+func (a *Agent) Model() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cfg.Model
+}
+
+// Clear forgets the conversation (the chat's /clear); the transcript
+// records it, so that a resume starts from there too. Called between
+// turns.
+func (a *Agent) Clear() error {
+	if a.cfg.Transcript != nil {
+		if err := a.cfg.Transcript.AppendCompaction([]Message{}); err != nil {
+			return err
+		}
+	}
+	n := len(a.history)
+	a.history = nil
+	a.mu.Lock()
+	a.lastPrompt = 0
+	a.mu.Unlock()
+	a.emit(protocol.Event{Type: protocol.EventCompaction, Compaction: &protocol.Compaction{MessagesBefore: n}})
+	return nil
+}
+
+// CompactTurn summarises the conversation now (the chat's /compact), as
+// a turn of its own: a compaction event when there was enough to
+// summarise, then usage and turn_end.
+func (a *Agent) CompactTurn(ctx context.Context) string {
+	var turn usage
+	requests := 0
+	stop := StopEndTurn
+	if err := a.compact(ctx, &turn, &requests); err != nil {
+		if ctx.Err() != nil {
+			stop = StopInterrupted
+		} else {
+			a.emit(protocol.Event{Type: protocol.EventError, Kind: protocol.ErrAPI, Message: "compaction failed: " + err.Error()})
+			stop = StopError
+		}
+	}
+	a.mu.Lock()
+	model := a.cfg.Model
+	sess, ratio := a.session.cost(priceFor(model)), a.session.cacheReadRatio()
+	a.mu.Unlock()
+	a.emit(protocol.Event{Type: protocol.EventUsage, Usage: &protocol.Usage{
+		InputTokens: turn.Input, OutputTokens: turn.Output,
+		CacheCreationInputTokens: turn.CacheWrite, CacheReadInputTokens: turn.CacheRead,
+		CostUSD: turn.cost(priceFor(model)), Requests: requests,
+		SessionCostUSD: sess, SessionCacheReadRatio: ratio,
+	}})
+	a.emit(protocol.Event{Type: protocol.EventTurnEnd, StopReason: stop})
+	return stop
+}
+
 func (a *Agent) needsCompaction() bool {
 	a.mu.Lock()
 	last := a.lastPrompt

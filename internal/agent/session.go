@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 
 	"github.com/mlagent/mlagent/internal/protocol"
@@ -182,19 +183,44 @@ func (s *Session) Serve(ctx context.Context, in io.Reader) error {
 	}()
 
 	var (
-		queue      []string
+		queue      []protocol.Input // user messages and between-turn commands, in order
 		turnCancel context.CancelFunc
 		turnDone   chan struct{}
 		inputOver  bool
 	)
-	start := func(text string) {
+	run := func(turn func(context.Context)) {
 		tctx, cancel := context.WithCancel(ctx)
 		turnCancel, turnDone = cancel, make(chan struct{})
 		done := turnDone
 		go func() {
 			defer close(done)
-			s.Agent.Turn(tctx, text)
+			turn(tctx)
 		}()
+	}
+	// start runs a queued input: a user message or a compaction is a turn;
+	// a model change or a clear is done at once, between turns.
+	var start func(in protocol.Input)
+	start = func(in protocol.Input) {
+		switch in.Type {
+		case protocol.InputUserMessage:
+			run(func(ctx context.Context) { s.Agent.Turn(ctx, in.Text) })
+			return
+		case protocol.InputCompact:
+			run(func(ctx context.Context) { s.Agent.CompactTurn(ctx) })
+			return
+		case protocol.InputSetModel:
+			s.Agent.SetModel(strings.TrimSpace(in.Text))
+			s.Emit(protocol.Event{Type: protocol.EventModel, Model: s.Agent.Model()})
+		case protocol.InputClear:
+			if err := s.Agent.Clear(); err != nil {
+				s.Emit(protocol.Event{Type: protocol.EventError, Kind: protocol.ErrTranscript, Message: err.Error()})
+			}
+		}
+		if len(queue) > 0 {
+			next := queue[0]
+			queue = queue[1:]
+			start(next)
+		}
 	}
 	wait := func() {
 		if turnDone != nil {
@@ -207,11 +233,11 @@ func (s *Session) Serve(ctx context.Context, in io.Reader) error {
 		select {
 		case inp := <-inputs:
 			switch inp.Type {
-			case protocol.InputUserMessage:
+			case protocol.InputUserMessage, protocol.InputSetModel, protocol.InputClear, protocol.InputCompact:
 				if turnDone == nil {
-					start(inp.Text)
+					start(inp)
 				} else {
-					queue = append(queue, inp.Text)
+					queue = append(queue, inp)
 				}
 			case protocol.InputAnswer:
 				if !s.answer(inp.ID, inp.Text) {
@@ -234,9 +260,11 @@ func (s *Session) Serve(ctx context.Context, in io.Reader) error {
 			turnCancel()
 			turnDone = nil
 			if len(queue) > 0 {
-				start(queue[0])
+				next := queue[0]
 				queue = queue[1:]
-			} else if inputOver {
+				start(next)
+			}
+			if turnDone == nil && inputOver {
 				return nil
 			}
 		case <-eof:

@@ -401,3 +401,44 @@ func TestLastExchange(t *testing.T) {
 		t.Errorf("long exchange: user %d bytes, assistant %d bytes (%q…)", len(got.User), len(got.Assistant), got.Assistant[:20])
 	}
 }
+
+// TestSessionModelClearCompact: between turns the front end can change
+// the model, forget the conversation, and summarise it now.
+func TestSessionModelClearCompact(t *testing.T) {
+	var reqs []*fakeapi.Request
+	sh, _ := startSession(t, fakeapi.ResponderFunc(func(r *fakeapi.Request) *fakeapi.Reply {
+		reqs = append(reqs, r)
+		if strings.Contains(r.LastUserText(), "about to be compacted") {
+			return fakeapi.Text("SUMMARY of the talk")
+		}
+		return fakeapi.Text("ok " + r.LastUserText())
+	}), func(_ *Session, c *Config) { c.KeepMessages = 2 })
+	sh.until(t, protocol.EventReady)
+	sh.send(t, protocol.Input{Type: protocol.InputSetModel, Text: "claude-haiku-5-5"})
+	if ev := sh.until(t, protocol.EventModel); ev.Model != "claude-haiku-5-5" {
+		t.Errorf("model event: %+v", ev)
+	}
+	for _, m := range []string{"one", "two", "three"} {
+		sh.send(t, protocol.Input{Type: protocol.InputUserMessage, Text: m})
+		sh.until(t, protocol.EventTurnEnd)
+	}
+	if got := reqs[0].Model; got != "claude-haiku-5-5" {
+		t.Errorf("request model %q; want the one set", got)
+	}
+	sh.send(t, protocol.Input{Type: protocol.InputCompact})
+	if ev := sh.until(t, protocol.EventCompaction); ev.Compaction.MessagesBefore != 6 || ev.Compaction.SummaryChars == 0 {
+		t.Errorf("compaction: %+v", ev.Compaction)
+	}
+	sh.until(t, protocol.EventTurnEnd)
+	sh.send(t, protocol.Input{Type: protocol.InputClear})
+	if ev := sh.until(t, protocol.EventCompaction); ev.Compaction.MessagesAfter != 0 || ev.Compaction.MessagesBefore == 0 {
+		t.Errorf("clear: %+v", ev.Compaction)
+	}
+	sh.send(t, protocol.Input{Type: protocol.InputUserMessage, Text: "afresh"})
+	sh.until(t, protocol.EventTurnEnd)
+	if last := reqs[len(reqs)-1]; len(last.Messages) != 1 || last.LastUserText() != "afresh" {
+		t.Errorf("after /clear the request has %d messages; want only the new one", len(last.Messages))
+	}
+	sh.send(t, protocol.Input{Type: protocol.InputShutdown})
+	<-sh.done
+}

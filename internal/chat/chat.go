@@ -183,7 +183,8 @@ type driver struct {
 	// for them).
 	asks      []protocol.Event
 	perm      *permission.Policy
-	jobs      map[string]protocol.Job // running background jobs
+	jobs       map[string]protocol.Job // running background jobs
+	compacting bool                    // /compact sent, no compaction seen yet
 	elsewhere bool                    // another front end attached: this one is detached
 	queued    []string
 	turnText  strings.Builder // the turn's last text, at most maxFinal bytes
@@ -527,9 +528,18 @@ func (d *driver) handle(ctx context.Context, al agentLine) (done bool, err error
 		}
 		r.usage(ev.Usage)
 	case protocol.EventCompaction:
-		if c := ev.Compaction; c != nil {
+		d.compacting = false
+		switch c := ev.Compaction; {
+		case c == nil:
+		case c.MessagesAfter == 0 && c.SummaryChars == 0:
+			r.notice(fmt.Sprintf("(conversation cleared: %d messages forgotten; the next message starts afresh)", c.MessagesBefore))
+		default:
 			r.notice(fmt.Sprintf("(conversation summarised: %d messages → %d)", c.MessagesBefore, c.MessagesAfter))
 		}
+	case protocol.EventModel:
+		d.res.Model = ev.Model
+		r.notice("model " + oneLine(ev.Model, 80) + " from the next request on")
+		d.showStatus()
 	case protocol.EventRetry:
 		d.resetText()
 		r.write(r.md.Reset())
@@ -587,7 +597,12 @@ func (d *driver) turnEnd(ev protocol.Event) (bool, error) {
 		}
 		d.ui.setBusy(false)
 	}
-	d.res.Turns++
+	if d.compacting {
+		d.compacting = false
+		d.r.notice("(too little conversation to summarise yet)")
+	} else {
+		d.res.Turns++
+	}
 	d.res.StopReason = ev.StopReason
 	d.res.Final = strings.TrimSpace(d.turnText.String())
 	if d.textCut {

@@ -3,6 +3,8 @@ package chat
 import (
 	"fmt"
 	"strings"
+
+	"github.com/mlagent/mlagent/internal/protocol"
 )
 
 // slashCommand is one command typed in the chat. Adding a command is one
@@ -36,6 +38,33 @@ func init() {
 			}
 			return false
 		}},
+		{name: "model", help: "the model in use; /model NAME uses another from the next request", run: func(d *driver, args string) bool {
+			switch {
+			case args == "":
+				d.r.line("model: " + oneLine(d.res.Model, 80) + " · /model NAME switches")
+			case d.between("/model"):
+				d.sendInput(protocol.Input{Type: protocol.InputSetModel, Text: args})
+			}
+			return false
+		}},
+		{name: "clear", help: "forget the conversation and start afresh (files and jobs stay)", run: func(d *driver, _ string) bool {
+			if d.between("/clear") {
+				d.sendInput(protocol.Input{Type: protocol.InputClear})
+			}
+			return false
+		}},
+		{name: "compact", help: "summarise the conversation now, to free context", run: func(d *driver, _ string) bool {
+			if d.between("/compact") {
+				d.compacting = true
+				d.busy = true
+				if d.ui != nil {
+					d.r.busySince = d.o.Now()
+					d.ui.setBusy(true)
+				}
+				d.sendInput(protocol.Input{Type: protocol.InputCompact})
+			}
+			return false
+		}},
 		{name: "help", help: "this list", run: func(d *driver, _ string) bool {
 			d.r.line(slashHelp())
 			return false
@@ -62,4 +91,14 @@ func slashHelp() string {
 	}
 	b.WriteString("Esc or Ctrl-C interrupts the turn; a second Ctrl-C within 2 s exits.")
 	return b.String()
+}
+
+// between says whether a command that needs the agent between turns can
+// run now, and says why not.
+func (d *driver) between(cmd string) bool {
+	if d.busy {
+		d.r.line(cmd + " waits for the turn to end (Esc interrupts it)")
+		return false
+	}
+	return true
 }

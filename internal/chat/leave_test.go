@@ -3,12 +3,14 @@ package chat
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mlagent/mlagent/internal/protocol"
+	"github.com/mlagent/mlagent/internal/syncbuf"
 )
 
 // TestLeaveWithRunningJob: leaving while a background job runs asks
@@ -129,6 +131,53 @@ func TestPrintJSON(t *testing.T) {
 		}
 		if buf.String() != want {
 			t.Errorf("%s: got\n%s\nwant\n%s", stop, buf.String(), want)
+		}
+	}
+}
+
+// TestModelClearCompact: /model, /clear and /compact reach the agent
+// between turns and say what they did.
+func TestModelClearCompact(t *testing.T) {
+	fa, in, out := startFake(t, func(a *fakeAgent) {
+		a.emit(protocol.Event{Type: protocol.EventReady, Session: "s", Model: "claude-a"})
+		if in := a.expect(protocol.InputSetModel); in.Text != "claude-b" {
+			t.Errorf("set_model %q", in.Text)
+		}
+		a.emit(protocol.Event{Type: protocol.EventModel, Model: "claude-b"})
+		a.expect(protocol.InputClear)
+		a.emit(protocol.Event{Type: protocol.EventCompaction, Compaction: &protocol.Compaction{MessagesBefore: 12}})
+		a.expect(protocol.InputCompact)
+		a.emit(protocol.Event{Type: protocol.EventUsage, Usage: &protocol.Usage{}}, protocol.Event{Type: protocol.EventTurnEnd, StopReason: "end_turn"})
+	})
+	p := newPerson(t)
+	var buf syncbuf.Buffer
+	done := make(chan error, 1)
+	go func() {
+		res, err := Run(context.Background(), Options{AgentIn: in, AgentOut: out, In: p.r, Out: &buf, Now: fakeClock(time.Second),
+			OnEvent: func(ev protocol.Event) {
+				switch ev.Type {
+				case protocol.EventReady:
+					p.say("/model", "/model claude-b")
+				case protocol.EventModel:
+					p.say("/clear")
+				case protocol.EventCompaction:
+					p.say("/compact")
+				}
+			},
+			OnTurn: func(Turn) { p.say("/model", "/exit") }})
+		if err == nil && res.Turns != 0 {
+			err = fmt.Errorf("a /compact counted as a turn: %d", res.Turns)
+		}
+		done <- err
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	fa.received()
+	for _, s := range []string{"model: claude-a · /model NAME switches", "model claude-b from the next request on",
+		"(conversation cleared: 12 messages forgotten", "(too little conversation to summarise yet)", "model: claude-b"} {
+		if !strings.Contains(buf.String(), s) {
+			t.Errorf("output lacks %q:\n%s", s, buf.String())
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 )
 
@@ -29,6 +30,7 @@ const (
 	EventApproval   = "approval"   // an action waits for the user's approval; answer with an "approval" input
 	EventJob        = "job"        // a background job started or ended
 	EventAttached   = "attached"   // a session host's greeting to a front end that attached (never from the agent)
+	EventModel      = "model"      // the model changed (set_model): model
 	EventUsage      = "usage"      // token usage and cost of the turn just finished
 	EventCompaction = "compaction" // the conversation was summarised to fit the context window
 	EventRetry      = "retry"      // a model request failed and is retried; drop partial text since the last message
@@ -43,6 +45,12 @@ const (
 	InputApproval    = "approval"
 	InputInterrupt   = "interrupt"
 	InputShutdown    = "shutdown"
+	// Between turns: use another model from the next request on (text),
+	// forget the conversation, or summarise it now (a turn of its own,
+	// ended by turn_end).
+	InputSetModel = "set_model"
+	InputClear    = "clear"
+	InputCompact  = "compact"
 	// InputDetach is for a session host only (never the agent): the front
 	// end leaves, and the session goes on without it until one attaches.
 	InputDetach = "detach"
@@ -318,7 +326,11 @@ func ParseInput(line []byte) (Input, error) {
 		default:
 			return Input{}, fmt.Errorf("bad input line: approval decision %q: want allow, deny or always", in.Decision)
 		}
-	case InputInterrupt, InputShutdown, InputDetach:
+	case InputSetModel:
+		if strings.TrimSpace(in.Text) == "" {
+			return Input{}, errors.New("bad input line: set_model needs the model in text")
+		}
+	case InputInterrupt, InputShutdown, InputDetach, InputClear, InputCompact:
 	default:
 		return Input{}, fmt.Errorf("bad input line: unknown type %q", in.Type)
 	}
