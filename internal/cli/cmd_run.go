@@ -316,6 +316,9 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 		}
 		answers = a
 	}
+	if cs.Resume && sessionRunning(env, cs.ID) {
+		return fail(ExitFailure, "session %s is already running: mlagent attach %s", cs.ID, cs.ID)
+	}
 	if cf.detach && cf.print {
 		return fail(ExitUsage, "--detach and -p do not go together: -p waits for the answer, --detach does not")
 	}

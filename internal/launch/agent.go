@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/mlagent/mlagent/internal/models"
 	"github.com/mlagent/mlagent/internal/protocol"
@@ -99,13 +100,24 @@ func (h *Host) StartAgent(ctx context.Context, r AgentRequest) (_ *AgentSession,
 	if err != nil {
 		return nil, err
 	}
-	sb, err := h.NewSandbox(ctx, SandboxRequest{
+	req := SandboxRequest{
 		Name:    SandboxName(s, r.Resume),
 		Volumes: s.Volumes, GPU: gpu, BudgetUSD: r.BudgetUSD,
 		Labels: map[string]string{"mlagent.session": s.ID},
 		CPUs:   r.CPUs, MemoryBytes: r.MemoryBytes, Pids: r.Pids,
 		Image: s.Image, Progress: r.Progress,
-	})
+	}
+	sb, err := h.NewSandbox(ctx, req)
+	// The session's sandbox of a run that just died (a killed CLI) may be
+	// on its way out: its processes end with their parent, within moments.
+	for deadline := time.Now().Add(5 * time.Second); errors.Is(err, sandbox.ErrExists) && time.Now().Before(deadline); {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		sb, err = h.NewSandbox(ctx, req)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("create sandbox: %w", err)
 	}
