@@ -18,6 +18,21 @@ type PromptOptions struct {
 	Image  string
 	Skills []*skills.Skill
 	Extra  string // --system-extra
+	// Mounts are the user's directories mounted inside (run --mount).
+	Mounts []Mount
+	// Memory is the project memory: AGENTS.md or MLAGENT.md files.
+	Memory []MemoryFile
+}
+
+// Mount is one of the user's directories inside the sandbox.
+type Mount struct {
+	Path     string
+	Writable bool
+}
+
+// MemoryFile is a project memory file and what it says.
+type MemoryFile struct {
+	Path, Text string
 }
 
 // SystemPrompt builds the system prompt. It must be byte-for-byte stable
@@ -60,6 +75,22 @@ func SystemPrompt(o PromptOptions) string {
 		b.WriteString("\n# Skills\nSkills are packaged know-how. When a task matches a skill's description, load it with the skill tool (name=...) before starting, and follow it.\n")
 		for _, s := range o.Skills {
 			fmt.Fprintf(&b, "- %s: %s\n", s.Name, oneLineText(s.Description))
+		}
+	}
+	if len(o.Mounts) > 0 {
+		b.WriteString("\n# The user's files\n")
+		for _, m := range o.Mounts {
+			if m.Writable {
+				fmt.Fprintf(&b, "- %s is the user's own directory, mounted read-write: what you change there changes their files; say what you change.\n", m.Path)
+			} else {
+				fmt.Fprintf(&b, "- %s is the user's own directory, mounted read-only: read it freely; write your results under %s or %s.\n", m.Path, o.Workdir, o.DataDir)
+			}
+		}
+	}
+	if len(o.Memory) > 0 {
+		b.WriteString("\n# Project memory\nInstructions the user keeps for this project; follow them.\n")
+		for _, m := range o.Memory {
+			fmt.Fprintf(&b, "\nFrom %s:\n%s\n", m.Path, strings.TrimSpace(m.Text))
 		}
 	}
 	if x := strings.TrimSpace(o.Extra); x != "" {

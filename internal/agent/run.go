@@ -10,9 +10,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/mlagent/mlagent/internal/protocol"
+	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/sessions"
 	"github.com/mlagent/mlagent/internal/skills"
 	"github.com/mlagent/mlagent/internal/tools"
@@ -135,9 +137,20 @@ func Run(ctx context.Context, o RunOptions) error {
 			return ""
 		})
 	}
+	var mounts []Mount
+	paths, writable := sandbox.ParseMounts(o.Getenv(sandbox.MountsEnv))
+	for i, p := range paths {
+		mounts = append(mounts, Mount{Path: p, Writable: writable[i]})
+	}
+	dataDir := o.DataDir
+	if dataDir == "" {
+		dataDir = sandbox.DataMount
+	}
+	memory := LoadMemory(append(paths, dataDir), log)
 	system := SystemPrompt(PromptOptions{
 		Workdir: o.Workdir, DataDir: o.DataDir, TrackioDir: o.Getenv("TRACKIO_DIR"),
 		Image: o.Getenv("MLAGENT_IMAGE"), Skills: set.All(), Extra: o.SystemExtra,
+		Mounts: mounts, Memory: memory,
 	})
 	a, err := New(Config{
 		BaseURL: o.Getenv("ANTHROPIC_BASE_URL"), APIKey: o.Getenv("ANTHROPIC_API_KEY"),
@@ -155,4 +168,48 @@ func Run(ctx context.Context, o RunOptions) error {
 	cost, ratio, n := a.Usage()
 	log.Info("agent stopped", "requests", n, "cost_usd", fmt.Sprintf("%.4f", cost), "cache_read_ratio", fmt.Sprintf("%.2f", ratio))
 	return nil
+}
+
+// Project memory files, read from each mounted directory and the data
+// volume, bounded: they go into every request's system prompt.
+var memoryNames = []string{"AGENTS.md", "MLAGENT.md"}
+
+const (
+	maxMemoryFile  = 32 << 10
+	maxMemoryTotal = 64 << 10
+)
+
+// LoadMemory reads the project memory files (AGENTS.md, MLAGENT.md) of
+// dirs, in order; a file over the bounds is cut, and what does not fit
+// is left out with a warning.
+func LoadMemory(dirs []string, log *slog.Logger) []MemoryFile {
+	var out []MemoryFile
+	total := 0
+	for _, d := range dirs {
+		for _, n := range memoryNames {
+			p := filepath.Join(d, n)
+			f, err := os.Open(p)
+			if err != nil {
+				continue
+			}
+			st, err := f.Stat()
+			if err != nil || !st.Mode().IsRegular() {
+				f.Close()
+				continue
+			}
+			b, _ := io.ReadAll(io.LimitReader(f, maxMemoryFile+1))
+			f.Close()
+			text := strings.ToValidUTF8(string(b), "\uFFFD")
+			if len(b) > maxMemoryFile {
+				text = clip(text, maxMemoryFile, false) + "\n[cut: the file is longer than 32 KiB]"
+			}
+			if total+len(text) > maxMemoryTotal {
+				log.Warn("project memory left out: over 64 KiB in all", "file", p)
+				continue
+			}
+			total += len(text)
+			out = append(out, MemoryFile{Path: p, Text: text})
+		}
+	}
+	return out
 }

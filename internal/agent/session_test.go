@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -441,4 +442,23 @@ func TestSessionModelClearCompact(t *testing.T) {
 	}
 	sh.send(t, protocol.Input{Type: protocol.InputShutdown})
 	<-sh.done
+}
+
+// TestMountsAndMemory: the user's mounted directories are named in the
+// system prompt, with their AGENTS.md and the data volume's MLAGENT.md
+// as project memory, bounded.
+func TestMountsAndMemory(t *testing.T) {
+	proj, data := t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(proj, "AGENTS.md"), []byte("Use tabs.\n"), 0o644)
+	os.WriteFile(filepath.Join(data, "MLAGENT.md"), []byte(strings.Repeat("é", 20000)), 0o644)
+	mem := LoadMemory([]string{proj, data}, slog.New(slog.DiscardHandler))
+	if len(mem) != 2 || mem[0].Text != "Use tabs.\n" || !strings.HasSuffix(mem[1].Text, "[cut: the file is longer than 32 KiB]") || !utf8.ValidString(mem[1].Text) {
+		t.Fatalf("memory: %d files; %q", len(mem), mem)
+	}
+	p := SystemPrompt(PromptOptions{Mounts: []Mount{{Path: "/workspace/proj"}}, Memory: mem[:1]})
+	for _, s := range []string{"/workspace/proj is the user's own directory, mounted read-only", "# Project memory", "From " + filepath.Join(proj, "AGENTS.md") + ":\nUse tabs."} {
+		if !strings.Contains(p, s) {
+			t.Errorf("system prompt lacks %q", s)
+		}
+	}
 }

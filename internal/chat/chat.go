@@ -96,6 +96,10 @@ type Options struct {
 	// not known here, as when attached), for /cost and the status line.
 	BudgetUSD float64
 
+	// AttachDir, when set, lets @path in a message attach that file (a
+	// relative path from this directory): the CLI's working directory.
+	AttachDir string
+
 	// KeySource says where the model key came from ("$ANTHROPIC_API_KEY",
 	// `secret "anthropic"`), for the message when the model API rejects it.
 	KeySource string
@@ -832,6 +836,17 @@ func (d *driver) slash(cmd string) (exit, handled bool) {
 func (d *driver) send(ctx context.Context, text string) error {
 	if d.o.OnUserMessage != nil {
 		d.o.OnUserMessage(text)
+	}
+	if d.o.AttachDir != "" && strings.Contains(text, "@") {
+		var notes []string
+		text, notes = attach(text, d.o.AttachDir)
+		for _, n := range notes {
+			if d.format == FormatChat {
+				d.r.notice("  " + oneLine(n, 300))
+			} else {
+				fmt.Fprintln(d.o.Err, "mlagent: "+oneLine(n, 300))
+			}
+		}
 	}
 	d.busy = true
 	d.resetText()

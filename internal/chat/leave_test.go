@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -178,6 +180,31 @@ func TestModelClearCompact(t *testing.T) {
 		"(conversation cleared: 12 messages forgotten", "(too little conversation to summarise yet)", "model: claude-b"} {
 		if !strings.Contains(buf.String(), s) {
 			t.Errorf("output lacks %q:\n%s", s, buf.String())
+		}
+	}
+}
+
+// TestAttachFiles: @path attaches a text file of the person's machine;
+// a name that is no file stays as it is; a directory, a binary or a big
+// file is not attached, saying why.
+func TestAttachFiles(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "train.py"), []byte("print('hi')\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "model.bin"), []byte{0, 1, 2}, 0o644)
+	os.WriteFile(filepath.Join(dir, "big.txt"), bytes.Repeat([]byte("x"), maxAttach+1), 0o644)
+	os.Mkdir(filepath.Join(dir, "data"), 0o755)
+	got, notes := attach("look at @train.py, and ask @someone; also @model.bin @big.txt @data", dir)
+	want := "look at @train.py, and ask @someone; also @model.bin @big.txt @data\n\n<attached-file path=\"train.py\">\nprint('hi')\n</attached-file>"
+	if got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+	wantNotes := []string{"attached train.py (12 B)", "@model.bin is not text", "@big.txt is 256 KiB, over", "@data is a directory"}
+	if len(notes) != len(wantNotes) {
+		t.Fatalf("notes %q", notes)
+	}
+	for i, w := range wantNotes {
+		if !strings.HasPrefix(notes[i], w) {
+			t.Errorf("note %d: %q; want %q…", i, notes[i], w)
 		}
 	}
 }

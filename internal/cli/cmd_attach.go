@@ -94,6 +94,7 @@ func runAttach(ctx context.Context, env *Env, args []string) int {
 		NoColor: env.Getenv("NO_COLOR") != "", Header: header + " · /help",
 		Permissions: perm, DashboardURL: dashURL, Interrupt: interrupts,
 		BudgetUSD: -1, // the session host's, not known here
+		AttachDir: cwd(),
 	})
 	conn.Close()
 	if res.Detached {

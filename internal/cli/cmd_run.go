@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -56,6 +57,10 @@ also asks before each command, bypass never asks. --allow "hub:push you/*",
 nobody can answer: what the rules do not allow is denied, and the agent is
 told why.
 
+--mount . binds this directory read-only at /workspace/<its name> (:rw to let
+the agent write), as Claude Code works in yours; its AGENTS.md or MLAGENT.md
+(and /data's) is project memory. @path in a message attaches a text file.
+
 -p runs PROMPT to the end of its turn and prints the final answer (or every
 event with --output-format stream-json); a question fails the run unless
 --answers FILE answers it (a JSON object question-fragment → answer, a JSON
@@ -88,6 +93,7 @@ type chatFlags struct {
 	allow        allowFlags
 	image        string
 	detach       bool
+	mounts       mountFlags
 }
 
 func (c *chatFlags) register(fs *flag.FlagSet, cfg *config.Config, withSandbox bool) {
@@ -107,6 +113,7 @@ func (c *chatFlags) register(fs *flag.FlagSet, cfg *config.Config, withSandbox b
 	c.limits.register(fs, cfg)
 	fs.StringVar(&c.permMode, "permission-mode", firstNonEmpty(cfg.Run.PermissionMode, "default"), "default (ask before Hub writes and git pushes), ask-all (and before each command) or bypass (never ask) (env MLAGENT_PERMISSION_MODE)")
 	c.allow = append(c.allow, cfg.Run.Allow...)
+	fs.Var(&c.mounts, "mount", "your directory inside, as Claude Code works in yours: . or SRC[:DEST][:rw] (read-only unless :rw; DEST defaults to /workspace/NAME; repeatable, again on resume)")
 	fs.BoolVar(&c.detach, "detach", false, "start the session, send PROMPT, and leave it running without a chat (mlagent attach, mlagent logs)")
 	fs.Var(&c.allow, "allow", `allow without asking (repeatable): "hub:push you/*", "git:push", "bash(python3 *)"`)
 	if withSandbox {
@@ -337,6 +344,10 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 	if err != nil {
 		return fail(ExitUsage, "%v", err)
 	}
+	binds, err := cf.mounts.binds(env)
+	if err != nil {
+		return fail(ExitUsage, "%v", err)
+	}
 
 	// The model key, before anything is created.
 	keys, err := launch.ResolveKeys(env.Config, env.Getenv)
@@ -368,7 +379,7 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 		Cmd: name, Session: cs.Session, Resume: cs.Resume, MaxTurns: cf.maxTurns,
 		BudgetUSD: cf.budgetUSD, CPUs: cpus, MemoryBytes: memory, Pids: pids,
 		BaseURL: cf.baseURL, Gateway: cf.gateway, GatewayAdmin: cf.gatewayAdmin, Backend: cf.backend,
-		AskBeforeBash: perm.AsksBash(), ModelFromSession: cf.sessionModel,
+		AskBeforeBash: perm.AsksBash(), ModelFromSession: cf.sessionModel, Binds: binds,
 	}
 	// The gateway holds this sandbox's writes until the chat decides;
 	// bypass holds nothing, and a shared gateway cannot hold.
@@ -448,7 +459,7 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 		Editor: editor, HistoryPath: env.Config.HistoryPath(),
 		NoColor: env.Getenv("NO_COLOR") != "", Header: header,
 		Permissions: perm, KeySource: keys.ModelSource,
-		PriorCostUSD: cs.CostUSD, BudgetUSD: cf.budgetUSD,
+		PriorCostUSD: cs.CostUSD, BudgetUSD: cf.budgetUSD, AttachDir: cwd(),
 		Print: cf.print, OutputFormat: format, Answers: answers,
 		FirstPrompt: cs.Prompt, DashboardURL: dashURL, Interrupt: interrupts,
 		OnUserMessage: func(text string) {
@@ -492,4 +503,14 @@ func chatExitCode(cf *chatFlags, res chat.Result, err, xerr error, fail func(int
 		return ExitFailure
 	}
 	return ExitOK
+}
+
+// cwd is the directory @path attachments are read from; "" (none) when
+// it cannot be told.
+func cwd() string {
+	d, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	return d
 }

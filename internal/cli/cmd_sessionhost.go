@@ -94,7 +94,7 @@ func hostSession(ctx context.Context, env *Env, spec hostSpec, first *net.UnixCo
 		Session: spec.Session, Resume: spec.Resume, MaxTurns: spec.MaxTurns,
 		BudgetUSD: spec.BudgetUSD, CPUs: spec.CPUs, MemoryBytes: spec.MemoryBytes, Pids: spec.Pids,
 		HoldWrites: spec.HoldWrites, AskBeforeBash: spec.AskBeforeBash,
-		Progress: progress, ModelFromSession: spec.ModelFromSession,
+		Progress: progress, ModelFromSession: spec.ModelFromSession, Binds: spec.Binds,
 	})
 	progress.Close()
 	if err != nil {

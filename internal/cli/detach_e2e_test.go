@@ -198,3 +198,31 @@ func TestStdinPromptJSONAndContinue(t *testing.T) {
 		t.Errorf("after --continue: %+v; want the one session with 2 turns", rows)
 	}
 }
+
+// TestMountUserDirectory: --mount binds the user's directory inside,
+// read-only unless :rw, and its AGENTS.md is project memory.
+func TestMountUserDirectory(t *testing.T) {
+	e := newE2E(t)
+	proj := filepath.Join(t.TempDir(), "proj")
+	os.MkdirAll(proj, 0o755)
+	os.WriteFile(filepath.Join(proj, "notes.txt"), []byte("hello from the host\n"), 0o644)
+	os.WriteFile(filepath.Join(proj, "AGENTS.md"), []byte("Always use seed 7.\n"), 0o644)
+	for _, c := range []struct{ mount, want string }{
+		{proj, "READ-ONLY"},
+		{proj + ":rw", "WROTE"},
+	} {
+		out, errs, code := e.run(true, e.chatArgs("run", "-p", "--mount", c.mount, mountPrompt)...)
+		if code != 0 || !strings.Contains(out, "hello from the host") || !strings.Contains(out, c.want) || !strings.HasSuffix(out, "memory=true\n") {
+			t.Errorf("--mount %s: exit %d, stdout %q, stderr %s; want the file, %s and the memory", c.mount, code, out, errs, c.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(proj, "new")); err != nil {
+		t.Errorf("the :rw mount did not write to the host directory: %v", err)
+	}
+	for _, bad := range []string{"/", e.home, filepath.Dir(e.home), filepath.Join(proj, "missing")} {
+		_, errs, code := e.run(true, e.chatArgs("run", "-p", "--mount", bad, mountPrompt)...)
+		if code != 2 || !strings.Contains(errs, "--mount "+bad+": ") {
+			t.Errorf("--mount %s: exit %d, stderr %q; want 2 and why", bad, code, errs)
+		}
+	}
+}

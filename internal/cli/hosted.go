@@ -47,6 +47,8 @@ type hostSpec struct {
 	// ModelFromSession: Session.Model is the resumed session's, which
 	// may be replaced (launch.AgentRequest.ModelFromSession).
 	ModelFromSession bool `json:"model_from_session,omitempty"`
+	// Binds are the user's directories to mount (--mount).
+	Binds []sandbox.Bind `json:"binds,omitempty"`
 }
 
 // hostHello is the host's first line to the front end that started it.
@@ -274,7 +276,7 @@ func startLocalLink(ctx context.Context, env *Env, spec hostSpec, keys launch.Ke
 		Session: spec.Session, Resume: spec.Resume, MaxTurns: spec.MaxTurns,
 		BudgetUSD: spec.BudgetUSD, CPUs: spec.CPUs, MemoryBytes: spec.MemoryBytes, Pids: spec.Pids,
 		HoldWrites: spec.HoldWrites, AskBeforeBash: spec.AskBeforeBash,
-		Progress: env.Stderr, ModelFromSession: spec.ModelFromSession,
+		Progress: env.Stderr, ModelFromSession: spec.ModelFromSession, Binds: spec.Binds,
 	})
 	if err != nil {
 		host.Close()

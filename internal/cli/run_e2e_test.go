@@ -62,6 +62,7 @@ except e.HTTPError as x:
 
 const (
 	bgPrompt     = "Train in the background"
+	mountPrompt  = "Look at my files"
 	showPrompt   = "Show train.py"
 	pushPrompt   = "Create the Hub repo for the model"
 	trainPrompt  = "Train a tiny classifier on satellite tiles"
@@ -91,6 +92,8 @@ func scriptedModel(req *fakeapi.Request) *fakeapi.Reply {
 	case strings.Contains(text, trainPrompt):
 		return fakeapi.ToolCalls("First, a question.", fakeapi.ToolUse("q1", "ask_user",
 			map[string]any{"question": "Which dataset should I use?", "choices": []string{"EuroSAT", "BigEarthNet"}}))
+	case strings.Contains(text, mountPrompt):
+		return fakeapi.ToolCalls("", fakeapi.ToolUse("m1", "bash", map[string]any{"command": "cat /workspace/proj/notes.txt; touch /workspace/proj/new 2>/dev/null && echo WROTE || echo READ-ONLY"}))
 	case strings.Contains(text, bgPrompt):
 		return fakeapi.ToolCalls("", fakeapi.ToolUse("g1", "bash", map[string]any{"command": "for i in $(seq 1 900); do echo epoch $i; sleep 0.1; done", "background": true}))
 	case strings.Contains(text, showPrompt):
@@ -121,6 +124,10 @@ func scriptedModel(req *fakeapi.Request) *fakeapi.Reply {
 			return fakeapi.Text("Training started as " + strings.Fields(r[i+len("started background job "):])[0] + ".")
 		}
 		return fakeapi.Text("the job did not start: " + r)
+	}
+	if r, ok := results["m1"]; ok {
+		memory := strings.Contains(string(req.System), "From /workspace/proj/AGENTS.md:") && strings.Contains(string(req.System), "Always use seed 7.")
+		return fakeapi.Text(fmt.Sprintf("Mounted: %s memory=%v", strings.Join(strings.Fields(r), " "), memory))
 	}
 	if r, ok := results["c1"]; ok {
 		return fakeapi.Text("File: " + r)

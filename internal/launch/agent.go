@@ -49,6 +49,10 @@ type AgentRequest struct {
 	HoldWrites bool
 	// AskBeforeBash makes the agent ask before each command (ask-all).
 	AskBeforeBash bool
+	// Binds are the user's directories mounted inside (run --mount); the
+	// agent learns them from $MLAGENT_MOUNTS, to say so in its prompt and
+	// to read their AGENTS.md or MLAGENT.md.
+	Binds []sandbox.Bind
 	// Progress is where pulling the session's image (Session.Image) draws.
 	Progress io.Writer
 	// ModelFromSession says Session.Model is a resumed session's, not the
@@ -106,6 +110,10 @@ func (h *Host) StartAgent(ctx context.Context, r AgentRequest) (_ *AgentSession,
 		Labels: map[string]string{"mlagent.session": s.ID},
 		CPUs:   r.CPUs, MemoryBytes: r.MemoryBytes, Pids: r.Pids,
 		Image: s.Image, Progress: r.Progress,
+		Binds: r.Binds,
+	}
+	if len(r.Binds) > 0 {
+		req.Env = map[string]string{sandbox.MountsEnv: sandbox.FormatBinds(r.Binds)}
 	}
 	sb, err := h.NewSandbox(ctx, req)
 	// The session's sandbox of a run that just died (a killed CLI) may be

@@ -331,6 +331,7 @@ func (h *Host) Backend() sandbox.Backend { return h.backend }
 type SandboxRequest struct {
 	Name         string
 	Volumes      []sandbox.Mount // nil: sandbox.DefaultMounts()
+	Binds        []sandbox.Bind  // the user's host directories
 	GPU          sandbox.GPUMode
 	BudgetUSD    float64
 	BudgetTokens int64
@@ -407,6 +408,7 @@ func (h *Host) NewSandbox(ctx context.Context, r SandboxRequest) (*Sandbox, erro
 	sb, err := h.backend.Create(ctx, sandbox.Spec{
 		Name:    name,
 		Volumes: vols,
+		Binds:   r.Binds,
 		Env:     r.Env,
 		GPU:     r.GPU,
 		Gateway: &sandbox.GatewayAccess{Socket: h.socket, Token: tok.Token},

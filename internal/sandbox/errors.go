@@ -61,6 +61,16 @@ func ValidMount(m Mount) error {
 	return nil
 }
 
+// ValidBind checks a bind: an absolute, clean source, and a path inside
+// that may be /workspace's subdirectory or any non-system path, but not
+// the workspace or home themselves.
+func ValidBind(b Bind) error {
+	if !strings.HasPrefix(b.Source, "/") || path.Clean(b.Source) != b.Source || strings.ContainsAny(b.Source, "\x00\n") {
+		return fmt.Errorf("%w: host path %q must be absolute and clean", ErrInvalidMount, b.Source)
+	}
+	return ValidMount(Mount{Volume: "bind", Path: b.Path})
+}
+
 // Validate checks a spec before any work is done.
 func (s *Spec) Validate() error {
 	if s.Name != "" {
@@ -77,6 +87,15 @@ func (s *Spec) Validate() error {
 			return fmt.Errorf("%w: two volumes at %s", ErrInvalidMount, m.Path)
 		}
 		seen[m.Path] = true
+	}
+	for _, b := range s.Binds {
+		if err := ValidBind(b); err != nil {
+			return err
+		}
+		if seen[b.Path] {
+			return fmt.Errorf("%w: two mounts at %s", ErrInvalidMount, b.Path)
+		}
+		seen[b.Path] = true
 	}
 	for k := range s.Env {
 		if k == "" || strings.ContainsAny(k, "=\x00") {

@@ -1,6 +1,10 @@
 package sandbox
 
-import "github.com/mlagent/mlagent/internal/volume"
+import (
+	"strings"
+
+	"github.com/mlagent/mlagent/internal/volume"
+)
 
 // The in-sandbox layout: where every backend puts things, and what the
 // agent, its system prompt, `mlagent init` and the demo assume. It is
@@ -61,4 +65,36 @@ func DefaultMounts() []Mount {
 		{Volume: volume.Data, Path: DataMount},
 		{Volume: volume.Trackio, Path: TrackioMount},
 	}
+}
+
+// MountsEnv names the variable that tells the agent where the user's
+// directories are mounted (FormatBinds).
+const MountsEnv = "MLAGENT_MOUNTS"
+
+// FormatBinds is the value of MountsEnv: PATH:ro or PATH:rw, comma
+// separated (paths are the sandbox's, not the host's).
+func FormatBinds(bs []Bind) string {
+	var parts []string
+	for _, b := range bs {
+		mode := "ro"
+		if b.Writable {
+			mode = "rw"
+		}
+		parts = append(parts, b.Path+":"+mode)
+	}
+	return strings.Join(parts, ",")
+}
+
+// ParseMounts reads MountsEnv's value: the mounted paths and whether each
+// is writable; malformed entries are skipped.
+func ParseMounts(v string) (paths []string, writable []bool) {
+	for _, p := range strings.Split(v, ",") {
+		path, mode, ok := strings.Cut(p, ":")
+		if !ok || !strings.HasPrefix(path, "/") || (mode != "ro" && mode != "rw") {
+			continue
+		}
+		paths = append(paths, path)
+		writable = append(writable, mode == "rw")
+	}
+	return paths, writable
 }

@@ -89,6 +89,8 @@ type Spec struct {
 	Name string
 	// Volumes are named volumes mounted read-write at absolute paths.
 	Volumes []Mount
+	// Binds are host directories mounted inside (after the volumes).
+	Binds []Bind
 	// Env is added to the sandbox's base environment (HOME, PATH, …).
 	Env map[string]string
 	GPU GPUMode
@@ -122,6 +124,15 @@ const DefaultPids = 1024
 
 // NoPidsLimit as Spec.Pids runs a sandbox without a process limit.
 const NoPidsLimit = -1
+
+// Bind puts a host directory at Path inside the sandbox: the user's own
+// files (mlagent run --mount), read-only unless Writable. Only backends on
+// the user's machine can; the others refuse a spec with binds.
+type Bind struct {
+	Source   string // absolute host path
+	Path     string // absolute path inside
+	Writable bool
+}
 
 // Mount puts the named volume at Path inside the sandbox.
 type Mount struct {

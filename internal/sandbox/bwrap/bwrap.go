@@ -299,6 +299,13 @@ func (b *Backend) prepare(spec sandbox.Spec, rec *record, gpus []string, root *i
 		}
 		a = append(a, "--bind", dir, m.Path)
 	}
+	for _, m := range spec.Binds {
+		if m.Writable {
+			a = append(a, "--bind", m.Source, m.Path)
+		} else {
+			a = append(a, "--ro-bind", m.Source, m.Path)
+		}
+	}
 	for _, dev := range gpus {
 		a = append(a, "--dev-bind", dev, "/dev/"+filepath.Base(dev))
 	}
