@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -90,29 +91,25 @@ func TestSandboxRunCLI(t *testing.T) {
 		}
 	})
 	t.Run("killed from another terminal", func(t *testing.T) {
-		type result struct {
-			errOut string
-			code   int
+		cmd := exec.Command(binary, "sandbox", "run", "--name", "victim", "--", "sh", "-c", "echo up; sleep 60")
+		cmd.Env = e.env
+		out, _ := cmd.StdoutPipe()
+		var errb syncbuf.Buffer
+		cmd.Stderr = &errb
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
 		}
-		done := make(chan result, 1)
-		go func() {
-			_, errOut, code := e.run(t, "sandbox", "run", "--name", "victim", "--", "sleep", "60")
-			done <- result{errOut, code}
-		}()
-		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-			if out, _, _ := e.run(t, "sandbox", "ls"); strings.Contains(out, "victim") {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("the sandbox never started")
-			}
+		buf := make([]byte, 3)
+		if _, err := io.ReadFull(out, buf); err != nil || string(buf) != "up\n" {
+			t.Fatalf("sandbox run: %q, %v (stderr %q)", buf, err, errb.String())
 		}
 		if _, errOut, code := e.run(t, "sandbox", "kill", "victim"); code != 0 {
 			t.Fatalf("kill: exit %d: %s", code, errOut)
 		}
-		r := <-done
-		if r.code != 137 || r.errOut != "mlagent sandbox run: sandbox victim was killed (mlagent sandbox kill) while sleep ran\n" {
-			t.Errorf("got exit %d, stderr %q; want 137 and the kill named", r.code, r.errOut)
+		io.Copy(io.Discard, out)
+		cmd.Wait()
+		if code := cmd.ProcessState.ExitCode(); code != 137 || errb.String() != "mlagent sandbox run: sandbox victim was killed (mlagent sandbox kill) while sh ran\n" {
+			t.Errorf("got exit %d, stderr %q; want 137 and the kill named", code, errb.String())
 		}
 	})
 	t.Run("memory limit", func(t *testing.T) {
