@@ -168,11 +168,11 @@ func (s *Server) follow(ctx context.Context) {
 			}
 		}
 		paths, err := trackio.ListDBs(s.dir, s.opts.MaxProjects)
-		if err != nil && len(paths) == 0 {
+		if errors.Is(err, fs.ErrNotExist) {
 			continue // directory not created yet
 		}
 		if err != nil && !warned {
-			s.log.Warn("too many Trackio databases", "err", err)
+			s.log.Warn("Trackio directory not listed whole", "err", err)
 			warned = true
 		}
 		listChanged := false

@@ -2,10 +2,13 @@ package trackio
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -17,24 +20,53 @@ import (
 // files and exports are not projects. A name ending in .db that is not a
 // regular file (a FIFO, a symlink) is listed all the same, so the reader
 // refuses it and the user sees why; directories are skipped. A directory
-// with more entries than max returns the first max and an error saying so.
+// with more databases than max returns the first max and an error saying
+// so.
+//
+// The directory is the sandbox's and is listed on every wake-up, so with
+// max set at most scanLimit(max) entries are read (a project has a
+// database and two side files, and there is media/): past that, the
+// databases among those and an error. Without the bound, a sandbox that
+// made millions of empty files kept a host core busy listing them.
 func ListDBs(dir string, max int) ([]string, error) {
-	ents, err := os.ReadDir(dir)
+	f, err := os.Open(dir)
 	if err != nil {
 		return nil, err
 	}
+	defer f.Close()
 	var out []string
-	for _, e := range ents {
-		if e.IsDir() || !strings.HasSuffix(e.Name(), DBExt) || strings.HasPrefix(e.Name(), ".") {
-			continue
+	scanned := 0
+	for {
+		ents, err := f.ReadDir(256)
+		for _, e := range ents {
+			scanned++
+			if e.IsDir() || !strings.HasSuffix(e.Name(), DBExt) || strings.HasPrefix(e.Name(), ".") {
+				continue
+			}
+			if max > 0 && len(out) == max {
+				sort.Strings(out)
+				return out, fmt.Errorf("%s: more than %d databases; following %d of them", dir, max, max)
+			}
+			out = append(out, filepath.Join(dir, e.Name()))
 		}
-		if max > 0 && len(out) == max {
-			return out, fmt.Errorf("%s: more than %d databases; following the first %d", dir, max, max)
+		if errors.Is(err, io.EOF) {
+			break
 		}
-		out = append(out, filepath.Join(dir, e.Name()))
+		if err != nil {
+			sort.Strings(out)
+			return out, err
+		}
+		if max > 0 && scanned >= scanLimit(max) {
+			sort.Strings(out)
+			return out, fmt.Errorf("%s: more than %d entries; following the databases among the first %d read", dir, scanLimit(max), scanned)
+		}
 	}
+	sort.Strings(out)
 	return out, nil
 }
+
+// scanLimit is the most directory entries ListDBs reads for max databases.
+func scanLimit(max int) int { return 4*max + 100 }
 
 // Watch signals on the returned channel whenever something in dir may have
 // changed: on file notifications (fsnotify) when the platform delivers
