@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"google.golang.org/api/drive/v3"
@@ -134,7 +135,7 @@ func (c *Client) children(ctx context.Context, id string) ([]*drive.File, error)
 // the size and md5 match Drive's.
 func (c *Client) fetch(ctx context.Context, f *drive.File, root *os.Root, dest string, st *Stats, open func(rangeFrom int64) (*http.Response, error)) error {
 	part := dest + partSuffix
-	out, err := root.OpenFile(part, os.O_CREATE|os.O_WRONLY, 0o644)
+	out, err := openRegular(root, part, os.O_CREATE|os.O_RDWR)
 	if err != nil {
 		return fmt.Errorf("write %s: %w", dest, err)
 	}
@@ -201,7 +202,7 @@ func (c *Client) fetch(ctx context.Context, f *drive.File, root *os.Root, dest s
 		return fmt.Errorf("download %s: got %d bytes; Drive says %d", f.Name, off, f.Size)
 	}
 	if f.Md5Checksum != "" {
-		sum, err := md5Of(root, part)
+		sum, err := md5Of(out)
 		if err != nil {
 			return err
 		}
@@ -219,17 +220,38 @@ func (c *Client) fetch(ctx context.Context, f *drive.File, root *os.Root, dest s
 	return nil
 }
 
-func md5Of(root *os.Root, name string) (string, error) {
-	f, err := root.Open(name)
-	if err != nil {
+// md5Of hashes the file written, through its descriptor: opened again by
+// name it could be something the sandbox put there meanwhile.
+func md5Of(f *os.File) (string, error) {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return "", err
 	}
-	defer f.Close()
 	h := md5.New()
 	if _, err := io.Copy(h, f); err != nil {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// openRegular opens name in root only if it is a regular file: the
+// volume may be a running sandbox's, and a FIFO there would block open(2)
+// until its other side opened (O_NONBLOCK: it does not), a device would be
+// read or written, and a link is not followed.
+func openRegular(root *os.Root, name string, flag int) (*os.File, error) {
+	f, err := root.OpenFile(name, flag|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s: not a regular file (%v)", name, fi.Mode().Type())
+	}
+	return f, nil
 }
 
 func retryable(err error) bool {
@@ -307,11 +329,14 @@ func (c *Client) exportItem(ctx context.Context, root *os.Root, src, name string
 		}
 		return f.Id, nil
 	case fi.Mode().IsRegular():
-		in, err := root.Open(src)
+		in, err := openRegular(root, src, os.O_RDONLY)
 		if err != nil {
-			return "", err
+			return "", fmt.Errorf("upload %s: %w", src, err)
 		}
 		defer in.Close()
+		if fi, err = in.Stat(); err != nil {
+			return "", err
+		}
 		chunk := c.ChunkSize
 		if chunk == 0 {
 			chunk = 8 << 20
