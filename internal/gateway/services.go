@@ -139,6 +139,10 @@ func (g *Gateway) newServices(list []Service) ([]*service, error) {
 	return out, nil
 }
 
+// methodOverrides are the headers that ask an upstream to act on another
+// method than the request's (canonical forms).
+var methodOverrides = []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
+
 type observeKey struct{}
 
 type observation struct{ tokenID, method, path string }
@@ -165,6 +169,16 @@ func (g *Gateway) serveService(w http.ResponseWriter, r *http.Request, s *servic
 	if r.ContentLength > MaxRequestBody {
 		g.refuse(w, r, t, s.Name, http.StatusRequestEntityTooLarge, "request_too_large", "request body exceeds 32 MiB")
 		return
+	}
+	// Classify judges the request line's method; a method override
+	// header (Google's front ends honour X-HTTP-Method-Override) would
+	// make the upstream act on another one.
+	for _, h := range methodOverrides {
+		if _, ok := r.Header[h]; ok {
+			g.refuse(w, r, t, s.Name, http.StatusBadRequest, "invalid_request_error",
+				fmt.Sprintf("mlagent gateway: the %s route does not forward method override headers (%s); send the method itself", s.Name, h))
+			return
+		}
 	}
 	path := strings.TrimPrefix(r.URL.Path, s.prefix)
 	var body []byte

