@@ -34,12 +34,15 @@ func (l *limitedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// safeFileName keeps a file name from Slack usable as one path element.
+// safeFileName keeps a file name from Slack, or from the sandbox for a
+// shared file, usable as one path element and honest to read: no control
+// characters (C0, DEL, C1) and no bidirectional controls, which could
+// show "report\u202efdp.exe" as "reportexe.pdf".
 func safeFileName(name, id string) string {
 	var b strings.Builder
 	for _, r := range name {
 		switch {
-		case r == '/' || r == '\\' || r < 0x20 || r == 0x7f:
+		case r == '/' || r == '\\' || r < 0x20 || r == 0x7f || r >= 0x80 && r <= 0x9f || isBidiControl(r):
 			b.WriteRune('_')
 		default:
 			b.WriteRune(r)
@@ -53,6 +56,30 @@ func safeFileName(name, id string) string {
 		s = s[:150]
 	}
 	return s
+}
+
+// freeName returns dir/name, or dir/name-2, -3 … when taken. The
+// directory is the sandbox's: it may hold any number of names, or make
+// every lookup fail (a directory it made unreadable, a file swapped in),
+// so only "does not exist" is a free name, any other error ends the
+// search, and so do maxTries names.
+func freeName(root *os.Root, dir, name string) (string, error) {
+	const maxTries = 100
+	rel := path.Join(dir, name)
+	for i := 2; ; i++ {
+		_, err := root.Lstat(rel)
+		if errors.Is(err, os.ErrNotExist) {
+			return rel, nil
+		}
+		if err != nil {
+			return "", err
+		}
+		if i > maxTries {
+			return "", fmt.Errorf("%d files of that name in %s already", maxTries, dir)
+		}
+		ext := path.Ext(name)
+		rel = path.Join(dir, strings.TrimSuffix(name, ext)+"-"+strconv.Itoa(i)+ext)
+	}
 }
 
 // download saves the thread's attached files on the host, with the bot
@@ -82,14 +109,10 @@ func (t *thread) download(ctx context.Context, volName string, files []slack.Fil
 			problems = append(problems, fmt.Sprintf("%s is %d bytes; the limit is %d", f.Name, f.Size, t.bot.cfg.MaxFileBytes))
 			continue
 		}
-		name := safeFileName(f.Name, f.ID)
-		rel := path.Join(sub, name)
-		for i := 2; ; i++ {
-			if _, err := root.Lstat(rel); errors.Is(err, os.ErrNotExist) {
-				break
-			}
-			ext := path.Ext(name)
-			rel = path.Join(sub, strings.TrimSuffix(name, ext)+"-"+strconv.Itoa(i)+ext)
+		rel, err := freeName(root, sub, safeFileName(f.Name, f.ID))
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %v", f.Name, err))
+			continue
 		}
 		out, err := root.OpenFile(rel, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
 		if err != nil {

@@ -334,8 +334,20 @@ func (r *renderer) Flush() {
 // dropped, and &, <, > escaped so that it cannot mention people
 // (<!channel>, <@U…>) or disguise links.
 func escape(s string) string {
-	s = sanitize.Text(s)
+	s = strings.Map(func(r rune) rune {
+		if isBidiControl(r) {
+			return -1
+		}
+		return r
+	}, sanitize.Text(s))
 	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+}
+
+// isBidiControl reports the explicit bidirectional formatting characters
+// (embeddings, overrides, isolates, marks): in text from the sandbox they
+// could reorder what the user reads, an approval prompt included.
+func isBidiControl(r rune) bool {
+	return r == 0x200e || r == 0x200f || r == 0x061c || r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069
 }
 
 var (
@@ -343,6 +355,11 @@ var (
 	headingRE = regexp.MustCompile(`(?m)^#{1,6}\s+(.+)$`)
 	linkRE    = regexp.MustCompile(`\[([^\]\n]+)\]\((https?://[^\s)]+)\)`)
 )
+
+// addressRE matches text that names a web address or a domain.
+var addressRE = regexp.MustCompile(`(?i)(://|www\.|\b[a-z0-9-]+(\.[a-z0-9-]+)*\.[a-z]{2,}\b)`)
+
+func looksLikeAddress(s string) bool { return addressRE.MatchString(s) }
 
 // mrkdwn converts the agent's Markdown to Slack's mrkdwn after escaping:
 // **bold** and headings become *bold*, [t](https://u) a link, and runs of
@@ -355,6 +372,12 @@ func mrkdwn(s string) string {
 		p := linkRE.FindStringSubmatch(m)
 		if strings.ContainsAny(p[2], "|") {
 			return m
+		}
+		// Link text that reads as an address shows the real one beside
+		// it: "[https://huggingface.co/x](https://elsewhere)" must not
+		// pass for a link to the Hub.
+		if looksLikeAddress(p[1]) && p[1] != p[2] {
+			return p[1] + " (<" + p[2] + ">)"
 		}
 		return "<" + p[2] + "|" + strings.ReplaceAll(p[1], "|", "/") + ">"
 	})

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -297,6 +298,12 @@ func TestMrkdwn(t *testing.T) {
 		{"[card](https://hf.co/x) [bad](javascript:alert(1))", "<https://hf.co/x|card> [bad](javascript:alert(1))"},
 		{"a\n| x | y |\n| 1 | 2 |\nb", "a\n```\n| x | y |\n| 1 | 2 |\n```\nb"},
 		{"esc \x1b[31mred\x1b[0m", "esc red"},
+		// Link text that reads as another address: the real one is shown.
+		{"[https://huggingface.co/you/model](https://evil.example/x)", "https://huggingface.co/you/model (<https://evil.example/x>)"},
+		{"[huggingface.co/you](https://evil.example/x)", "huggingface.co/you (<https://evil.example/x>)"},
+		{"[https://hf.co/x](https://hf.co/x)", "<https://hf.co/x|https://hf.co/x>"},
+		// Bidirectional overrides could reorder what the user reads.
+		{"Allow \u202eexe.fdp\u202c now", "Allow exe.fdp now"},
 	}
 	for _, tt := range tests {
 		if got := mrkdwn(tt.in); got != tt.want {
@@ -309,9 +316,50 @@ func TestSafeFileName(t *testing.T) {
 	for in, want := range map[string]string{
 		"labels.csv": "labels.csv", "../../etc/passwd": "file-F1_.._etc_passwd", ".bashrc": "file-F1bashrc",
 		"a/b": "a_b", "": "file-F1", "x\x00y": "x_y",
+		"report\u202efdp.exe": "report_fdp.exe", "a\u0085b": "a_b", "\u2067x": "_x",
 	} {
 		if got := safeFileName(in, "F1"); got != want {
 			t.Errorf("safeFileName(%q) = %q; want %q", in, got, want)
 		}
+	}
+}
+
+// TestFreeName: a taken name gets a number; a lookup failing for another
+// reason than "no such file" ends the search. It used to loop for good (a
+// core busy, the thread stuck) when the sandbox made the session's upload
+// directory unreadable (EACCES for a host user that is not root) or
+// swapped a file in for it (ENOTDIR, here).
+func TestFreeName(t *testing.T) {
+	dir := t.TempDir()
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	os.MkdirAll(filepath.Join(dir, "up"), 0o755)
+	os.WriteFile(filepath.Join(dir, "up", "a.csv"), nil, 0o644)
+	os.WriteFile(filepath.Join(dir, "up", "a-2.csv"), nil, 0o644)
+	if got, err := freeName(root, "up", "a.csv"); got != "up/a-3.csv" || err != nil {
+		t.Errorf("freeName = %q, %v; want up/a-3.csv", got, err)
+	}
+	os.WriteFile(filepath.Join(dir, "file"), nil, 0o644)
+	done := make(chan error, 1)
+	go func() {
+		_, err := freeName(root, "file", "a.csv")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("freeName under a file: no error")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("freeName under a file still looping after 5s")
+	}
+	for i := 3; i <= 101; i++ {
+		os.WriteFile(filepath.Join(dir, "up", fmt.Sprintf("a-%d.csv", i)), nil, 0o644)
+	}
+	if got, err := freeName(root, "up", "a.csv"); err == nil {
+		t.Errorf("freeName with 100 taken = %q; want an error", got)
 	}
 }
