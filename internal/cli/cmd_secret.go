@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -25,7 +26,8 @@ const secretHelp = `Secrets are kept in $MLAGENT_HOME/secrets.json (mode 0600; a
 refused). Only the gateway and the syncer read them; sandboxes never see them.
 
   mlagent secret set NAME KEY=VALUE...   create or replace a secret
-                                         (KEY=@FILE reads the value from FILE, KEY=@- from stdin)
+                                         (KEY=@FILE reads the value from FILE, KEY=@- from
+                                         stdin: all of it, or a line each for several keys)
   mlagent secret set NAME KEY            asks for the value without echoing it (or reads
                                          it from stdin when that is not a terminal), so it
                                          stays out of the shell's history
@@ -70,6 +72,12 @@ func runSecret(ctx context.Context, env *Env, args []string) int {
 			return ExitUsage
 		}
 		kv := map[string]string{}
+		stdin := &stdinValues{env: env, name: args[1]}
+		for _, a := range args[2:] {
+			if _, v, ok := strings.Cut(a, "="); ok && v == "@-" {
+				stdin.keys++
+			}
+		}
 		for _, a := range args[2:] {
 			k, v, ok := strings.Cut(a, "=")
 			switch {
@@ -92,12 +100,21 @@ func runSecret(ctx context.Context, env *Env, args []string) int {
 			if name, ok := strings.CutPrefix(v, "@"); ok && name != "" {
 				// KEY=@FILE keeps long values (a JSON key file) out of argv
 				// and shell history.
-				b, err := readSecretFile(name, env)
+				var err error
+				if name == "-" {
+					v, err = stdin.next(k)
+				} else {
+					var b []byte
+					b, err = readSecretFile(name, env)
+					v = strings.TrimRight(string(b), "\r\n")
+				}
+				if err == nil && v == "" {
+					err = fmt.Errorf("%s is empty", name)
+				}
 				if err != nil {
 					fmt.Fprintf(env.Stderr, "mlagent secret set: %s: %v\n", k, err)
 					return ExitFailure
 				}
-				v = strings.TrimRight(string(b), "\r\n")
 			}
 			kv[k] = v
 		}
@@ -157,6 +174,39 @@ func readSecretFile(name string, env *Env) ([]byte, error) {
 		return nil, fmt.Errorf("%s is larger than 1 MiB", name)
 	}
 	return b, nil
+}
+
+// stdinValues reads the values of KEY=@- arguments. On a terminal each is
+// asked for without echo. Piped, a single one takes the whole of stdin (a
+// JSON key file), and several take a line each, in order: `secret set
+// slack SLACK_BOT_TOKEN=@- SLACK_APP_TOKEN=@-` with two lines.
+type stdinValues struct {
+	env   *Env
+	name  string
+	keys  int // how many KEY=@- there are
+	lines *bufio.Reader
+}
+
+func (s *stdinValues) next(key string) (string, error) {
+	if f, ok := s.env.Stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		return askSecret(s.env, s.name, key)
+	}
+	if s.keys <= 1 {
+		b, err := readSecretFile("-", s.env)
+		return strings.TrimRight(string(b), "\r\n"), err
+	}
+	if s.lines == nil {
+		s.lines = bufio.NewReader(io.LimitReader(s.env.Stdin, 1<<20))
+	}
+	line, err := s.lines.ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", err
+	}
+	line = strings.TrimRight(line, "\r\n")
+	if line == "" {
+		return "", fmt.Errorf("stdin is empty here: give one line for each of the %d KEY=@-", s.keys)
+	}
+	return line, nil
 }
 
 // bareKey is a KEY given without a value: an environment-style name in

@@ -65,3 +65,48 @@ func TestSecretSetAsks(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSecretSetFromStdin: `mlagent slack` tells the user to run
+// `secret set slack SLACK_BOT_TOKEN=@- SLACK_APP_TOKEN=@-`. The first @-
+// read all of stdin, so the bot token held both lines and the app token
+// was stored empty. Several @- now read a line each; an empty value from
+// a file or stdin is refused rather than stored over the old one.
+func TestSecretSetFromStdin(t *testing.T) {
+	e := newCLIEnv(t)
+	store := secrets.Open(filepath.Join(e.home, "secrets.json"))
+	cmd := exec.Command(binary, "secret", "set", "slack", "SLACK_BOT_TOKEN=@-", "SLACK_APP_TOKEN=@-")
+	cmd.Env = e.env
+	cmd.Stdin = strings.NewReader("xoxb-bot-1\nxapp-app-2\n")
+	if out, err := cmd.CombinedOutput(); err != nil || strings.Contains(string(out), "xoxb-bot-1") {
+		t.Fatalf("secret set: %v: %s", err, out)
+	}
+	for key, want := range map[string]string{"SLACK_BOT_TOKEN": "xoxb-bot-1", "SLACK_APP_TOKEN": "xapp-app-2"} {
+		if v, _, _ := store.Lookup(key); v != want {
+			t.Errorf("%s = %q; want %q", key, v, want)
+		}
+	}
+	// One @-: the whole of stdin (a JSON key piped in).
+	cmd = exec.Command(binary, "secret", "set", "google", "GOOGLE_CREDENTIALS=@-")
+	cmd.Env = e.env
+	cmd.Stdin = strings.NewReader("{\n  \"type\": \"service_account\"\n}\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("secret set google: %v: %s", err, out)
+	}
+	if v, _, _ := store.Lookup("GOOGLE_CREDENTIALS"); v != "{\n  \"type\": \"service_account\"\n}" {
+		t.Errorf("GOOGLE_CREDENTIALS = %q; want the whole JSON", v)
+	}
+	// Nothing to read: refused, and the stored tokens are kept.
+	empty := filepath.Join(t.TempDir(), "empty")
+	os.WriteFile(empty, nil, 0o600)
+	for _, args := range [][]string{{"SLACK_BOT_TOKEN=@" + empty}, {"SLACK_BOT_TOKEN=@-", "SLACK_APP_TOKEN=@-"}} {
+		cmd = exec.Command(binary, append([]string{"secret", "set", "slack"}, args...)...)
+		cmd.Env = e.env
+		cmd.Stdin = strings.NewReader("only-one-line\n")
+		if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "empty") {
+			t.Errorf("secret set slack %v with too little input: %v %s; want a failure saying the value is empty", args, err, out)
+		}
+	}
+	if v, _, _ := store.Lookup("SLACK_APP_TOKEN"); v != "xapp-app-2" {
+		t.Errorf("after refused sets SLACK_APP_TOKEN = %q; want it kept", v)
+	}
+}
