@@ -95,6 +95,45 @@ func TestNotionScripts(t *testing.T) {
 		t.Errorf("block types %v; want 3 tables, 2 images, a callout, 121 list items", types)
 	}
 
+	// Big tables: Notion takes at most 100 rows in a table block and 1000
+	// block elements in a request. One table of 950 classes was refused.
+	var classes [][]any
+	for i := range 950 {
+		classes = append(classes, []any{fmt.Sprintf("class %d", i), "90%"})
+	}
+	params := map[string]any{}
+	for i := range 150 {
+		params[fmt.Sprintf("p%03d", i)] = i
+	}
+	big := map[string]any{"title": "ImageNet-ish", "per_class": map[string]any{"columns": []string{"Class", "Accuracy"}, "rows": classes},
+		"config": params, "notes": notes}
+	b, _ = json.Marshal(big)
+	os.WriteFile(filepath.Join(dir, "big.json"), b, 0o644)
+	last, code, stderr = runPython(t, py, dir, env, "notion_report.py", "--parent", reports, "big.json")
+	if code != 0 {
+		t.Fatalf("notion_report of 950 classes: exit %d\n%s", code, stderr)
+	}
+	var bigRes struct {
+		PageID string `json:"page_id"`
+	}
+	if err := json.Unmarshal([]byte(last), &bigRes); err != nil {
+		t.Fatal(err)
+	}
+	rowsIn := map[string]int{}
+	for _, bl := range f.Page(bigRes.PageID).Blocks {
+		if bl["type"] != "table" {
+			continue
+		}
+		for _, row := range f.Page(strings.ReplaceAll(bl["id"].(string), "-", "")).Blocks[1:] {
+			cells := row["table_row"].(map[string]any)["cells"].([]any)
+			first := cells[0].([]any)[0].(map[string]any)["text"].(map[string]any)["content"].(string)
+			rowsIn[first[:1]]++
+		}
+	}
+	if rowsIn["c"] != 950 || rowsIn["p"] != 150 {
+		t.Errorf("tables hold %d class rows and %d config rows; want 950 and 150", rowsIn["c"], rowsIn["p"])
+	}
+
 	// A parent the user did not choose: refused by the gateway, said clearly.
 	other := f.AddPage("Elsewhere", "")
 	_, code, stderr = runPython(t, py, dir, env, "notion_report.py", "--parent", other, "report.json")

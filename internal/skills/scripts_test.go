@@ -260,6 +260,21 @@ func TestOllamaBatch(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "ollama pull nope:1b") || !strings.Contains(last, `"error"`) {
 		t.Errorf("unknown model: exit %d, stderr %q, summary %s; want exit 1 and the pull hint", code, stderr, last)
 	}
+
+	// A task whose image cannot be read fails alone: it used to raise out
+	// of the pool and end the batch with a traceback and no summary.
+	write("tasks3.jsonl", `{"id": "m", "prompt": "image", "images": ["missing.png"]}
+{"id": "g", "prompt": "good"}
+`)
+	args[2], args[4], args[6] = "qwen2.5:3b", "tasks3.jsonl", "out3.jsonl"
+	last, code, stderr = runPython(t, py, dir, nil, args...)
+	if err := json.Unmarshal([]byte(last), &sum); err != nil || code != 1 || sum["done"] != 1.0 || sum["failed"] != 1.0 {
+		t.Fatalf("unreadable image: exit %d, summary %q; want exit 1, 1 done, 1 failed\n%s", code, last, stderr)
+	}
+	results = readResults(t, filepath.Join(dir, "out3.jsonl"))
+	if e, _ := results["m"]["error"].(string); results["m"]["ok"] != false || !strings.Contains(e, "missing.png") || results["g"]["ok"] != true {
+		t.Errorf("results = %v; want m failed naming missing.png, g ok", results)
+	}
 }
 
 func readResults(t *testing.T, path string) map[string]map[string]any {

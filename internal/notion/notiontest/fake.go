@@ -202,7 +202,31 @@ var blockTypes = map[string]bool{
 	"bookmark": true, "callout": true, "quote": true, "to_do": true, "toggle": true, "embed": true,
 }
 
+// maxElements is Notion's limit of block elements in one request, nested
+// ones (a table's rows) included.
+const maxElements = 1000
+
+// countBlocks counts the block elements in a children array, nested ones
+// included.
+func countBlocks(raw any) int {
+	list, _ := raw.([]any)
+	n := 0
+	for _, x := range list {
+		n++
+		if b, ok := x.(map[string]any); ok {
+			typ, _ := b["type"].(string)
+			if content, ok := b[typ].(map[string]any); ok {
+				n += countBlocks(content["children"])
+			}
+		}
+	}
+	return n
+}
+
 func (f *Fake) checkBlocks(raw any) ([]map[string]any, string) {
+	if n := countBlocks(raw); n > maxElements {
+		return nil, fmt.Sprintf("body.children holds %d block elements; a request takes at most %d", n, maxElements)
+	}
 	if raw == nil {
 		return nil, ""
 	}

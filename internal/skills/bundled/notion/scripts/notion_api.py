@@ -95,7 +95,9 @@ def block(kind, s="", **extra):
 
 
 def table(columns, rows):
-    """A table block with a header row; cells are converted to text."""
+    """A table block with a header row; cells are converted to text. Notion
+    takes at most 100 rows in one table block of a request: use tables()
+    for more."""
     width = len(columns)
     out = []
     for r in [columns] + [list(r) for r in rows]:
@@ -103,6 +105,37 @@ def table(columns, rows):
         out.append({"object": "block", "type": "table_row", "table_row": {"cells": cells}})
     return {"object": "block", "type": "table", "table": {
         "table_width": width, "has_column_header": True, "has_row_header": False, "children": out}}
+
+
+def tables(columns, rows, max_rows=99):
+    """Table blocks holding every row, max_rows rows and the header in each
+    (Notion refuses an array of more than 100 elements)."""
+    rows = [list(r) for r in rows]
+    return [table(columns, rows[i:i + max_rows]) for i in range(0, max(len(rows), 1), max_rows)]
+
+
+def size(block):
+    """The block elements one block counts for in a request: itself and
+    its children (a table's rows)."""
+    kind = block.get("type")
+    return 1 + sum(size(c) for c in (block.get(kind) or {}).get("children", []))
+
+
+def batches(blocks, max_top=100, max_total=1000, max_bytes=450_000):
+    """Split blocks into requests Notion accepts: at most 100 blocks in a
+    children array, 1000 block elements (nested ones included) and 500 KB
+    of payload in one request."""
+    out, cur, total, nbytes = [], [], 0, 0
+    for b in blocks:
+        n, k = size(b), len(json.dumps(b))
+        if cur and (len(cur) >= max_top or total + n > max_total or nbytes + k > max_bytes):
+            out.append(cur)
+            cur, total, nbytes = [], 0, 0
+        cur.append(b)
+        total, nbytes = total + n, nbytes + k
+    if cur:
+        out.append(cur)
+    return out
 
 
 def plain(rich):

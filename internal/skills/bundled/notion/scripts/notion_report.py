@@ -14,7 +14,9 @@ report.json (every key but "title" optional):
      "plots": [{"path": "/data/runs/x/loss.png", "caption": "Training loss"}],
      "links": [{"title": "Checkpoint", "url": "https://huggingface.co/you/model"}],
      "notes": ["Confuses Highway and River at 1.2%."]}
-The page is created with the first 100 blocks and filled in batches of 100.
+The page is created with the first blocks and filled in batches Notion
+accepts (100 blocks, 1000 with table rows, 500 KB a request); a table of
+more than 99 rows is split into tables of 99, each with the header.
 Prints one JSON line: {"page_id", "url", "blocks", "plots"}.
 """
 
@@ -31,10 +33,10 @@ def build_blocks(report, upload=n.upload_file):
         blocks.append(n.block("callout", report["summary"], icon={"type": "emoji", "emoji": "🧪"}))
     if report.get("metrics"):
         blocks.append(n.block("heading_2", "Final metrics"))
-        blocks.append(n.table(report["metrics"]["columns"], report["metrics"]["rows"]))
+        blocks += n.tables(report["metrics"]["columns"], report["metrics"]["rows"])
     if report.get("per_class"):
         blocks.append(n.block("heading_2", "Per-class results"))
-        blocks.append(n.table(report["per_class"]["columns"], report["per_class"]["rows"]))
+        blocks += n.tables(report["per_class"]["columns"], report["per_class"]["rows"])
     for p in report.get("plots", []):
         p = {"path": p} if isinstance(p, str) else p
         if not plots:
@@ -48,8 +50,8 @@ def build_blocks(report, upload=n.upload_file):
         plots += 1
     if report.get("config"):
         blocks.append(n.block("heading_2", "Configuration"))
-        blocks.append(n.table(["Parameter", "Value"], [[k, json.dumps(v) if not isinstance(v, str) else v]
-                                                      for k, v in report["config"].items()]))
+        blocks += n.tables(["Parameter", "Value"], [[k, json.dumps(v) if not isinstance(v, str) else v]
+                                                   for k, v in report["config"].items()])
     if report.get("links"):
         blocks.append(n.block("heading_2", "Links"))
         for link in report["links"]:
@@ -62,14 +64,17 @@ def build_blocks(report, upload=n.upload_file):
 
 def publish(parent, report):
     blocks, plots = build_blocks(report)
+    # Notion's limits per request: 100 blocks in an array, 1000 block
+    # elements with nested rows, 500 KB.
+    parts = n.batches(blocks) or [[]]
     page = n.call("POST", "/v1/pages", {
         "parent": {"page_id": parent},
         "icon": {"type": "emoji", "emoji": "📈"},
         "properties": {"title": {"title": [n.text(report["title"])]}},
-        "children": blocks[:100],
+        "children": parts[0],
     })
-    for i in range(100, len(blocks), 100):
-        n.call("PATCH", f"/v1/blocks/{page['id']}/children", {"children": blocks[i:i + 100]})
+    for part in parts[1:]:
+        n.call("PATCH", f"/v1/blocks/{page['id']}/children", {"children": part})
     return {"page_id": page["id"], "url": page.get("url"), "blocks": len(blocks), "plots": plots}
 
 

@@ -168,7 +168,11 @@ def run_task(task, args, schema, stop):
     """Answer one task; returns its result line (never raises except Fatal)."""
     message = {"role": "user", "content": task["prompt"]}
     if task.get("images"):
-        message["images"] = [base64.b64encode(open(p, "rb").read()).decode() for p in task["images"]]
+        try:
+            message["images"] = [_read_b64(p) for p in task["images"]]
+        except (OSError, TypeError) as e:
+            # This task fails alone; the batch goes on.
+            return {"id": task["id"], "ok": False, "error": f"image: {e}", "attempts": 0}
     messages = []
     if args.system:
         messages.append({"role": "system", "content": args.system})
@@ -209,6 +213,11 @@ def run_task(task, args, schema, stop):
     return {"id": task["id"], "ok": False, "error": last_error or "stopped", "attempts": attempts}
 
 
+def _read_b64(path):
+    with open(path, "rb") as f:
+        return base64.b64encode(f.read()).decode()
+
+
 def read_tasks(path):
     tasks, seen = [], set()
     with open(path) as f:
@@ -236,7 +245,7 @@ def done_ids(path):
                     r = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line cut by a kill; the task is simply redone
-                if r.get("ok"):
+                if isinstance(r, dict) and r.get("ok"):
                     done.add(str(r.get("id")))
     return done
 
