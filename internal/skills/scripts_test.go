@@ -454,7 +454,7 @@ func TestToYOLOFromCOCO(t *testing.T) {
 		t.Errorf("image a copied: %v, equal %v", err, bytes.Equal(b, a))
 	}
 	yaml, _ := os.ReadFile(filepath.Join(dir, "yolo/data.yaml"))
-	for _, want := range []string{"train: images/train\n", "  0: \"cat\"\n", "  1: \"dog\"\n", "path: " + filepath.Join(dir, "yolo") + "\n"} {
+	for _, want := range []string{"train: images/train\n", "  0: \"cat\"\n", "  1: \"dog\"\n", "path: \"" + filepath.Join(dir, "yolo") + "\"\n"} {
 		if !strings.Contains(string(yaml), want) {
 			t.Errorf("data.yaml lacks %q:\n%s", want, yaml)
 		}
@@ -471,6 +471,23 @@ func TestToYOLOFromCOCO(t *testing.T) {
 	}
 	if got := labelFile(t, filepath.Join(dir, "seg/labels/train/b.txt")); !near(got, [][]float64{{0, 0, 0, .5, 0, .5, .5, 0, .5}}) {
 		t.Errorf("seg b.txt = %v", got)
+	}
+
+	// Two annotation files and one --split: the second file was dropped
+	// without a word (zip stops at the shorter list).
+	_, code, stderr = runPython(t, py, dir, nil, "to_yolo.py", "--out", "two",
+		"--coco", "coco/train.json", "--images", "coco/images", "--coco", "coco/train.json", "--images", "coco/images", "--split", "train")
+	if code != 2 || !strings.Contains(stderr, "--split") {
+		t.Errorf("two --coco, one --split: exit %d, %q; want 2 and a usage error", code, stderr)
+	}
+	// An output path YAML would misread unquoted.
+	odd := filepath.Join(dir, "runs #1: pets")
+	if _, code, stderr = runPython(t, py, dir, nil, "to_yolo.py", "--out", odd, "--coco", "coco/train.json", "--images", "coco/images"); code != 0 {
+		t.Fatalf("to_yolo into %q: exit %d\n%s", odd, code, stderr)
+	}
+	yaml, _ = os.ReadFile(filepath.Join(odd, "data.yaml"))
+	if !strings.Contains(string(yaml), "path: \""+odd+"\"\n") {
+		t.Errorf("data.yaml path not quoted:\n%s", yaml)
 	}
 }
 

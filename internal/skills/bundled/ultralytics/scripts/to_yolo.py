@@ -143,7 +143,9 @@ class Writer:
 
     def write_yaml(self, names):
         splits = sorted(self.counts)
-        lines = [f"path: {os.path.abspath(self.out)}"]
+        # Quoted (a JSON string is a YAML one): a path with ": " or " #"
+        # in it would otherwise be read as something else.
+        lines = [f"path: {json.dumps(os.path.abspath(self.out))}"]
         for s in ("train", "val", "test"):
             if s in splits:
                 lines.append(f"{s}: images/{s}")
@@ -173,8 +175,10 @@ def convert_coco(ann_path, images_dir, writer, split="train", task="detect", val
         src = os.path.join(images_dir, im["file_name"])
         w, h = im.get("width"), im.get("height")
         if not w or not h:
+            # The whole file: a JPEG's size can come after 64 KiB of EXIF
+            # and colour profile.
             with open(src, "rb") as f:
-                w, h = image_size(f.read(1 << 16))
+                w, h = image_size(f.read())
         lines = []
         for a in by_image.get(im["id"], []):
             if a.get("iscrowd"):
@@ -239,7 +243,7 @@ def convert_hf_rows(rows, names, writer, split="train", bbox_format="coco", val_
             raise ValueError(f"row {n}: {len(boxes)} boxes but {len(cats)} categories")
         lines = []
         for box, c in zip(boxes, cats):
-            cls = lookup[c] if isinstance(c, str) else int(c)
+            cls = lookup.get(c, -1) if isinstance(c, str) else int(c)
             if not 0 <= cls < len(names):
                 raise ValueError(f"row {n}: category {c!r} is not among {len(names)} names")
             line = box_line(cls, box, bbox_format, w, h)
@@ -277,6 +281,8 @@ def main(argv=None):
         if len(args.images) != len(args.coco):
             p.error("give one --images per --coco")
         splits = args.split or ["train"] * len(args.coco)
+        if len(splits) != len(args.coco):
+            p.error("give one --split per --coco, or none (all train)")
         for ann, imgs, split in zip(args.coco, args.images, splits):
             got = convert_coco(ann, imgs, writer, split, args.task, args.val_fraction, args.seed)
             if names is not None and got != names:
