@@ -97,6 +97,7 @@ func extractLayer(r io.Reader, dir string) (_ *layerMeta, err error) {
 	}
 	dirs := map[string]dirAttr{}
 	metaBytes := 0
+	space := &spaceGuard{dir: dir}
 	buf := make([]byte, 1<<20)
 	tr := tar.NewReader(r)
 	for {
@@ -148,6 +149,11 @@ func extractLayer(r io.Reader, dir string) (_ *layerMeta, err error) {
 				return nil, entryErr(name, err, dir)
 			}
 			continue
+		}
+		// The header says how much the entry will write: one too large
+		// for the disk is refused before a byte of it is written.
+		if err := space.take(h.Size); err != nil {
+			return nil, err
 		}
 		// Entries come grouped by directory: the parent is opened once
 		// for all of them, and names inside it are single components.
@@ -245,6 +251,60 @@ func extractLayer(r io.Reader, dir string) (_ *layerMeta, err error) {
 		root.Chtimes(n, a.mtime, a.mtime)
 	}
 	return meta, nil
+}
+
+// A pull keeps some of the cache's filesystem free: a layer is untrusted
+// input, and a few kilobytes of zstd can stand for hundreds of gigabytes
+// (32,000:1 for repeated bytes), which would otherwise fill the user's
+// disk, and the gateway's journal beside the cache, before failing.
+const (
+	reserveBytes  = 1 << 30 // at most; 5% on a smaller filesystem
+	reserveInodes = 100_000 // at most; 5% of a smaller inode table
+	// recheckBytes and recheckEntries are how much extraction writes
+	// before it asks the filesystem again.
+	recheckBytes   = 64 << 20
+	recheckEntries = 10_000
+)
+
+// spaceGuard keeps extraction from eating into the reserve, asking the
+// filesystem (statfs, cheap) only every recheckBytes or recheckEntries.
+type spaceGuard struct {
+	dir          string
+	bytes, files int64 // what may be written before looking again
+}
+
+// take accounts for an entry of n bytes, refusing it with ErrNoSpace when
+// it would leave less than the reserve free.
+func (g *spaceGuard) take(n int64) error {
+	need := (max(n, 0) + 4095) &^ 4095
+	if need == 0 {
+		need = 4096 // a directory's block, a symlink or an empty file's inode
+	}
+	g.bytes -= need
+	g.files--
+	if g.bytes >= 0 && g.files >= 0 {
+		return nil
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(g.dir, &st); err != nil {
+		return nil // nothing to go by: ENOSPC will tell
+	}
+	bsize := int64(st.Bsize)
+	room := int64(st.Bavail)*bsize - min(reserveBytes, int64(st.Blocks)*bsize/20)
+	if need > room {
+		return fmt.Errorf("%w: a layer entry of %s would leave less than %s free; free some space (`mlagent image rm` unused images) or set MLAGENT_HOME on a larger disk; nothing half-written was kept",
+			ErrNoSpace, FormatBytes(n), FormatBytes(min(reserveBytes, int64(st.Blocks)*bsize/20)))
+	}
+	g.bytes = min(room-need, recheckBytes)
+	g.files = recheckEntries
+	if st.Files > 0 { // filesystems without a fixed inode table report 0
+		files := int64(st.Ffree) - min(reserveInodes, int64(st.Files)/20)
+		if files < 1 {
+			return fmt.Errorf("%w: no inodes (files) left but the filesystem's reserve; nothing half-written was kept", ErrNoSpace)
+		}
+		g.files = min(files-1, recheckEntries)
+	}
+	return nil
 }
 
 // checkName refuses an entry name no filesystem holds.

@@ -4,13 +4,18 @@ import (
 	"archive/tar"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"golang.org/x/sys/unix"
 
 	"github.com/mlagent/mlagent/internal/image/imagetest"
 )
@@ -173,6 +178,88 @@ func TestImageTextIsSanitized(t *testing.T) {
 		_, err := openStore(t).Pull(ctx, dir, PullOptions{})
 		if !errors.Is(err, ErrCorrupt) || bad(err.Error()) {
 			t.Errorf("got %q; want ErrCorrupt without escapes", err)
+		}
+	})
+}
+
+// zeros counts what is read of an endless stream of zero bytes.
+type zeros struct{ n atomic.Int64 }
+
+func (z *zeros) Read(b []byte) (int, error) {
+	clear(b)
+	z.n.Add(int64(len(b)))
+	return len(b), nil
+}
+
+// streamLayer writes a layer tar of files with the given sizes (zero
+// bytes, as a decompression bomb is) to a pipe, as extraction reads it.
+func streamLayer(sizes []int64, body *zeros) *io.PipeReader {
+	pr, pw := io.Pipe()
+	go func() {
+		tw := tar.NewWriter(pw)
+		for i, n := range sizes {
+			if err := tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("f%d", i), Mode: 0o644, Size: n, Typeflag: tar.TypeReg}); err != nil {
+				pw.CloseWithError(err)
+				return
+			}
+			if _, err := io.CopyN(tw, body, n); err != nil {
+				pw.CloseWithError(err)
+				return
+			}
+		}
+		pw.CloseWithError(tw.Close())
+	}()
+	return pr
+}
+
+// A layer is untrusted input that may stand for far more than its size
+// (a few kB of zstd for gigabytes): extraction keeps a reserve free on
+// the cache's filesystem rather than filling it, and refuses an entry
+// too large for the disk before writing any of it.
+func TestLayerCannotFillTheDisk(t *testing.T) {
+	mount := func(t *testing.T) string {
+		dir := t.TempDir()
+		if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=64m"); err != nil {
+			t.Skipf("cannot mount a small tmpfs to fill (%v); run as root", err)
+		}
+		t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+		return dir
+	}
+	avail := func(dir string) int64 {
+		var st unix.Statfs_t
+		if err := unix.Statfs(dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		return int64(st.Bavail) * int64(st.Bsize)
+	}
+	t.Run("one huge entry", func(t *testing.T) {
+		dir := mount(t)
+		body := &zeros{}
+		pr := streamLayer([]int64{1 << 40}, body)
+		defer pr.Close()
+		_, err := extractLayer(pr, dir)
+		if !errors.Is(err, ErrNoSpace) {
+			t.Errorf("got %v; want ErrNoSpace", err)
+		}
+		if n := body.n.Load(); n > 1<<20 {
+			t.Errorf("read %s of the entry before refusing it; want it refused from its header", FormatBytes(n))
+		}
+	})
+	t.Run("many entries", func(t *testing.T) {
+		dir := mount(t)
+		sizes := make([]int64, 40)
+		for i := range sizes {
+			sizes[i] = 4 << 20 // 160 MiB in all, on 64 MiB
+		}
+		pr := streamLayer(sizes, &zeros{})
+		defer pr.Close()
+		_, err := extractLayer(pr, dir)
+		if !errors.Is(err, ErrNoSpace) {
+			t.Errorf("got %v; want ErrNoSpace", err)
+		}
+		// The reserve of a 64 MiB filesystem is 5%: 3.2 MiB.
+		if a := avail(dir); a < 3<<20 {
+			t.Errorf("extraction left %s free of 64 MiB; want the reserve kept", FormatBytes(a))
 		}
 	})
 }
