@@ -8,7 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
+	"path"
 	"regexp"
 	"sort"
 	"strings"
@@ -73,19 +73,20 @@ func runLogs(ctx context.Context, env *Env, args []string) int {
 	if err != nil {
 		return fail("no session %q (%v); mlagent sessions lists them", sanitize.Line(pos[0], 80), err)
 	}
-	dir, err := jobsDir(env, s)
+	vol, dir, err := jobsDir(env, s)
 	if err != nil {
 		return fail("%v", err)
 	}
+	defer vol.Close()
 	if len(pos) == 1 {
-		return listJobs(env, s.ID, dir)
+		return listJobs(env, s.ID, vol, dir)
 	}
 	job := pos[1]
 	if !jobName.MatchString(job) {
 		fmt.Fprintf(env.Stderr, "mlagent logs: %q is not a job id (job1, job2…); mlagent logs %s lists them\n", sanitize.Line(job, 40), s.ID)
 		return ExitUsage
 	}
-	f, err := openLog(filepath.Join(dir, job+".log"))
+	f, err := openLog(vol, path.Join(dir, job+".log"))
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return fail("session %s has no %s; mlagent logs %s lists its jobs", s.ID, job, s.ID)
@@ -97,24 +98,29 @@ func runLogs(ctx context.Context, env *Env, args []string) int {
 	return copyLog(ctx, env, f, follow, func() bool { return sessionRunning(env, s.ID) })
 }
 
-// jobsDir is where the session's shell keeps its jobs' output, on the
-// data volume.
-func jobsDir(env *Env, s sessions.Session) (string, error) {
+// jobsDir is where the session's shell keeps its jobs' output: a
+// directory of the data volume, opened as a root of its own, since the
+// sandbox may have made any part of that path a link out of the volume.
+func jobsDir(env *Env, s sessions.Session) (*os.Root, string, error) {
 	for _, m := range s.Volumes {
 		if m.Path != sandbox.DataMount {
 			continue
 		}
-		vol, err := volume.New(env.Config.VolumesDir()).Path(m.Volume)
+		dir, err := volume.New(env.Config.VolumesDir()).Path(m.Volume)
 		if err != nil {
-			return "", err
+			return nil, "", err
 		}
-		return filepath.Join(vol, "sessions", s.ID+".shell", "jobs"), nil
+		vol, err := os.OpenRoot(dir)
+		if err != nil {
+			return nil, "", fmt.Errorf("session %s: data volume: %w", s.ID, err)
+		}
+		return vol, path.Join("sessions", s.ID+".shell", "jobs"), nil
 	}
-	return "", fmt.Errorf("session %s has no data volume", s.ID)
+	return nil, "", fmt.Errorf("session %s has no data volume", s.ID)
 }
 
-func listJobs(env *Env, id, dir string) int {
-	ents, err := os.ReadDir(dir)
+func listJobs(env *Env, id string, vol *os.Root, dir string) int {
+	ents, err := fs.ReadDir(vol.FS(), dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		fmt.Fprintf(env.Stderr, "mlagent logs: %v\n", err)
 		return ExitFailure
@@ -148,15 +154,16 @@ func listJobs(env *Env, id, dir string) int {
 }
 
 // openLog opens a job's output, which the sandbox wrote: never through a
-// link, never a FIFO or device.
-func openLog(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+// link out of the volume (nor a link at all for the file), never a FIFO
+// or device.
+func openLog(vol *os.Root, name string) (*os.File, error) {
+	f, err := vol.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
 	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
 		f.Close()
-		return nil, fmt.Errorf("%s is not a regular file", path)
+		return nil, fmt.Errorf("%s is not a regular file", sanitize.Line(name, 0))
 	}
 	return f, nil
 }
