@@ -10,6 +10,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -17,6 +18,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 
 	"gopkg.in/yaml.v3"
 )
@@ -158,7 +160,7 @@ func LoadFS(fsys fs.FS, source, location string) (skills []*Skill, errs []error)
 		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
-		data, err := fs.ReadFile(fsys, path.Join(e.Name(), "SKILL.md"))
+		data, err := readSkillMD(fsys, path.Join(e.Name(), "SKILL.md"))
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
@@ -177,6 +179,60 @@ func LoadFS(fsys fs.FS, source, location string) (skills []*Skill, errs []error)
 		})
 	}
 	return skills, errs
+}
+
+// maxSkillMD bounds a SKILL.md: front matter and instructions, not data.
+const maxSkillMD = 1 << 20
+
+// readSkillMD reads a SKILL.md of at most maxSkillMD bytes: the user
+// folder is written by sandboxes, and a sparse file claiming terabytes
+// would otherwise be allocated whole.
+func readSkillMD(fsys fs.FS, name string) ([]byte, error) {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() || st.Size() > maxSkillMD {
+		return nil, fmt.Errorf("%s: want a regular file of at most %d KiB", name, maxSkillMD>>10)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxSkillMD+1))
+	if err == nil && len(b) > maxSkillMD {
+		err = fmt.Errorf("%s: want a regular file of at most %d KiB", name, maxSkillMD>>10)
+	}
+	return b, err
+}
+
+// userFS is the user skills folder opened as a root. The folder is on the
+// data volume, which sandboxes write, and `mlagent skills` reads it on the
+// host: os.Root keeps reads inside it, even through symlinks, and opening
+// is non-blocking, so a FIFO planted there is refused rather than waited
+// on (a regular file reads the same either way).
+type userFS struct{ root *os.Root }
+
+var errSpecial = errors.New("not a regular file or directory")
+
+func (u userFS) Open(name string) (fs.File, error) {
+	if !fs.ValidPath(name) {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrInvalid}
+	}
+	f, err := u.root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err == nil && !st.Mode().IsRegular() && !st.IsDir() {
+		err = &fs.PathError{Op: "open", Path: name, Err: errSpecial}
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // Set is the skills available to a session, sorted by name.
@@ -198,9 +254,7 @@ func Load(userDir string) (*Set, []error) {
 			if err != nil {
 				errs = append(errs, fmt.Errorf("open skills dir: %w", err))
 			} else {
-				// os.Root keeps reads inside the folder, even through
-				// symlinks.
-				u, uerrs := LoadFS(root.FS(), "user", userDir)
+				u, uerrs := LoadFS(userFS{root}, "user", userDir)
 				errs = append(errs, uerrs...)
 				for _, s := range u {
 					byName[s.Name] = s
