@@ -10,7 +10,6 @@ import (
 
 	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/sessions"
-	"github.com/mlagent/mlagent/internal/store"
 )
 
 // The jobs' directory is on the data volume, which the sandbox writes: a
@@ -19,20 +18,9 @@ import (
 func TestLogsStayInTheVolume(t *testing.T) {
 	ctx := context.Background()
 	home := t.TempDir()
-	db, err := store.Open(ctx, filepath.Join(home, "mlagent.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx, err := sessions.Open(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, id := range []string{"s-ok", "s-jobs", "s-shell", "s-sessions"} {
-		if err := idx.Create(ctx, sessions.Session{ID: id, Started: time.Now(), Volumes: sandbox.DefaultMounts()}); err != nil {
-			t.Fatal(err)
-		}
+		addSessions(t, home, sessions.Session{ID: id, Started: time.Now(), Volumes: sandbox.DefaultMounts()})
 	}
-	db.Close()
 	host := t.TempDir() // a host directory that happens to hold job logs
 	for _, p := range []string{"job1.log", "jobs/job1.log", "s-sessions.shell/jobs/job1.log"} {
 		os.MkdirAll(filepath.Dir(filepath.Join(host, p)), 0o755)

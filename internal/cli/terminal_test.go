@@ -36,6 +36,26 @@ func checkTerminalSafe(t *testing.T, what, s string) {
 	}
 }
 
+// addSessions records sessions in the store of the mlagent home.
+func addSessions(t *testing.T, home string, ss ...sessions.Session) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := store.Open(ctx, filepath.Join(home, "mlagent.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	idx, err := sessions.Open(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range ss {
+		if err := idx.Create(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func homeEnv(t *testing.T, home string) (*Env, *strings.Builder, *strings.Builder) {
 	var out, errb strings.Builder
 	return &Env{Stdout: &out, Stderr: &errb, Getenv: func(k string) string {
@@ -98,18 +118,7 @@ func TestSkillsOutputIsSanitized(t *testing.T) {
 func TestSessionsTitleIsSanitized(t *testing.T) {
 	home := t.TempDir()
 	ctx := context.Background()
-	db, err := store.Open(ctx, filepath.Join(home, "mlagent.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx, err := sessions.Open(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := idx.Create(ctx, sessions.Session{ID: "s-1", Title: "train " + hostile, Started: time.Now(), Volumes: sandbox.DefaultMounts()}); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
+	addSessions(t, home, sessions.Session{ID: "s-1", Title: "train " + hostile, Started: time.Now(), Volumes: sandbox.DefaultMounts()})
 	env, out, errb := homeEnv(t, home)
 	if code := run(ctx, env, []string{"sessions"}); code != 0 {
 		t.Fatalf("sessions: exit %d: %s", code, errb)
