@@ -288,3 +288,30 @@ func TestConfigBudget(t *testing.T) {
 		t.Errorf("a config over %d bytes = %.60s; want a note", maxConfigBytes, a.Config)
 	}
 }
+
+// TestDNSRebindingRefused: a web page the user opens can point its own
+// host name at 127.0.0.1 and then read the dashboard as same-origin
+// (DNS rebinding). On loopback only loopback names are answered.
+func TestDNSRebindingRefused(t *testing.T) {
+	_, hs := newTestServer(t, t.TempDir())
+	for host, want := range map[string]int{
+		"attacker.example:8080": http.StatusMisdirectedRequest,
+		"attacker.example":      http.StatusMisdirectedRequest,
+		"10.0.0.5:7000":         http.StatusMisdirectedRequest,
+		"localhost:7000":        http.StatusOK,
+		"LOCALHOST.":            http.StatusOK,
+		"127.0.0.1:7000":        http.StatusOK,
+		"[::1]:7000":            http.StatusOK,
+	} {
+		req, _ := http.NewRequest("GET", hs.URL+"/api/projects", nil)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Host %s: %d; want %d", host, resp.StatusCode, want)
+		}
+	}
+}

@@ -13,8 +13,10 @@ import (
 	"io/fs"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -492,12 +494,39 @@ func (s *Server) Handler() http.Handler {
 
 func withHeaders(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rebound(r) {
+			http.Error(w, "this dashboard answers to localhost and loopback addresses only", http.StatusMisdirectedRequest)
+			return
+		}
 		// Every string on the page comes from the sandbox: no inline
 		// script or style, nothing from elsewhere.
 		w.Header().Set("Content-Security-Policy", "default-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		h.ServeHTTP(w, r)
 	})
+}
+
+// rebound reports a request that reached a loopback listener under
+// another host name: DNS rebinding, by which a web page the user opens
+// points its own name at 127.0.0.1 and reads the dashboard (metrics,
+// configs, images) as same-origin. A dashboard served beyond loopback on
+// purpose (--listen) is reached by whatever name the user gives it.
+func rebound(r *http.Request) bool {
+	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	tcp, ok := local.(*net.TCPAddr)
+	if !ok || !tcp.IP.IsLoopback() {
+		return false
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return false
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip == nil || !ip.IsLoopback()
 }
 
 func (s *Server) handleProjects(w http.ResponseWriter, r *http.Request) {
