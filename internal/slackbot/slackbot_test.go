@@ -163,6 +163,26 @@ func TestSlackThread(t *testing.T) {
 	broke := fake.Event("app_mention", "U1", "C1", "", "<@UBOT> one more", nil)
 	fake.WaitText(broke, "has used the Slack budget of $5.00", 10*time.Second)
 
+	// The cost the agent reports is the sandbox's word; a forged negative
+	// one must not give the budget back: the gateway's ledger counts.
+	var booked float64
+	usage, err := host.Gateway().Usage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range usage {
+		booked += u.CostUSD
+	}
+	if booked <= 0 {
+		t.Fatalf("the gateway booked $%v for the thread; want its model calls' cost", booked)
+	}
+	if err := host.Sessions().RecordTurn(ctx, th.sessionID, -1000); err != nil {
+		t.Fatal(err)
+	}
+	if spent, err := bot.userSpend(ctx, "U1"); err != nil || spent < booked {
+		t.Errorf("after a forged cost of -$1000 the user has spent $%v (%v); want at least the $%v the gateway booked", spent, err, booked)
+	}
+
 	var text strings.Builder
 	for _, m := range fake.Messages() {
 		if m.ThreadTS == root && m.User == "UBOT" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/mlagent/mlagent/internal/launch"
 	"github.com/mlagent/mlagent/internal/store"
 )
 
@@ -34,8 +35,11 @@ func (b *Bot) saveThread(ctx context.Context, channel, ts, session, user string)
 	return err
 }
 
-// userSpend is what a user's Slack sessions have cost, from the sessions
-// index (the agent reports each turn's cost).
+// userSpend is what a user's Slack sessions have cost. The sessions index
+// holds the cost each turn's agent reported, and the agent runs in the
+// sandbox: what it reports is untrusted (a negative cost would give the
+// budget back). The gateway's ledger is the gateway's own count of what
+// each sandbox token spent; a session counts for the larger of the two.
 func (b *Bot) userSpend(ctx context.Context, user string) (float64, error) {
 	rows, err := b.db.QueryContext(ctx, `SELECT session FROM slack_threads WHERE user_id = ?`, user)
 	if err != nil {
@@ -51,12 +55,27 @@ func (b *Bot) userSpend(ctx context.Context, user string) (float64, error) {
 		ids = append(ids, id)
 	}
 	rows.Close()
+	ledger := map[string]float64{} // sandbox name → cost booked
+	if gw := b.host.Gateway(); gw != nil {
+		usage, err := gw.Usage(ctx)
+		if err != nil {
+			return 0, err
+		}
+		for _, u := range usage {
+			ledger[u.Sandbox] += u.CostUSD
+		}
+	}
 	var total float64
 	for _, id := range ids {
 		s, err := b.host.Sessions().Get(ctx, id)
-		if err == nil {
-			total += s.CostUSD
+		if err != nil {
+			continue
 		}
+		booked := ledger[launch.SandboxName(s, true)]
+		if name := launch.SandboxName(s, false); name != launch.SandboxName(s, true) {
+			booked += ledger[name]
+		}
+		total += max(s.CostUSD, booked, 0)
 	}
 	return total, nil
 }
