@@ -185,16 +185,16 @@ type driver struct {
 	// asks are the questions waiting for the person, the one shown first:
 	// ask_user events, and approvals (with a question and choices made
 	// for them).
-	asks      []protocol.Event
-	perm      *permission.Policy
+	asks       []protocol.Event
+	perm       *permission.Policy
 	jobs       map[string]protocol.Job // running background jobs
 	compacting bool                    // /compact sent, no compaction seen yet
-	elsewhere bool                    // another front end attached: this one is detached
-	queued    []string
-	turnText  strings.Builder // the turn's last text, at most maxFinal bytes
-	textCut   bool            // turnText lost what came beyond maxFinal
-	turnUsage *protocol.Usage
-	failed    string // print mode: why the turn failed
+	elsewhere  bool                    // another front end attached: this one is detached
+	queued     []string
+	turnText   strings.Builder // the turn's last text, at most maxFinal bytes
+	textCut    bool            // turnText lost what came beyond maxFinal
+	turnUsage  *protocol.Usage
+	failed     string // print mode: why the turn failed
 }
 
 func newDriver(o Options) *driver {

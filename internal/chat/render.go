@@ -5,6 +5,7 @@ import (
 	"io"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mlagent/mlagent/internal/protocol"
@@ -359,7 +360,7 @@ func stripSGR(s string) string {
 	if !strings.Contains(s, "\x1b[") {
 		return s
 	}
-	return sgrOnly.ReplaceAllString(s, "")
+	return sgrOnly().ReplaceAllString(s, "")
 }
 
-var sgrOnly = regexp.MustCompile(`\x1b\[[0-9;]*m`)
+var sgrOnly = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\x1b\[[0-9;]*m`) })

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -42,7 +43,7 @@ Examples:
   mlagent logs latest
   mlagent logs 20260101-120000-ab12cd34 job1`
 
-var jobName = regexp.MustCompile(`^job[0-9]{1,9}$`)
+var jobName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^job[0-9]{1,9}$`) })
 
 func runLogs(ctx context.Context, env *Env, args []string) int {
 	flags := newFlagSet(env, "logs", "logs [flags] SESSION [JOB]", logsHelp)
@@ -82,7 +83,7 @@ func runLogs(ctx context.Context, env *Env, args []string) int {
 		return listJobs(env, s.ID, vol, dir)
 	}
 	job := pos[1]
-	if !jobName.MatchString(job) {
+	if !jobName().MatchString(job) {
 		fmt.Fprintf(env.Stderr, "mlagent logs: %q is not a job id (job1, job2…); mlagent logs %s lists them\n", sanitize.Line(job, 40), s.ID)
 		return ExitUsage
 	}
@@ -134,7 +135,7 @@ func listJobs(env *Env, id string, vol *os.Root, dir string) int {
 	for _, e := range ents {
 		name := strings.TrimSuffix(e.Name(), ".log")
 		info, err := e.Info()
-		if !jobName.MatchString(name) || err != nil || !info.Mode().IsRegular() {
+		if !jobName().MatchString(name) || err != nil || !info.Mode().IsRegular() {
 			continue // written in the sandbox: only what the shell makes
 		}
 		rows = append(rows, row{name, info.Size(), info.ModTime()})

@@ -322,7 +322,7 @@ func (h *Hub) info(w http.ResponseWriter, r *http.Request) {
 	reply(w, out)
 }
 
-var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$`)
+var nameRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$`) })
 
 func (h *Hub) create(w http.ResponseWriter, r *http.Request) {
 	var req struct {
@@ -338,7 +338,7 @@ func (h *Hub) create(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "bad request body")
 		return
 	}
-	if !nameRe.MatchString(req.Name) || !nameRe.MatchString(req.Organization) {
+	if !nameRe().MatchString(req.Name) || !nameRe().MatchString(req.Organization) {
 		fail(w, http.StatusBadRequest, "invalid repo name")
 		return
 	}

@@ -4,13 +4,18 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // secretName matches variable names that carry credentials by
 // convention; secretValue values that look like well-known credentials.
 var (
-	secretName  = regexp.MustCompile(`(?i)(TOKEN|SECRET|PASSW|CREDENTIAL|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|AUTH|COOKIE|SESSION)`)
-	secretValue = regexp.MustCompile(`^(sk-|sk_|hf_|ghp_|gho_|ghs_|github_pat_|glpat-|xox[abpr]-|AKIA|ASIA|eyJ)|://[^/@\s]+:[^/@\s]+@`)
+	secretName = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`(?i)(TOKEN|SECRET|PASSW|CREDENTIAL|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|AUTH|COOKIE|SESSION)`)
+	})
+	secretValue = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^(sk-|sk_|hf_|ghp_|gho_|ghs_|github_pat_|glpat-|xox[abpr]-|AKIA|ASIA|eyJ)|://[^/@\s]+:[^/@\s]+@`)
+	})
 )
 
 // proxyNames are the image's proxy settings: a sandbox reaches the
@@ -30,7 +35,7 @@ func SandboxEnv(env []string) (keep map[string]string, dropped []string) {
 		if !ok || k == "" || strings.ContainsRune(k, 0) || strings.ContainsRune(v, 0) {
 			continue
 		}
-		if secretName.MatchString(k) || secretValue.MatchString(v) || proxyNames[strings.ToUpper(k)] {
+		if secretName().MatchString(k) || secretValue().MatchString(v) || proxyNames[strings.ToUpper(k)] {
 			dropped = append(dropped, k)
 			continue
 		}

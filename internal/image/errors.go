@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -67,8 +68,10 @@ func hasCode(te *transport.Error, codes ...transport.ErrorCode) bool {
 // bearerOrBasic and jwtLike catch credentials the registry itself issued
 // (a token from its auth endpoint), which the keychain does not know.
 var (
-	bearerOrBasic = regexp.MustCompile(`(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}`)
-	jwtLike       = regexp.MustCompile(`[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}`)
+	bearerOrBasic = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}`) })
+	jwtLike       = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}`)
+	})
 )
 
 // maxMessage bounds what a registry's message adds to an error.
@@ -101,8 +104,8 @@ func redact(msg string, auth authn.Authenticator) string {
 			}
 		}
 	}
-	msg = bearerOrBasic.ReplaceAllString(msg, "$1 [redacted]")
-	msg = jwtLike.ReplaceAllString(msg, "[redacted]")
+	msg = bearerOrBasic().ReplaceAllString(msg, "$1 [redacted]")
+	msg = jwtLike().ReplaceAllString(msg, "[redacted]")
 	msg = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0 {
 			return ' '

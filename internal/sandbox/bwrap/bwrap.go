@@ -73,9 +73,6 @@ type Backend struct {
 	db    *store.DB
 	log   *slog.Logger
 
-	checkOnce sync.Once
-	checkErr  error
-
 	rootOnce sync.Once
 	rootArgs []string
 }
@@ -152,9 +149,9 @@ func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 	if err := spec.Validate(); err != nil {
 		return nil, fmt.Errorf("create sandbox: %w", err)
 	}
-	if b.checkOnce.Do(func() { b.checkErr = Check(ctx, b.bwrap) }); b.checkErr != nil {
-		return nil, b.checkErr
-	}
+	// No separate bubblewrap run checks the namespaces first (it cost as
+	// much as the sandbox itself): a start that fails for them says so
+	// (bwrapError wraps ErrNamespaces) from bubblewrap's own message.
 	if spec.Name == "" {
 		spec.Name = randomName()
 	}
