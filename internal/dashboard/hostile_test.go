@@ -5,9 +5,11 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -313,5 +315,47 @@ func TestDNSRebindingRefused(t *testing.T) {
 		if resp.StatusCode != want {
 			t.Errorf("Host %s: %d; want %d", host, resp.StatusCode, want)
 		}
+	}
+}
+
+// TestWakeOnlyChangedProjects: a sandbox creating and removing a file in
+// the Trackio directory in a loop made every notification wake every
+// project (300 idle projects, ~200 creates a second: 45% of a host core).
+// A notification now wakes the project it names; all are polled only
+// every fallback interval.
+func TestWakeOnlyChangedProjects(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	const idle = 40
+	for i := 0; i < idle; i++ {
+		w := newWriter(t, dir, fmt.Sprintf("p%03d", i))
+		w.Log(ctx, "r", "r", 0, map[string]any{"loss": 1.0}, time.Now())
+	}
+	s, err := NewWithOptions(dir, nil, Options{Fallback: time.Second, Debounce: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	eventually(t, 15*time.Second, "projects read", func() bool {
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+		return len(s.projects) == idle
+	})
+	before := s.polls.Load()
+	start := time.Now()
+	p := filepath.Join(dir, "zz.db")
+	for time.Since(start) < 2*time.Second {
+		f, _ := os.Create(p)
+		f.Close()
+		os.Remove(p)
+		time.Sleep(5 * time.Millisecond)
+	}
+	polls := s.polls.Load() - before
+	// Each idle project: one poll per fallback interval (2–3 in 2 s);
+	// the churned file's own project a poll per notification at most.
+	limit := int64(idle*4 + 400)
+	t.Logf("%d polls in %v", polls, time.Since(start))
+	if polls > limit {
+		t.Errorf("%d polls while one file churned for 2s beside %d idle projects; want at most %d", polls, idle, limit)
 	}
 }

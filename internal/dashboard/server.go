@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mlagent/mlagent/internal/trackio"
@@ -65,6 +66,7 @@ type Server struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	wg     sync.WaitGroup // the per-project followers
+	polls  atomic.Int64   // follower polls, all projects (what a wake-up costs)
 
 	mu         sync.RWMutex
 	points     int64 // stored points, all projects
@@ -154,45 +156,63 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// follow lists the databases on every wake-up and wakes one follower per
-// project, so a slow or broken database delays only its own project.
+// follow wakes one follower per project, so a slow or broken database
+// delays only its own project: on a file notification only the projects
+// whose files changed (the directory is listed again when one is new), on
+// every fallback interval all of them.
 func (s *Server) follow(ctx context.Context) {
 	defer close(s.done)
-	wake := trackio.Watch(ctx, s.dir, s.opts.Fallback, s.log)
+	changes := trackio.WatchProjects(ctx, s.dir, s.opts.Fallback, s.log)
 	warned := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case _, ok := <-wake:
+		case _, ok := <-changes.C:
 			if !ok {
 				return
 			}
 		}
-		paths, err := trackio.ListDBs(s.dir, s.opts.MaxProjects)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue // directory not created yet
+		all, changed := changes.Take()
+		s.mu.Lock()
+		list := all
+		for name := range changed {
+			list = list || s.followers[name] == nil
 		}
-		if err != nil && !warned {
-			s.log.Warn("Trackio directory not listed whole", "err", err)
-			warned = true
+		s.mu.Unlock()
+		var paths []string
+		if list {
+			var err error
+			paths, err = trackio.ListDBs(s.dir, s.opts.MaxProjects)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // directory not created yet
+			}
+			if err != nil && !warned {
+				s.log.Warn("Trackio directory not listed whole", "err", err)
+				warned = true
+			}
 		}
 		listChanged := false
 		s.mu.Lock()
 		for _, path := range paths {
 			name := trackio.ProjectOf(path)
-			w := s.followers[name]
-			if w == nil {
-				w = make(chan struct{}, 1)
-				s.followers[name] = w
+			if s.followers[name] == nil {
+				s.followers[name] = make(chan struct{}, 1)
 				s.projects[name] = s.newProjectLocked(name, path)
 				listChanged = true
 				s.wg.Add(1)
-				go s.followProject(ctx, name, path, w)
+				go s.followProject(ctx, name, path, s.followers[name])
+				changed = mapWith(changed, name)
+			} else if all {
+				changed = mapWith(changed, name)
 			}
-			select {
-			case w <- struct{}{}:
-			default:
+		}
+		for name := range changed {
+			if w := s.followers[name]; w != nil {
+				select {
+				case w <- struct{}{}:
+				default:
+				}
 			}
 		}
 		if listChanged {
@@ -200,6 +220,14 @@ func (s *Server) follow(ctx context.Context) {
 		}
 		s.mu.Unlock()
 	}
+}
+
+func mapWith(m map[string]bool, k string) map[string]bool {
+	if m == nil {
+		m = map[string]bool{}
+	}
+	m[k] = true
+	return m
 }
 
 // followProject reads one database whenever woken. It owns the project's
@@ -257,6 +285,7 @@ func (f *projectFollower) close() {
 // holds the lock) is not an error: the next wake-up retries.
 func (f *projectFollower) poll(ctx context.Context) error {
 	s := f.s
+	s.polls.Add(1)
 	if f.reader == nil {
 		r, err := trackio.OpenReaderLimits(ctx, f.path, trackio.Limits{Timeout: s.opts.ReadTimeout})
 		if errors.Is(err, trackio.ErrBusy) {
