@@ -2,7 +2,10 @@
 # Installs the machine packages mlagent's sandbox, training and browser tests
 # use, when they are missing: bubblewrap (local sandbox), python3-torch and
 # python3-numpy (training inside the sandbox), busybox-static (the test image
-# for --image), chromium (dashboard browser test). Needs root (or sudo);
+# for --image), chromium (dashboard browser test), and with
+# MLAGENT_DEPS_KUBE=1 the Kubernetes test bed (scripts/kube-testbed.sh:
+# containerd, runc, CNI plugins, and Kubernetes built from the Go module
+# proxy once per machine). Needs root (or sudo);
 # prints what to run otherwise.
 #
 # `deps.sh lint` instead builds the static checkers `make lint` runs, at
@@ -37,7 +40,17 @@ if [ -z "$bb" ] || ldd "$bb" >/dev/null 2>&1; then want+=(busybox-static); fi
 if [ "${MLAGENT_DEPS_BROWSER:-0}" = 1 ]; then
   command -v chromium >/dev/null 2>&1 || want+=(chromium)
 fi
-[ ${#want[@]} -eq 0 ] && exit 0
+kube() {
+  # The Kubernetes backend's tests run a real cluster: its packages and
+  # binaries (built once per machine) come from scripts/kube-testbed.sh.
+  [ "${MLAGENT_DEPS_KUBE:-0}" = 1 ] || return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "mlagent: the Kubernetes tests need root (containerd, a bridge, a kubelet); they will skip" >&2
+    return 0
+  fi
+  "$(dirname "$0")/kube-testbed.sh" >/dev/null
+}
+if [ ${#want[@]} -eq 0 ]; then kube; exit 0; fi
 echo "mlagent: installing ${want[*]} (Debian packages)" >&2
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -47,3 +60,4 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+kube

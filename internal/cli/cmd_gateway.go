@@ -60,8 +60,21 @@ func runGateway(ctx context.Context, env *Env, args []string) int {
 	auditPath := fs.String("audit-log", env.Config.AuditLogPath(), "JSON-lines audit log file")
 	unixSock := fs.String("unix", "", "also serve the data plane on this Unix socket")
 	drain := fs.Duration("drain", 10*time.Minute, "how long shutdown waits for open streams")
+	adminAuth := fs.String("admin-auth", "token", `admin plane authentication: token, or none for a loopback admin address only the operator's tools reach (a pod's loopback, reached through a port-forward the cluster's RBAC allows)`)
+	serveBinary := fs.String("serve-binary", "", "serve this file at GET /_mlagent/mlagent on the data plane (the binary mlagent's in-cluster services start from)")
 	if code := parseFlags(fs, args, env); code >= 0 {
 		return code
+	}
+	switch *adminAuth {
+	case "token":
+	case "none":
+		if !loopbackAddr(*adminListen) {
+			fmt.Fprintf(env.Stderr, "mlagent gateway: --admin-auth none needs a loopback --admin-listen, not %s\n", *adminListen)
+			return ExitUsage
+		}
+	default:
+		fmt.Fprintf(env.Stderr, "mlagent gateway: --admin-auth %q: want token or none\n", *adminAuth)
+		return ExitUsage
 	}
 	if fs.NArg() > 0 {
 		fs.Usage()
@@ -82,7 +95,13 @@ func runGateway(ctx context.Context, env *Env, args []string) int {
 		keys[i] = v
 	}
 	apiKey, hfToken, ghToken, adminToken := keys[0], keys[1], keys[2], keys[3]
-	if adminToken == "" {
+	if *adminAuth == "none" {
+		// A token nobody is told: the handler below adds it to every
+		// request that reached the loopback admin address.
+		var b [32]byte
+		rand.Read(b[:])
+		adminToken = hex.EncodeToString(b[:])
+	} else if adminToken == "" {
 		var b [32]byte
 		rand.Read(b[:])
 		adminToken = hex.EncodeToString(b[:])
@@ -143,13 +162,21 @@ func runGateway(ctx context.Context, env *Env, args []string) int {
 	if err != nil {
 		return fail("data plane: %v", err)
 	}
-	servers = append(servers, served{"data", dataLn, newServer(g.DataHandler())})
+	data := g.DataHandler()
+	if *serveBinary != "" {
+		data = withBinary(data, *serveBinary)
+	}
+	servers = append(servers, served{"data", dataLn, newServer(data)})
 	adminLn, err := net.Listen("tcp", *adminListen)
 	if err != nil {
 		closeAll()
 		return fail("admin plane: %v", err)
 	}
-	servers = append(servers, served{"admin", adminLn, newServer(g.AdminHandler(adminToken))})
+	admin := g.AdminHandler(adminToken)
+	if *adminAuth == "none" {
+		admin = withAdminToken(admin, adminToken)
+	}
+	servers = append(servers, served{"admin", adminLn, newServer(admin)})
 	if *unixSock != "" {
 		os.Remove(*unixSock)
 		uln, err := net.Listen("unix", *unixSock)
@@ -223,4 +250,46 @@ func runGateway(ctx context.Context, env *Env, args []string) int {
 	}
 	env.Log.Info("gateway stopped")
 	return code
+}
+
+// loopbackAddr reports whether addr (host:port) listens on loopback only.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// withAdminToken authorises every request with the admin token: for an
+// admin plane on loopback whose callers the platform already checked.
+func withAdminToken(h http.Handler, token string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Set("Authorization", "Bearer "+token)
+		h.ServeHTTP(w, r)
+	})
+}
+
+// binaryPath is where the data plane serves the mlagent binary the
+// cluster's dashboard and syncer start from (it is not secret; the
+// gateway's keys never pass through here).
+const binaryPath = "/_mlagent/mlagent"
+
+func withBinary(h http.Handler, file string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != binaryPath {
+			h.ServeHTTP(w, r)
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		http.ServeFile(w, r, file)
+	})
 }

@@ -218,7 +218,6 @@ func runRun(ctx context.Context, env *Env, args []string) int {
 		}
 		return runChat(ctx, env, "run", &cf, chatSession{Session: s, Prompt: strings.Join(pos, " "), Resume: true})
 	}
-	gpu := cf.gpu.mode
 	mounts := sandbox.DefaultMounts()
 	for _, m := range cf.volumes {
 		for _, d := range mounts {
@@ -234,7 +233,7 @@ func runRun(ctx context.Context, env *Env, args []string) int {
 	}
 	now := time.Now()
 	return runChat(ctx, env, "run", &cf, chatSession{
-		Session: sessions.Session{ID: sessions.NewID(now), Title: strings.Join(pos, " "), Model: cf.model, Volumes: mounts, GPU: gpu.String(), Image: cf.image},
+		Session: sessions.Session{ID: sessions.NewID(now), Title: strings.Join(pos, " "), Model: cf.model, Volumes: mounts, GPU: cf.gpu.String(), Image: cf.image},
 		Prompt:  strings.Join(pos, " "),
 	})
 }

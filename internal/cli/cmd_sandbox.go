@@ -100,13 +100,18 @@ type listFlag []string
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
-// gpuFlag is --gpu (required), --gpu=optional or --gpu=none.
-type gpuFlag struct{ mode sandbox.GPUMode }
+// gpuFlag is --gpu (required), --gpu=optional, --gpu=none, or a count
+// and type for a cluster (--gpu A100:2).
+type gpuFlag struct {
+	sandbox.GPU
+	mode sandbox.GPUMode
+}
 
-func (g *gpuFlag) String() string   { return g.mode.String() }
+func (g *gpuFlag) String() string   { return g.GPU.String() }
 func (g *gpuFlag) IsBoolFlag() bool { return true }
 func (g *gpuFlag) Set(v string) (err error) {
-	g.mode, err = sandbox.ParseGPUMode(v)
+	g.GPU, err = sandbox.ParseGPU(v)
+	g.mode = g.GPU.Mode
 	return err
 }
 
@@ -145,7 +150,7 @@ func sandboxRun(ctx context.Context, env *Env, args []string) int {
 		fmt.Fprintln(env.Stderr, "mlagent sandbox run: no command; usage: mlagent sandbox run [flags] -- CMD...")
 		return ExitUsage
 	}
-	spec := sandbox.Spec{Name: *name, GPU: gpu.mode, Env: map[string]string{}, Image: *img}
+	spec := sandbox.Spec{Name: *name, GPU: gpu.mode, GPUCount: gpu.Count, GPUType: gpu.Type, Env: map[string]string{}, Image: *img}
 	var err error
 	if spec.Timeout, err = parseDuration(*timeout); err == nil {
 		spec.IdleTimeout, err = parseDuration(*idle)
@@ -312,7 +317,7 @@ func createRunSandbox(ctx context.Context, env *Env, spec sandbox.Spec, noGatewa
 		return nil, nil, nil, err
 	}
 	sb, err := host.NewSandbox(ctx, launch.SandboxRequest{
-		Name: spec.Name, Volumes: spec.Volumes, GPU: spec.GPU, Env: spec.Env, Labels: spec.Labels,
+		Name: spec.Name, Volumes: spec.Volumes, GPU: spec.GPU, GPUCount: spec.GPUCount, GPUType: spec.GPUType, Env: spec.Env, Labels: spec.Labels,
 		Timeout: spec.Timeout, IdleTimeout: spec.IdleTimeout, CPUs: spec.CPUs, MemoryBytes: spec.MemoryBytes,
 		Pids:  spec.Pids,
 		Image: spec.Image, Progress: env.Stderr,

@@ -97,7 +97,7 @@ func TestBadFlagIsOneLine(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"run", "--gpu=A100", "hi"}, `mlagent run: invalid boolean value "A100" for --gpu: gpu mode "A100": want none, required or optional; see mlagent run --help`},
+		{[]string{"run", "--gpu=maybe", "hi"}, `mlagent run: invalid boolean value "maybe" for --gpu: gpu mode "maybe": want none, required, optional, a count, a type (A100) or TYPE:COUNT; see mlagent run --help`},
 		{[]string{"run", "--nope"}, "mlagent run: flag provided but not defined: --nope; see mlagent run --help"},
 		{[]string{"run", "--budget-usd"}, "mlagent run: flag needs an argument: --budget-usd; see mlagent run --help"},
 		{[]string{"logs", "--follow", "x"}, "mlagent logs: flag provided but not defined: --follow; see mlagent logs --help"},

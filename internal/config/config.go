@@ -29,6 +29,9 @@ type Config struct {
 	GDrive    GDriveConfig    `toml:"gdrive"`
 	Notion    NotionConfig    `toml:"notion"`
 	Slack     SlackConfig     `toml:"slack"`
+	// Kubernetes configures the kubernetes backend and `mlagent deploy
+	// kubernetes`.
+	Kubernetes KubernetesConfig `toml:"kubernetes"`
 }
 
 // SlackConfig configures `mlagent slack`.
@@ -69,7 +72,7 @@ type GatewayConfig struct {
 
 // SandboxConfig configures sandbox backends.
 type SandboxConfig struct {
-	Backend     string  `toml:"backend"`      // "local" (bubblewrap)
+	Backend     string  `toml:"backend"`      // "bwrap" (default; also "local") or "kubernetes"
 	Bwrap       string  `toml:"bwrap"`        // path to bwrap; default from $PATH
 	Timeout     string  `toml:"timeout"`      // wall-clock limit, Go duration; "" = none
 	IdleTimeout string  `toml:"idle_timeout"` // idle limit, Go duration; "" = none
@@ -79,6 +82,58 @@ type SandboxConfig struct {
 	// Image is the OCI image sandboxes run on (a registry reference, an
 	// OCI layout directory or an archive); "" = the host's /usr.
 	Image string `toml:"image"`
+}
+
+// KubernetesConfig configures sandboxes as pods (sandbox.backend =
+// "kubernetes") and what `mlagent deploy kubernetes` emits.
+type KubernetesConfig struct {
+	Kubeconfig string `toml:"kubeconfig"` // default $KUBECONFIG, else ~/.kube/config
+	Context    string `toml:"context"`    // default the kubeconfig's current context
+	// Namespace holds sandboxes and volumes (default the context's
+	// namespace, else "mlagent"); GatewayNamespace the gateway (default
+	// <namespace>-gateway).
+	Namespace        string `toml:"namespace"`
+	GatewayNamespace string `toml:"gateway_namespace"`
+	// GatewayAddress is host:port where pods reach the gateway's data
+	// plane; default the cluster IP of the deployed gateway's Service.
+	GatewayAddress string `toml:"gateway_address"`
+	// GatewayListen, when set, runs the gateway in this process on that
+	// TCP address instead of using the deployed one (pods must reach it:
+	// a host on the pods' network, as in the test bed).
+	GatewayListen string `toml:"gateway_listen"`
+	PullPolicy    string `toml:"pull_policy"`   // Always, IfNotPresent (default), Never
+	RuntimeClass  string `toml:"runtime_class"` // e.g. gvisor, kata; default none
+	StorageClass  string `toml:"storage_class"` // for volumes made on first use; default the cluster's
+	AccessMode    string `toml:"access_mode"`   // ReadWriteOnce (default) or ReadWriteMany
+	VolumeSize    string `toml:"volume_size"`   // default 20Gi
+	// GPUResource is the extended resource of a GPU (default
+	// nvidia.com/gpu); GPUProductLabel the node label GPU feature
+	// discovery sets (default nvidia.com/gpu.product); GPUTypes maps
+	// --gpu TYPE:N names to that label's values (A100 =
+	// "NVIDIA-A100-SXM4-80GB"); a type not listed is used as it is.
+	GPUResource     string            `toml:"gpu_resource"`
+	GPUProductLabel string            `toml:"gpu_product_label"`
+	GPUTypes        map[string]string `toml:"gpu_types"`
+	// Tolerations are added to every sandbox pod (e.g. GPU node taints).
+	Tolerations []Toleration `toml:"tolerations"`
+	// MaxLifetime bounds every sandbox pod (activeDeadlineSeconds), Go
+	// duration; default 24h.
+	MaxLifetime string `toml:"max_lifetime"`
+	// Heartbeat is how often a CLI renews the heartbeat of the sandbox
+	// pods it created; one not renewed for four periods (its CLI died) is
+	// deleted by the next command. Go duration; default 20s.
+	Heartbeat string `toml:"heartbeat"`
+	// Binary is the mlagent delivered into pods: a linux build for the
+	// nodes' architecture (default this executable).
+	Binary string `toml:"binary"`
+}
+
+// Toleration is a Kubernetes toleration of a node taint.
+type Toleration struct {
+	Key      string `toml:"key"`
+	Operator string `toml:"operator"` // Equal (default) or Exists
+	Value    string `toml:"value"`
+	Effect   string `toml:"effect"` // NoSchedule, PreferNoSchedule, NoExecute; "" = all
 }
 
 // RunConfig configures `mlagent run`.
@@ -176,6 +231,8 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		"MLAGENT_SANDBOX_BACKEND":  &c.Sandbox.Backend,
 		"MLAGENT_BWRAP":            &c.Sandbox.Bwrap,
 		"MLAGENT_SANDBOX_IMAGE":    &c.Sandbox.Image,
+		"MLAGENT_KUBECONFIG":       &c.Kubernetes.Kubeconfig,
+		"MLAGENT_KUBE_NAMESPACE":   &c.Kubernetes.Namespace,
 		"MLAGENT_MODEL":            &c.Run.Model,
 		"MLAGENT_BASE_URL":         &c.Run.BaseURL,
 		"MLAGENT_PERMISSION_MODE":  &c.Run.PermissionMode,

@@ -138,6 +138,19 @@ func errnoName(err error) string {
 	return ""
 }
 
+// Err is the reply's error as one that errors.Is matches against
+// fs.ErrNotExist and friends; nil when the reply carries none.
+func (r *Reply) Err() error {
+	if r.Error == "" {
+		return nil
+	}
+	return replyError(r)
+}
+
+// ErrorReply is the reply that carries err (and its errno name) to a
+// client, with exit code -1.
+func ErrorReply(err error) Reply { return errReply(err) }
+
 // replyError turns an error reply back into an error that errors.Is
 // matches against fs.ErrNotExist and friends.
 func replyError(r *Reply) error {

@@ -30,14 +30,29 @@ type Options struct {
 	// it nor take the stdio the host passes through it.
 	ControlListener *net.UnixListener
 	// Control, when ControlListener is nil, is a path where init creates
-	// the control socket itself (mode 0600); for tests outside a sandbox.
+	// the control socket itself (mode 0600), or "@name" for an abstract
+	// socket: in a Kubernetes pod, where no host directory can hold it,
+	// an abstract name that init holds from its start cannot be replaced
+	// by code inside, which can reach it anyway as the same user.
 	Control string
 	// Ready, when set, gets "ok\n" once init serves, or "error: …\n".
 	Ready io.WriteCloser
-	// GatewaySocket, when set, is the gateway's Unix socket; BridgeListen
-	// (default 127.0.0.1:8790) forwards to it.
+	// GatewaySocket, when set, is the gateway's Unix socket; GatewayTCP,
+	// otherwise, its host:port (a pod reaches the gateway's Service by
+	// address). BridgeListen (default 127.0.0.1:8790) forwards to it.
 	GatewaySocket string
+	GatewayTCP    string
 	BridgeListen  string
+	// EnvFile, when set, holds NUL-separated KEY=VALUE entries added to
+	// init's environment (and so every command's) at start: how a pod
+	// gets its token without it being in the pod's spec.
+	EnvFile string
+	// PathPrepend is put in front of the PATH init inherited (the
+	// image's), so that its own binary's directory comes first.
+	PathPrepend string
+	// Nproc, when positive, is the RLIMIT_NPROC init sets on itself
+	// before any command: where the host gave it no pids cgroup (a pod).
+	Nproc int
 	// Timeout ends the sandbox after that long; IdleTimeout after that
 	// long with no command running. 0 = never.
 	Timeout, IdleTimeout time.Duration
@@ -88,6 +103,15 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return fmt.Errorf("init: not dumpable: %w", err)
 	}
+	if err := loadEnv(opts.EnvFile, opts.PathPrepend); err != nil {
+		return err
+	}
+	if opts.Nproc > 0 {
+		lim := unix.Rlimit{Cur: uint64(opts.Nproc), Max: uint64(opts.Nproc)}
+		if err := unix.Setrlimit(unix.RLIMIT_NPROC, &lim); err != nil {
+			return fmt.Errorf("init: process limit: %w", err)
+		}
+	}
 	s := &server{opts: opts, log: log, reaper: startReaper(), lastIdle: time.Now()}
 	defer s.shutdown()
 
@@ -110,17 +134,26 @@ func Run(ctx context.Context, opts Options) (err error) {
 		if opts.Control == "" {
 			return errors.New("init: no control socket")
 		}
-		os.Remove(opts.Control)
+		abstract := strings.HasPrefix(opts.Control, "@")
+		if !abstract {
+			os.Remove(opts.Control)
+		}
 		if ln, err = net.ListenUnix("unixpacket", &net.UnixAddr{Name: opts.Control, Net: "unixpacket"}); err != nil {
 			return fmt.Errorf("init: control socket: %w", err)
 		}
-		if err := os.Chmod(opts.Control, 0o600); err != nil {
-			ln.Close()
-			return fmt.Errorf("init: control socket: %w", err)
+		if !abstract {
+			if err := os.Chmod(opts.Control, 0o600); err != nil {
+				ln.Close()
+				return fmt.Errorf("init: control socket: %w", err)
+			}
 		}
 	}
 	defer ln.Close()
-	if opts.GatewaySocket != "" {
+	if opts.GatewaySocket != "" || opts.GatewayTCP != "" {
+		network, target := "unix", opts.GatewaySocket
+		if target == "" {
+			network, target = "tcp", opts.GatewayTCP
+		}
 		addr := opts.BridgeListen
 		if addr == "" {
 			addr = sandbox.GatewayAddr
@@ -130,10 +163,10 @@ func Run(ctx context.Context, opts Options) (err error) {
 			return fmt.Errorf("init: gateway bridge: %w", err)
 		}
 		defer bl.Close()
-		// Byte for byte to the gateway's socket: the sandbox has no
-		// other network, and the gateway sees plain HTTP (and CONNECT)
-		// as if spoken to it directly.
-		go relay.Serve(ctx, bl, "unix", opts.GatewaySocket, log)
+		// Byte for byte to the gateway (its socket, or its address from a
+		// pod): the sandbox has no other network, and the gateway sees
+		// plain HTTP (and CONNECT) as if spoken to it directly.
+		go relay.Serve(ctx, bl, network, target, log)
 	}
 	if opts.Timeout > 0 {
 		t := time.AfterFunc(opts.Timeout, func() {
@@ -426,3 +459,40 @@ func lookPath(name string, env []string) (string, error) {
 }
 
 var errNotInPath = errors.New("executable file not found in $PATH")
+
+// maxEnvFile bounds the environment file init reads.
+const maxEnvFile = 1 << 20
+
+// loadEnv adds the entries of an environment file to init's own, and
+// puts prepend in front of PATH.
+func loadEnv(file, prepend string) error {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return fmt.Errorf("init: environment: %w", err)
+		}
+		if len(b) > maxEnvFile {
+			return fmt.Errorf("init: environment file %s is over %d bytes", file, maxEnvFile)
+		}
+		for _, kv := range strings.Split(string(b), "\x00") {
+			if kv == "" {
+				continue
+			}
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok || k == "" {
+				return fmt.Errorf("init: environment file %s: bad entry %q", file, k)
+			}
+			if err := os.Setenv(k, v); err != nil {
+				return fmt.Errorf("init: environment: %w", err)
+			}
+		}
+	}
+	if prepend != "" {
+		p := os.Getenv("PATH")
+		if p == "" {
+			p = "/usr/local/bin:/usr/bin:/bin"
+		}
+		os.Setenv("PATH", prepend+":"+p)
+	}
+	return nil
+}

@@ -100,13 +100,13 @@ type AgentSession struct {
 // the agent's life.
 func (h *Host) StartAgent(ctx context.Context, r AgentRequest) (_ *AgentSession, err error) {
 	s := r.Session
-	gpu, err := sandbox.ParseGPUMode(s.GPU)
+	gpu, err := sandbox.ParseGPU(s.GPU)
 	if err != nil {
 		return nil, err
 	}
 	req := SandboxRequest{
 		Name:    SandboxName(s, r.Resume),
-		Volumes: s.Volumes, GPU: gpu, BudgetUSD: r.BudgetUSD,
+		Volumes: s.Volumes, GPU: gpu.Mode, GPUCount: gpu.Count, GPUType: gpu.Type, BudgetUSD: r.BudgetUSD,
 		Labels: map[string]string{"mlagent.session": s.ID},
 		CPUs:   r.CPUs, MemoryBytes: r.MemoryBytes, Pids: r.Pids,
 		Image: s.Image, Progress: r.Progress,

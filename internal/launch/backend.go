@@ -9,12 +9,13 @@ import (
 	"github.com/mlagent/mlagent/internal/image"
 	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/sandbox/bwrap"
+	"github.com/mlagent/mlagent/internal/sandbox/kube"
 	"github.com/mlagent/mlagent/internal/store"
 	"github.com/mlagent/mlagent/internal/volume"
 )
 
 // NewBackend returns the sandbox backend the config names. It is the one
-// switch over backends; a new backend (Kubernetes, Docker) adds a case.
+// switch over backends; a new backend (Docker, a VM) adds a case.
 func NewBackend(ctx context.Context, cfg *config.Config, db *store.DB, binary string, log *slog.Logger) (sandbox.Backend, error) {
 	switch cfg.Sandbox.Backend {
 	case "", "local", "bwrap", "bubblewrap":
@@ -31,6 +32,8 @@ func NewBackend(ctx context.Context, cfg *config.Config, db *store.DB, binary st
 			DB:       db,
 			Log:      log.With("part", "sandbox"),
 		})
+	case "kubernetes", "kube", "k8s":
+		return kube.FromConfig(ctx, cfg.Kubernetes, cfg.Sandbox.Image, binary, log.With("part", "sandbox"))
 	}
-	return nil, fmt.Errorf("sandbox backend %q: unknown (want local)", cfg.Sandbox.Backend)
+	return nil, fmt.Errorf("sandbox backend %q: unknown (want bwrap or kubernetes)", cfg.Sandbox.Backend)
 }

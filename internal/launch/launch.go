@@ -24,6 +24,7 @@ import (
 	"github.com/mlagent/mlagent/internal/models"
 	"github.com/mlagent/mlagent/internal/relay"
 	"github.com/mlagent/mlagent/internal/sandbox"
+	"github.com/mlagent/mlagent/internal/sandbox/kube"
 	"github.com/mlagent/mlagent/internal/secrets"
 	"github.com/mlagent/mlagent/internal/sessions"
 	"github.com/mlagent/mlagent/internal/store"
@@ -66,19 +67,25 @@ type tokenIssuer interface {
 // gateway where another host may use the same sandbox name.
 const TokenLabel = "mlagent-token-id"
 
-// Host owns a gateway connection, the Unix socket sandboxes reach it by,
-// and a sandbox backend. Safe for concurrent use.
+// Host owns a gateway connection, the way sandboxes reach it (a Unix
+// socket, or an address), and a sandbox backend. Safe for concurrent use.
 type Host struct {
-	opts     Options
-	log      *slog.Logger
-	db       *store.DB
-	gw       *gateway.Gateway // nil with a remote gateway
-	tokens   tokenIssuer
-	socket   string
-	ln       net.Listener
-	srv      *http.Server
-	backend  sandbox.Backend
-	sessions *sessions.Index
+	opts   Options
+	log    *slog.Logger
+	db     *store.DB
+	gw     *gateway.Gateway // nil with a remote gateway
+	tokens tokenIssuer
+	access sandbox.GatewayAccess // without the token
+	// here is how this host reaches the data plane the sandboxes use
+	// (the socket, the listener, or a port-forward to a deployed one).
+	here   sandbox.GatewayAccess
+	socket string
+	ln     net.Listener
+	srv    *http.Server
+	// closeGateway ends the port-forward to a deployed gateway.
+	closeGateway func()
+	backend      sandbox.Backend
+	sessions     *sessions.Index
 
 	mu     sync.Mutex
 	closed bool
@@ -122,8 +129,20 @@ func ResolveKeys(cfg *config.Config, getenv func(string) string) (Keys, error) {
 	return k, nil
 }
 
-// Start opens the store, starts (or connects to) the gateway and serves
-// its data plane on a private Unix socket for sandboxes.
+// networkGateway is a backend whose sandboxes reach the gateway by
+// address rather than through a host socket (pods), and that can find the
+// gateway deployed for them.
+type networkGateway interface {
+	// Gateway returns where sandboxes reach the deployed gateway's data
+	// plane, and where this host reaches both its planes (port-forwards,
+	// ended by the endpoints' Close).
+	Gateway(ctx context.Context) (kube.Endpoints, error)
+}
+
+// Start opens the store, creates the sandbox backend, and starts (or
+// connects to) the gateway where the backend's sandboxes reach it: a
+// private Unix socket for local sandboxes; for pods, the gateway deployed
+// in the cluster, or one run here on a TCP address the pods reach.
 func Start(ctx context.Context, o Options) (_ *Host, err error) {
 	if o.Config == nil {
 		return nil, errors.New("launch: no config")
@@ -137,74 +156,123 @@ func Start(ctx context.Context, o Options) (_ *Host, err error) {
 			h.Close()
 		}
 	}()
-	runDir := filepath.Join(o.Config.Home, "run")
-	if err := os.MkdirAll(runDir, 0o700); err != nil {
-		return nil, fmt.Errorf("launch: %w", err)
-	}
-	h.socket = filepath.Join(runDir, "gw-"+strconv.Itoa(os.Getpid())+".sock")
-	os.Remove(h.socket)
 	if h.db, err = store.Open(ctx, o.Config.StorePath()); err != nil {
 		return nil, err
 	}
 	if h.sessions, err = sessions.Open(ctx, h.db); err != nil {
 		return nil, err
 	}
-	var handler http.Handler
-	if o.RemoteGateway != "" {
-		admin := o.AdminURL
-		if admin == "" {
-			return nil, errors.New("launch: --gateway needs the admin plane URL too (--gateway-admin)")
-		}
-		h.tokens = gateway.NewAdminClient(admin, o.AdminToken)
-	} else {
-		gc := gateway.Config{
-			Upstream:    firstNonEmpty(o.Upstream, o.Config.Gateway.Upstream),
-			HFUpstream:  firstNonEmpty(o.HFUpstream, o.Config.Gateway.HFUpstream),
-			GitUpstream: o.Config.Gateway.GitUpstream,
-			APIKey:      o.ModelKey,
-			HFToken:     o.HFToken,
-			GitHubToken: o.GitHubToken,
-			Allow:       o.Config.Gateway.Allow,
-			DB:          h.db,
-			Log:         o.Log.With("part", "gateway"),
-			Services:    o.Services,
-		}
-		if gc.Services == nil {
-			gc.Services = Services(ctx, o.Config, o.Log)
-		}
-		audit, err := os.OpenFile(o.Config.AuditLogPath(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-		if err != nil {
-			return nil, fmt.Errorf("launch: audit log: %w", err)
-		}
-		gc.Audit = audit
-		if h.gw, err = gateway.New(ctx, gc); err != nil {
-			audit.Close()
-			return nil, fmt.Errorf("launch: start gateway: %w", err)
-		}
-		h.tokens = h.gw
-		handler = h.gw.DataHandler()
-	}
-	if h.ln, err = net.Listen("unix", h.socket); err != nil {
-		return nil, fmt.Errorf("launch: gateway socket: %w", err)
-	}
-	if o.RemoteGateway != "" {
-		addr, err := hostPort(o.RemoteGateway)
-		if err != nil {
-			return nil, err
-		}
-		go relay.Serve(context.WithoutCancel(ctx), h.ln, "tcp", addr, h.log)
-	} else {
-		h.srv = &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second}
-		go h.srv.Serve(h.ln)
-	}
-
 	if h.backend = o.Backend; h.backend == nil {
 		if h.backend, err = NewBackend(ctx, o.Config, h.db, o.Binary, o.Log); err != nil {
 			return nil, err
 		}
 	}
+	netGW, byAddress := h.backend.(networkGateway)
+	switch {
+	case o.RemoteGateway != "":
+		if o.AdminURL == "" {
+			return nil, errors.New("launch: --gateway needs the admin plane URL too (--gateway-admin)")
+		}
+		h.tokens = gateway.NewAdminClient(o.AdminURL, o.AdminToken)
+		addr, err := hostPort(o.RemoteGateway)
+		if err != nil {
+			return nil, err
+		}
+		if byAddress {
+			h.access = sandbox.GatewayAccess{Network: "tcp", Address: addr}
+			h.here = h.access
+			break
+		}
+		ln, err := h.listenSocket()
+		if err != nil {
+			return nil, err
+		}
+		go relay.Serve(context.WithoutCancel(ctx), ln, "tcp", addr, h.log)
+	case byAddress && o.Config.Kubernetes.GatewayListen == "":
+		ep, err := netGW.Gateway(ctx)
+		if err != nil {
+			return nil, err
+		}
+		h.closeGateway = ep.Close
+		// The deployed gateway's admin plane is on its pod's loopback,
+		// reached only through a port-forward the cluster's RBAC allows.
+		h.tokens = gateway.NewAdminClient(ep.AdminURL, o.AdminToken)
+		h.access = sandbox.GatewayAccess{Network: "tcp", Address: ep.Data}
+		h.here = sandbox.GatewayAccess{Network: "tcp", Address: ep.Local}
+	default:
+		if err := h.startGateway(ctx); err != nil {
+			return nil, err
+		}
+		var ln net.Listener
+		if byAddress {
+			if ln, err = net.Listen("tcp", o.Config.Kubernetes.GatewayListen); err != nil {
+				return nil, fmt.Errorf("launch: gateway for pods: %w", err)
+			}
+			h.ln = ln
+			addr := ln.Addr().String()
+			h.here = sandbox.GatewayAccess{Network: "tcp", Address: addr}
+			if a := o.Config.Kubernetes.GatewayAddress; a != "" {
+				addr = a
+			}
+			h.access = sandbox.GatewayAccess{Network: "tcp", Address: addr}
+		} else if ln, err = h.listenSocket(); err != nil {
+			return nil, err
+		}
+		h.srv = &http.Server{Handler: h.gw.DataHandler(), ReadHeaderTimeout: 30 * time.Second}
+		go h.srv.Serve(ln)
+	}
 	reap(ctx, h.backend, h.revokeOrphans(ctx), h.log)
 	return h, nil
+}
+
+// listenSocket serves the sandboxes' side of the gateway on a private
+// Unix socket under $MLAGENT_HOME/run.
+func (h *Host) listenSocket() (net.Listener, error) {
+	runDir := filepath.Join(h.opts.Config.Home, "run")
+	if err := os.MkdirAll(runDir, 0o700); err != nil {
+		return nil, fmt.Errorf("launch: %w", err)
+	}
+	h.socket = filepath.Join(runDir, "gw-"+strconv.Itoa(os.Getpid())+".sock")
+	os.Remove(h.socket)
+	ln, err := net.Listen("unix", h.socket)
+	if err != nil {
+		return nil, fmt.Errorf("launch: gateway socket: %w", err)
+	}
+	h.ln = ln
+	h.access = sandbox.GatewayAccess{Network: "unix", Address: h.socket}
+	h.here = h.access
+	return ln, nil
+}
+
+// startGateway starts the gateway in this process.
+func (h *Host) startGateway(ctx context.Context) error {
+	o := h.opts
+	gc := gateway.Config{
+		Upstream:    firstNonEmpty(o.Upstream, o.Config.Gateway.Upstream),
+		HFUpstream:  firstNonEmpty(o.HFUpstream, o.Config.Gateway.HFUpstream),
+		GitUpstream: o.Config.Gateway.GitUpstream,
+		APIKey:      o.ModelKey,
+		HFToken:     o.HFToken,
+		GitHubToken: o.GitHubToken,
+		Allow:       o.Config.Gateway.Allow,
+		DB:          h.db,
+		Log:         o.Log.With("part", "gateway"),
+		Services:    o.Services,
+	}
+	if gc.Services == nil {
+		gc.Services = Services(ctx, o.Config, o.Log)
+	}
+	audit, err := os.OpenFile(o.Config.AuditLogPath(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("launch: audit log: %w", err)
+	}
+	gc.Audit = audit
+	if h.gw, err = gateway.New(ctx, gc); err != nil {
+		audit.Close()
+		return fmt.Errorf("launch: start gateway: %w", err)
+	}
+	h.tokens = h.gw
+	return nil
 }
 
 // revokeOrphans revokes the tokens of sandboxes that died without
@@ -333,6 +401,8 @@ type SandboxRequest struct {
 	Volumes      []sandbox.Mount // nil: sandbox.DefaultMounts()
 	Binds        []sandbox.Bind  // the user's host directories
 	GPU          sandbox.GPUMode
+	GPUCount     int    // a cluster's: how many (0 = one)
+	GPUType      string // and which product ("" = any)
 	BudgetUSD    float64
 	BudgetTokens int64
 	TTL          time.Duration // token lifetime; 0: 24h
@@ -406,14 +476,16 @@ func (h *Host) NewSandbox(ctx context.Context, r SandboxRequest) (*Sandbox, erro
 	}
 	labels[TokenLabel] = tok.ID
 	sb, err := h.backend.Create(ctx, sandbox.Spec{
-		Name:    name,
-		Volumes: vols,
-		Binds:   r.Binds,
-		Env:     r.Env,
-		GPU:     r.GPU,
-		Gateway: &sandbox.GatewayAccess{Socket: h.socket, Token: tok.Token},
-		Labels:  labels,
-		Image:   r.Image,
+		Name:     name,
+		Volumes:  vols,
+		Binds:    r.Binds,
+		Env:      r.Env,
+		GPU:      r.GPU,
+		GPUCount: r.GPUCount,
+		GPUType:  r.GPUType,
+		Gateway:  h.gatewayFor(tok.Token),
+		Labels:   labels,
+		Image:    r.Image,
 
 		Timeout:     r.Timeout,
 		IdleTimeout: r.IdleTimeout,
@@ -439,7 +511,7 @@ func (s *Sandbox) ListModels(ctx context.Context) ([]models.Info, error) {
 	hc := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
-			return d.DialContext(ctx, "unix", s.host.socket)
+			return d.DialContext(ctx, s.host.here.Network, s.host.here.Address)
 		},
 		DisableCompression: true,
 	}}
@@ -473,6 +545,13 @@ func (s *Sandbox) Terminate(ctx context.Context) error {
 	return s.termErr
 }
 
+// gatewayFor is the sandboxes' way to the gateway with token.
+func (h *Host) gatewayFor(token string) *sandbox.GatewayAccess {
+	a := h.access
+	a.Token = token
+	return &a
+}
+
 // Close stops serving the gateway socket and closes the gateway and store.
 // Sandboxes should be terminated first.
 func (h *Host) Close() error {
@@ -492,6 +571,9 @@ func (h *Host) Close() error {
 	}
 	if h.socket != "" {
 		os.Remove(h.socket)
+	}
+	if h.closeGateway != nil {
+		h.closeGateway()
 	}
 	if h.gw != nil {
 		errs = append(errs, h.gw.Close())

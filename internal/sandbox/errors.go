@@ -102,8 +102,10 @@ func (s *Spec) Validate() error {
 			return fmt.Errorf("invalid environment variable name %q", k)
 		}
 	}
-	if s.Gateway != nil && (s.Gateway.Socket == "" || s.Gateway.Token == "") {
-		return errors.New("gateway access needs both a socket and a token")
+	if g := s.Gateway; g != nil {
+		if g.Network != "unix" && g.Network != "tcp" || g.Address == "" || g.Token == "" {
+			return errors.New("gateway access needs a network (unix or tcp), an address and a token")
+		}
 	}
 	if s.CPUs < 0 || s.MemoryBytes < 0 || s.Timeout < 0 || s.IdleTimeout < 0 {
 		return errors.New("limits and timeouts cannot be negative")

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -94,6 +95,10 @@ type Spec struct {
 	// Env is added to the sandbox's base environment (HOME, PATH, …).
 	Env map[string]string
 	GPU GPUMode
+	// GPUCount and GPUType refine GPURequired where the backend can
+	// choose (a cluster): how many, and which product ("" = any).
+	GPUCount int
+	GPUType  string
 	// CPUs and MemoryBytes are limits where the backend can enforce them;
 	// 0 means none. A backend that cannot enforce a limit says so in its
 	// log and in Info.Notes rather than failing.
@@ -140,12 +145,20 @@ type Mount struct {
 	Path   string
 }
 
-// GatewayAccess is how the sandbox reaches the gateway's data plane.
+// GatewayAccess is how the sandbox reaches the gateway's data plane. It
+// is the same for every backend; each says which networks it can use.
 type GatewayAccess struct {
-	// Socket is the host Unix socket serving the data plane.
-	Socket string
+	// Network is "unix" (Address is a host socket: a local sandbox) or
+	// "tcp" (Address is host:port, as the sandbox reaches it: a pod
+	// reaches the gateway's Service, or a host address, by IP).
+	Network, Address string
 	// Token is the sandbox's own token; it is the only credential inside.
 	Token string
+}
+
+// UnixGateway is access through a host Unix socket.
+func UnixGateway(socket, token string) *GatewayAccess {
+	return &GatewayAccess{Network: "unix", Address: socket, Token: token}
 }
 
 // GPUMode says whether the sandbox needs the host's GPUs.
@@ -169,6 +182,55 @@ func ParseGPUMode(s string) (GPUMode, error) {
 		return GPUOptional, nil
 	}
 	return GPUNone, fmt.Errorf("gpu mode %q: want none, required or optional", s)
+}
+
+// GPU is a parsed --gpu value: the mode, and where a backend can choose
+// (a cluster), how many and which product.
+type GPU struct {
+	Mode  GPUMode
+	Count int    // 0 = one
+	Type  string // "" = any
+}
+
+// ParseGPU reads every --gpu form: those of ParseGPUMode, and a count, a
+// type or both as TYPE:COUNT ("2", "A100", "A100:2"), which require a GPU.
+func ParseGPU(s string) (GPU, error) {
+	if m, err := ParseGPUMode(s); err == nil {
+		return GPU{Mode: m}, nil
+	}
+	typ, count, hasCount := strings.Cut(s, ":")
+	if !hasCount && s != "" && strings.Trim(s, "0123456789") == "" {
+		typ, count = "", s
+	}
+	g := GPU{Mode: GPURequired, Type: typ}
+	if count != "" {
+		n, err := strconv.Atoi(count)
+		if err != nil || n < 1 || n > 64 {
+			return GPU{}, fmt.Errorf("gpu %q: the count must be 1 to 64", s)
+		}
+		g.Count = n
+	} else if hasCount {
+		return GPU{}, fmt.Errorf("gpu %q: want TYPE:COUNT", s)
+	}
+	// A product name has a digit (A100, T4, NVIDIA-L40S); a word without
+	// one is more likely a mistyped mode than a GPU.
+	if typ != "" && (len(typ) > 63 || strings.Trim(strings.ToLower(typ), "abcdefghijklmnopqrstuvwxyz0123456789-_.") != "" || !strings.ContainsAny(typ, "0123456789")) {
+		return GPU{}, fmt.Errorf("gpu mode %q: want none, required, optional, a count, a type (A100) or TYPE:COUNT", s)
+	}
+	return g, nil
+}
+
+// String is the form ParseGPU reads back.
+func (g GPU) String() string {
+	switch {
+	case g.Mode != GPURequired || g.Type == "" && g.Count == 0:
+		return g.Mode.String()
+	case g.Type == "":
+		return strconv.Itoa(g.Count)
+	case g.Count == 0:
+		return g.Type
+	}
+	return g.Type + ":" + strconv.Itoa(g.Count)
 }
 
 func (m GPUMode) String() string {

@@ -67,3 +67,35 @@ func FuzzValidMount(f *testing.F) {
 		}
 	})
 }
+
+func TestParseGPU(t *testing.T) {
+	cases := []struct {
+		in   string
+		want GPU
+		err  bool
+	}{
+		{in: "", want: GPU{}},
+		{in: "true", want: GPU{Mode: GPURequired}},
+		{in: "optional", want: GPU{Mode: GPUOptional}},
+		{in: "2", want: GPU{Mode: GPURequired, Count: 2}},
+		{in: "A100", want: GPU{Mode: GPURequired, Type: "A100"}},
+		{in: "A100:4", want: GPU{Mode: GPURequired, Type: "A100", Count: 4}},
+		{in: "NVIDIA-A100-SXM4-80GB:1", want: GPU{Mode: GPURequired, Type: "NVIDIA-A100-SXM4-80GB", Count: 1}},
+		{in: "maybe", err: true},
+		{in: "A100:0", err: true},
+		{in: "A100:", err: true},
+		{in: "a b1", err: true},
+		{in: "65", err: true},
+	}
+	for _, c := range cases {
+		got, err := ParseGPU(c.in)
+		if (err != nil) != c.err || !c.err && got != c.want {
+			t.Errorf("ParseGPU(%q): got %+v, %v; want %+v (error %v)", c.in, got, err, c.want, c.err)
+		}
+		if err == nil {
+			if back, err := ParseGPU(got.String()); err != nil || back != got {
+				t.Errorf("ParseGPU(%q).String() = %q reads back as %+v, %v", c.in, got.String(), back, err)
+			}
+		}
+	}
+}

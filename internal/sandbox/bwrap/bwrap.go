@@ -149,6 +149,9 @@ func (b *Backend) Create(ctx context.Context, spec sandbox.Spec) (_ sandbox.Sand
 	if err := spec.Validate(); err != nil {
 		return nil, fmt.Errorf("create sandbox: %w", err)
 	}
+	if spec.Gateway != nil && spec.Gateway.Network != "unix" {
+		return nil, fmt.Errorf("create sandbox: a bubblewrap sandbox reaches the gateway through a host Unix socket, not %s %s", spec.Gateway.Network, spec.Gateway.Address)
+	}
 	// No separate bubblewrap run checks the namespaces first (it cost as
 	// much as the sandbox itself): a start that fails for them says so
 	// (bwrapError wraps ErrNamespaces) from bubblewrap's own message.
@@ -382,7 +385,7 @@ func (b *Backend) hostRootArgs(a *[]string, spec sandbox.Spec, rec *record, file
 	// Non-recursive: the binds inside stay as they are (read-only).
 	*a = append(*a, "--remount-ro", "/etc")
 	if spec.Gateway != nil {
-		*a = append(*a, "--bind", spec.Gateway.Socket, gatewaySocket)
+		*a = append(*a, "--bind", spec.Gateway.Address, gatewaySocket)
 	}
 	*a = append(*a, "--ro-bind", b.opts.Binary, sandbox.BinaryPath)
 	return nil

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -54,11 +53,14 @@ func newSandbox(t *testing.T, b *Backend, spec sandbox.Spec) sandbox.Sandbox {
 	return sb
 }
 
-// TestEscape tries, from inside, each way out the issue lists, and checks
-// that each fails for the right reason.
+// TestEscape tries, from inside, the ways out that are bubblewrap's own
+// (the host's files, its /etc, namespaces, the host's /dev and /sys) on
+// each kind of root, and checks that each fails for the right reason.
+// The promises every backend makes (identity, read-only system, network,
+// secrets, processes, Terminate) are the conformance suite's
+// (sandboxtest), which TestConformance and TestPromisesOnImage run.
 func TestEscape(t *testing.T) {
 	sandboxtest.RequireBwrap(t)
-	requirePython(t)
 	eachRoot(t, testEscape)
 }
 
@@ -71,25 +73,6 @@ func testEscape(t *testing.T, env *testEnv, b *Backend, image string) {
 	if err := st.Set("anthropic", map[string]string{"ANTHROPIC_API_KEY": "sk-ant-escape"}); err != nil {
 		t.Fatal(err)
 	}
-	// A listener on the host's loopback that must stay unreached.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	reached := make(chan struct{}, 1)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-			reached <- struct{}{}
-		}
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
-
 	sb := newSandbox(t, b, sandbox.Spec{Volumes: sandbox.DefaultMounts(), Image: image})
 	mountRefused := "must be superuser" // util-linux
 	if image != "" {
@@ -104,17 +87,11 @@ func testEscape(t *testing.T, env *testEnv, b *Backend, image string) {
 		{"read root home", []string{"ls", "/root"}, "No such file or directory"},
 		{"read secret store", []string{"cat", st.Path()}, "No such file or directory"},
 		{"read mlagent home", []string{"ls", env.home}, "No such file or directory"},
-		{"write /usr", []string{"touch", "/usr/bin/evil"}, "Read-only file system"},
-		{"write /etc/passwd", []string{"sh", "-c", "echo x >> /etc/passwd"}, "Read-only file system"},
 		{"replace /etc/hosts", []string{"sh", "-c", "rm -f /etc/hosts; echo x > /etc/hosts"}, "Read-only file system"},
 		{"write copied /etc file", []string{"sh", "-c", "echo x >> /etc/nsswitch.conf"}, "Read-only file system"},
 		// --disable-userns sets user.max_user_namespaces to 0 inside: ENOSPC.
 		{"new user namespace (root inside)", []string{"/usr/bin/unshare", "-r", "true"}, "No space left on device"},
 		{"mount", []string{"mount", "-t", "tmpfs", "x", "/tmp"}, mountRefused},
-		{"host loopback listener", []string{python, "-c", fmt.Sprintf("import socket; socket.create_connection(('127.0.0.1', %d), timeout=5)", port)}, "Connection refused"},
-		{"resolve outside name", []string{python, "-c", "import socket; socket.getaddrinfo('example.com', 443)"}, "gaierror"},
-		{"reach outside address", []string{python, "-c", "import socket; socket.create_connection(('1.1.1.1', 443), timeout=5)"}, "Network is unreachable"},
-		{"reach outside IPv6", []string{python, "-c", "import socket; socket.create_connection(('2606:4700:4700::1111', 443), timeout=5)"}, "Network is unreachable"},
 		{"host /dev", []string{"ls", "/dev/sda", "/dev/mem", "/dev/kmsg"}, "No such file or directory"},
 		{"host /sys", []string{"ls", "/sys/class"}, "No such file or directory"},
 	}
@@ -129,140 +106,12 @@ func testEscape(t *testing.T, env *testEnv, b *Backend, image string) {
 			}
 		})
 	}
-	select {
-	case <-reached:
-		t.Errorf("the host's loopback listener was reached from inside")
-	default:
-	}
-
-	t.Run("identity", func(t *testing.T) {
-		out, _ := run(t, sb, "sh", "-c", "id -u; id -g; grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status")
-		for _, want := range []string{"1000\n1000\n", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000"} {
-			if !strings.Contains(out, want) {
-				t.Errorf("got %q; want %q", out, want)
-			}
-		}
-	})
-
-	t.Run("host processes invisible", func(t *testing.T) {
-		marker := "31337.25"
-		host := exec.Command("sleep", marker)
-		if err := host.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer func() { host.Process.Kill(); host.Wait() }()
+	t.Run("only init and the command", func(t *testing.T) {
 		out, _ := run(t, sb, "sh", "-c", `for p in /proc/[0-9]*; do tr '\0' ' ' < $p/cmdline; echo; done`)
-		if strings.Contains(out, marker) {
-			t.Errorf("host process %q visible inside: %q", marker, out)
-		}
-		if !strings.Contains(out, sandbox.BinaryPath+" init") {
-			t.Errorf("got %q; want the sandbox's own init among its processes", out)
-		}
 		if n := strings.Count(out, "\n"); n > 5 {
 			t.Errorf("got %d processes inside; want only init and the command: %q", n, out)
 		}
 	})
-}
-
-// TestNoOrphansAfterTerminate starts processes that try to outlive the
-// sandbox (background, setsid, double fork) and checks that none is left
-// on the host after Terminate.
-func TestNoOrphansAfterTerminate(t *testing.T) {
-	sandboxtest.RequireBwrap(t)
-	eachRoot(t, testNoOrphans)
-}
-
-func testNoOrphans(t *testing.T, _ *testEnv, b *Backend, image string) {
-	sb, err := b.Create(context.Background(), sandbox.Spec{Image: image})
-	if err != nil {
-		t.Fatal(err)
-	}
-	marker := "4242.125"
-	out, code := run(t, sb, "sh", "-c",
-		"sh -c 'trap \"\" HUP; exec sleep "+marker+"' >/dev/null 2>&1 & setsid sleep "+marker+" >/dev/null 2>&1 & (sh -c 'sleep "+marker+" &' &) ; trap '' TERM HUP; echo started")
-	if code != 0 {
-		t.Fatalf("got %d %q", code, out)
-	}
-	if n := hostProcesses(t, "sleep\x00"+marker); n < 3 {
-		t.Fatalf("got %d escapees running before Terminate; want 3 (test is not testing anything)", n)
-	}
-	if err := sb.Terminate(context.Background()); err != nil {
-		t.Fatalf("Terminate: %v", err)
-	}
-	if n := hostProcesses(t, "sleep\x00"+marker); n != 0 {
-		t.Errorf("got %d processes alive after Terminate; want 0", n)
-	}
-}
-
-// hostProcesses counts host processes whose command line starts with
-// prefix (zombies have an empty one).
-func hostProcesses(t *testing.T, prefix string) int {
-	t.Helper()
-	dirs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	n := 0
-	for _, d := range dirs {
-		b, err := os.ReadFile(d)
-		if err == nil && strings.HasPrefix(string(b), prefix) {
-			n++
-		}
-	}
-	return n
-}
-
-// TestNoSecretInside puts a sentinel secret in the parent's environment,
-// a fake host $HOME and mlagent's secret store, and searches the
-// sandbox's environment, files and /proc for it.
-func TestNoSecretInside(t *testing.T) {
-	sandboxtest.RequireBwrap(t)
-	eachRoot(t, testNoSecretInside)
-}
-
-func testNoSecretInside(t *testing.T, env *testEnv, b *Backend, image string) {
-	const sentinel = "sk-ant-SENTINEL-7f3a9c"
-	const token = "mlagent-sbx-token-1234"
-	fakeHome := t.TempDir()
-	os.WriteFile(filepath.Join(fakeHome, ".netrc"), []byte("machine api password "+sentinel), 0o600)
-	// Registry credentials, as `docker login` leaves them.
-	os.MkdirAll(filepath.Join(fakeHome, ".docker"), 0o700)
-	os.WriteFile(filepath.Join(fakeHome, ".docker", "config.json"), []byte(`{"auths":{"registry.example":{"auth":"`+sentinel+`"}}}`), 0o600)
-	t.Setenv("DOCKER_CONFIG", filepath.Join(fakeHome, ".docker"))
-	t.Setenv("HOME", fakeHome)
-	t.Setenv("ANTHROPIC_API_KEY", sentinel)
-	t.Setenv("HF_TOKEN", sentinel)
-	for _, k := range []string{"NOTION_TOKEN", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "GOOGLE_CREDENTIALS"} {
-		t.Setenv(k, sentinel)
-	}
-	t.Setenv("MLAGENT_HOME", env.home)
-	if err := secrets.Open(filepath.Join(env.home, "secrets.json")).Set("all", map[string]string{
-		"ANTHROPIC_API_KEY": sentinel, "HF_TOKEN": sentinel, "GITHUB_TOKEN": sentinel,
-		"GOOGLE_CREDENTIALS": `{"type":"authorized_user","refresh_token":"` + sentinel + `"}`,
-		"NOTION_TOKEN":       sentinel, "SLACK_BOT_TOKEN": sentinel, "SLACK_APP_TOKEN": sentinel,
-	}); err != nil {
-		t.Fatal(err)
-	}
-	sock := serveUnixHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
-	sb := newSandbox(t, b, sandbox.Spec{
-		Volumes: sandbox.DefaultMounts(),
-		Gateway: &sandbox.GatewayAccess{Socket: sock, Token: token},
-		Image:   image,
-	})
-	out, _ := run(t, sb, "sh", "-c", `
-env; echo ---
-for p in /proc/[0-9]*; do tr '\0' '\n' < $p/environ; tr '\0' ' ' < $p/cmdline; echo; done; echo ---
-cat /proc/self/mountinfo; echo ---
-grep -rl "`+sentinel[:6]+`""`+sentinel[6:]+`" /etc /home /workspace /tmp /run /data /opt 2>/dev/null; echo grep-done`)
-	if strings.Contains(out, sentinel) {
-		t.Errorf("the sentinel secret is visible inside:\n%s", out)
-	}
-	// The image's own ENV SECRET_TOKEN (imagetest.PythonImage) stays out.
-	if strings.Contains(out, "image-secret-value") {
-		t.Errorf("a secret-looking variable of the image is visible inside:\n%s", out)
-	}
-	for _, want := range []string{"ANTHROPIC_API_KEY=" + token, "HF_TOKEN=" + token, "grep-done"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("got %q; want %q (the search did not run as intended)", out, want)
-		}
-	}
 }
 
 // serveUnixHTTP serves h on a new Unix socket and returns its path.
@@ -283,10 +132,11 @@ func serveUnixHTTP(t *testing.T, h http.Handler) string {
 	return sock
 }
 
-// TestGatewayBridge checks the contract's environment and that HTTP from
-// inside reaches a server on the host Unix socket, request body and
-// streamed reply intact.
-func TestGatewayBridge(t *testing.T) {
+// TestGatewayBridgePython checks that the host's Python reaches the
+// gateway on the host Unix socket through the bridge, request body
+// intact, and that git goes there too (the environment contract itself
+// is the conformance suite's).
+func TestGatewayBridgePython(t *testing.T) {
 	sandboxtest.RequireBwrap(t)
 	requirePython(t)
 	const token = "tok-bridge-42"
@@ -295,7 +145,7 @@ func TestGatewayBridge(t *testing.T) {
 		fmt.Fprintf(w, "%s %s key=%s body=%s", r.Method, r.URL.Path, r.Header.Get("X-Api-Key"), body)
 	}))
 	b := newTestEnv(t).backend(t)
-	sb := newSandbox(t, b, sandbox.Spec{Gateway: &sandbox.GatewayAccess{Socket: sock, Token: token}})
+	sb := newSandbox(t, b, sandbox.Spec{Gateway: sandbox.UnixGateway(sock, token)})
 
 	out, code := run(t, sb, python, "-c", `
 import os, urllib.request
@@ -303,21 +153,6 @@ req = urllib.request.Request(os.environ["ANTHROPIC_BASE_URL"] + "/v1/messages", 
 print(urllib.request.urlopen(req, timeout=10).read().decode())`)
 	if want := "POST /v1/messages key=" + token + " body=hello"; code != 0 || !strings.Contains(out, want) {
 		t.Errorf("got %d %q; want %q", code, out, want)
-	}
-	envOut, _ := run(t, sb, "env")
-	for k, v := range map[string]string{
-		"ANTHROPIC_BASE_URL": "http://127.0.0.1:8790",
-		"ANTHROPIC_API_KEY":  token,
-		"HF_ENDPOINT":        "http://127.0.0.1:8790/hf",
-		"HF_TOKEN":           token,
-		"HTTPS_PROXY":        "http://mlagent:" + token + "@127.0.0.1:8790",
-		"HTTP_PROXY":         "http://mlagent:" + token + "@127.0.0.1:8790",
-		"NO_PROXY":           "127.0.0.1,localhost",
-		"GIT_CONFIG_GLOBAL":  sandbox.GitConfig,
-	} {
-		if !strings.Contains(envOut, "\n"+k+"="+v+"\n") && !strings.HasPrefix(envOut, k+"="+v+"\n") {
-			t.Errorf("env: want %s=%s in %q", k, v, envOut)
-		}
 	}
 	if _, err := os.Stat("/usr/bin/git"); err == nil {
 		out, _ := run(t, sb, "git", "config", "--global", "--get-regexp", ".*")
@@ -591,7 +426,7 @@ func TestForkBombBounded(t *testing.T) {
 	if err := sb.Terminate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if n := hostProcesses(t, s.rec.StateDir); n > 0 {
+	if n := sandboxtest.HostProcesses(s.rec.StateDir); n > 0 {
 		t.Errorf("%d processes left after Terminate", n)
 	}
 }

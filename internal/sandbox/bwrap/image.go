@@ -126,7 +126,7 @@ func (b *Backend) openImage(spec sandbox.Spec, gpus []string) (*imageRoot, error
 func (r *imageRoot) args(a *[]string, spec sandbox.Spec, rec *record, data func(string, []byte) error) error {
 	*a = append(*a, "--ro-bind", r.img.Root, "/")
 	if spec.Gateway != nil {
-		*a = append(*a, "--tmpfs", "/run", "--bind", spec.Gateway.Socket, gatewaySocket)
+		*a = append(*a, "--tmpfs", "/run", "--bind", spec.Gateway.Address, gatewaySocket)
 	}
 	// One tmpfs holds everything made for this sandbox; the root links
 	// /etc/hosts and /etc/mlagent into it (image.SandboxEtc).

@@ -54,7 +54,7 @@ func TestImageRoot(t *testing.T) {
 	}))
 	sb := newSandbox(t, b, sandbox.Spec{
 		Image: ref, Volumes: sandbox.DefaultMounts(),
-		Gateway: &sandbox.GatewayAccess{Socket: sock, Token: token},
+		Gateway: sandbox.UnixGateway(sock, token),
 	})
 	for _, c := range []struct {
 		name, script, want string

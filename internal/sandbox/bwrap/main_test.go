@@ -2,6 +2,7 @@ package bwrap
 
 import (
 	"context"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"github.com/mlagent/mlagent/internal/image/imagetest"
 	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/sandbox/sandboxtest"
+	"github.com/mlagent/mlagent/internal/secrets"
 	"github.com/mlagent/mlagent/internal/store"
 	"github.com/mlagent/mlagent/internal/testbin"
 	"github.com/mlagent/mlagent/internal/volume"
@@ -110,11 +112,45 @@ func (e *testEnv) backend(t testing.TB) *Backend {
 	return b
 }
 
+// harness is what the conformance suite needs of a bubblewrap env.
+func (e *testEnv) harness(t *testing.T) sandboxtest.Harness {
+	return sandboxtest.Harness{
+		Backend: e.backend(t),
+		Gateway: func(t *testing.T, h http.Handler) *sandbox.GatewayAccess {
+			return sandbox.UnixGateway(serveUnixHTTP(t, h), "")
+		},
+		Local: true,
+		// The secret store of the MLAGENT_HOME the backend works in.
+		Plant: func(t *testing.T, secret string) {
+			t.Setenv("MLAGENT_HOME", e.home)
+			if err := secrets.Open(filepath.Join(e.home, "secrets.json")).Set("all", map[string]string{
+				"ANTHROPIC_API_KEY": secret, "HF_TOKEN": secret, "GITHUB_TOKEN": secret,
+				"GOOGLE_CREDENTIALS": `{"type":"authorized_user","refresh_token":"` + secret + `"}`,
+				"NOTION_TOKEN":       secret, "SLACK_BOT_TOKEN": secret, "SLACK_APP_TOKEN": secret,
+			}); err != nil {
+				t.Fatal(err)
+			}
+		},
+	}
+}
+
+// TestPromisesOnImage runs the suite's promises on an image's root; the
+// image's own secret-looking ENV (imagetest.PythonImage) must stay out.
+func TestPromisesOnImage(t *testing.T) {
+	sandboxtest.RequireBwrap(t)
+	env := newTestEnv(t)
+	h := env.harness(t)
+	h.Image = env.pythonImage(t)
+	h.Forbidden = []string{"image-secret-value"}
+	sandboxtest.Promises(t, h)
+}
+
 func TestConformance(t *testing.T) {
 	sandboxtest.RequireBwrap(t)
 	env := newTestEnv(t)
+	h := env.harness(t)
 	sandboxtest.Run(t, sandboxtest.Harness{
-		Backend: env.backend(t),
+		Backend: h.Backend, Gateway: h.Gateway, Local: h.Local, Plant: h.Plant,
 		Attach: func(t *testing.T) sandbox.Backend {
 			// A second handle on the same store, as `mlagent sandbox exec`
 			// from another terminal would open.

@@ -137,7 +137,7 @@ func (h host) mounts() (map[string]mount, error) {
 		if len(a) < 5 || len(b) < 3 {
 			continue
 		}
-		m := mount{dir: h.prefix + unescape(a[4]), root: unescape(a[3])}
+		m := mount{dir: h.prefix + UnescapeMountinfo(a[4]), root: UnescapeMountinfo(a[3])}
 		switch b[0] {
 		case "cgroup2":
 			out["cgroup2"] = m
@@ -152,8 +152,8 @@ func (h host) mounts() (map[string]mount, error) {
 	return out, sc.Err()
 }
 
-// unescape undoes mountinfo's octal escapes (\040 for a space).
-func unescape(s string) string {
+// UnescapeMountinfo undoes mountinfo's octal escapes (\040 for a space).
+func UnescapeMountinfo(s string) string {
 	if !strings.Contains(s, `\`) {
 		return s
 	}

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"net/http"
 	"os/exec"
 	"strings"
 	"sync"
@@ -39,6 +40,24 @@ type Harness struct {
 	// Attach, when set, returns a second Backend on the same state as if
 	// from another process (for Get and List across processes).
 	Attach func(t *testing.T) sandbox.Backend
+	// Slow says the backend takes seconds, not milliseconds, to start a
+	// sandbox (a pod): the suite's timeouts are scaled to match.
+	Slow bool
+	// Gateway serves h where this backend's sandboxes reach the
+	// gateway's data plane, and says how they reach it (the token is the
+	// suite's): a host socket locally, an address a pod dials.
+	Gateway func(t *testing.T, h http.Handler) *sandbox.GatewayAccess
+	// Local says the sandboxes' processes run on this host, so the suite
+	// can also check from outside that none escapes Terminate.
+	Local bool
+	// Plant, when set, puts secret wherever the backend's host keeps
+	// secrets (mlagent's secret store), for the suite to look for inside.
+	Plant func(t *testing.T, secret string)
+	// Image, when set, is the image every sandbox of the suite runs on.
+	Image string
+	// Forbidden are more strings no sandbox may show (an image's own
+	// secret-looking variable).
+	Forbidden []string
 }
 
 // Run runs the conformance suite against a backend.
@@ -46,6 +65,9 @@ func Run(t *testing.T, h Harness) {
 	ctx := context.Background()
 	create := func(t *testing.T, spec sandbox.Spec) sandbox.Sandbox {
 		t.Helper()
+		if spec.Image == "" {
+			spec.Image = h.Image
+		}
 		sb, err := h.Backend.Create(ctx, spec)
 		if err != nil {
 			t.Fatalf("Create: %v", err)
@@ -66,6 +88,8 @@ func Run(t *testing.T, h Harness) {
 		}
 		return out.String(), errb.String(), code
 	}
+
+	t.Run("Promises", func(t *testing.T) { Promises(t, h) })
 
 	t.Run("Exec", func(t *testing.T) {
 		sb := create(t, sandbox.Spec{Env: map[string]string{"FROM_SPEC": "spec", "OVERRIDE": "spec"}})
@@ -259,7 +283,7 @@ func Run(t *testing.T, h Harness) {
 	})
 
 	t.Run("VolumesPersistWorkspacesIsolated", func(t *testing.T) {
-		mounts := []sandbox.Mount{{Volume: "conformance", Path: "/data"}}
+		mounts := []sandbox.Mount{{Volume: ConformanceVolume, Path: "/data"}}
 		a := create(t, sandbox.Spec{Volumes: mounts})
 		sh(t, a, "echo kept > /data/v.txt; echo mine > /workspace/private.txt")
 		b := create(t, sandbox.Spec{Volumes: mounts})
@@ -277,10 +301,14 @@ func Run(t *testing.T, h Harness) {
 	})
 
 	t.Run("Timeouts", func(t *testing.T) {
-		for _, spec := range []sandbox.Spec{{Timeout: 300 * time.Millisecond}, {IdleTimeout: 300 * time.Millisecond}} {
+		limit := 300 * time.Millisecond
+		if h.Slow {
+			limit = 5 * time.Second
+		}
+		for _, spec := range []sandbox.Spec{{Timeout: limit}, {IdleTimeout: limit}} {
 			sb := create(t, spec)
 			// Not a timing assertion: wait (generously) for it to end.
-			deadline := time.Now().Add(30 * time.Second)
+			deadline := time.Now().Add(30*time.Second + 2*limit)
 			for {
 				_, err := sb.Exec(ctx, sandbox.ExecRequest{Argv: []string{"true"}})
 				if errors.Is(err, sandbox.ErrNotRunning) {
@@ -289,7 +317,9 @@ func Run(t *testing.T, h Harness) {
 				if time.Now().After(deadline) {
 					t.Fatalf("spec %+v: sandbox still running after 30s", spec)
 				}
-				time.Sleep(400 * time.Millisecond)
+				// Longer than the limit: each probe is a command, which
+				// an idle timeout must not see running all the time.
+				time.Sleep(limit + 100*time.Millisecond)
 			}
 		}
 	})
