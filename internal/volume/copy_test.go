@@ -236,3 +236,52 @@ func TestReadDirAndRemovePath(t *testing.T) {
 		t.Errorf("ReadDir of a missing volume: %v; want ErrNotFound", err)
 	}
 }
+
+// nest makes dir/a/a/…/a, n levels, through descriptors (as a sandbox can,
+// however long the path grows), with a file at the bottom.
+func nest(t *testing.T, dir string, n int) {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		if err := unix.Mkdirat(fd, "a", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		next, err := unix.Openat(fd, "a", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		unix.Close(fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd = next
+	}
+	f, err := unix.Openat(fd, "bottom", unix.O_CREAT|unix.O_WRONLY, 0o644)
+	if err == nil {
+		unix.Close(f)
+	}
+	unix.Close(fd)
+}
+
+// A sandbox can nest directories without end; copying out walks a
+// bounded depth and says so, rather than grinding for minutes through a
+// tree no host path could hold.
+func TestGetRefusesEndlessNesting(t *testing.T) {
+	st, dir := newVolume(t)
+	nest(t, filepath.Join(dir), MaxDepth+1)
+	start := time.Now()
+	if _, err := st.Measure("data", "."); !errors.Is(err, ErrTooDeep) {
+		t.Errorf("Measure: got %v; want ErrTooDeep", err)
+	}
+	out := t.TempDir()
+	if _, err := st.Get("data", ".", out+"/"); !errors.Is(err, ErrTooDeep) {
+		t.Errorf("Get: got %v; want ErrTooDeep", err)
+	}
+	t.Logf("refused %d levels in %v", MaxDepth+1, time.Since(start).Round(time.Millisecond))
+	// MaxDepth levels copy.
+	st2, dir2 := newVolume(t)
+	nest(t, dir2, MaxDepth-1)
+	if u, err := st2.Measure("data", "."); err != nil || u.Files != 1 {
+		t.Errorf("Measure of %d levels: %+v, %v; want the file counted", MaxDepth-1, u, err)
+	}
+}
