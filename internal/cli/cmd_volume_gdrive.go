@@ -22,6 +22,9 @@ const volumeDriveHelp = `Google Drive, from the host (the sandbox never sees the
   --sheet FORMAT    Google Sheets as csv (default; first sheet), xlsx, ods, tsv, pdf
   --slides FORMAT   Google Slides as pdf (default), pptx, odp, txt
   --drawing FORMAT  Google Drawings as png (default), svg, jpg, pdf
+  --max-size SIZE   export asks before uploading more than this (default 10G;
+                    a sparse file uploads its holes as zeros)
+  --yes, -y         do not ask
 
 gdrive:// takes a file or folder id, or a Drive link. PATH is inside the volume
 (/data/x and x are the same place in the data volume); an existing directory or a
@@ -39,6 +42,9 @@ func runVolumeDrive(ctx context.Context, env *Env, verb string, args []string) i
 	fs.StringVar(&formats.Sheet, "sheet", formats.Sheet, "export format for Google Sheets")
 	fs.StringVar(&formats.Slides, "slides", formats.Slides, "export format for Google Slides")
 	fs.StringVar(&formats.Drawing, "drawing", formats.Drawing, "export format for Google Drawings")
+	yes := fs.Bool("yes", false, "export: do not ask before uploading more than --max-size")
+	fs.BoolVar(yes, "y", false, "same as --yes")
+	maxSizeFlag := fs.String("max-size", "10G", "export asks before uploading more than this (a size like 10G)")
 	// Flags may follow the arguments.
 	pos, code := parseInterleaved(fs, args, env)
 	if code >= 0 {
@@ -53,6 +59,10 @@ func runVolumeDrive(ctx context.Context, env *Env, verb string, args []string) i
 	}
 	if err := formats.Validate(); err != nil {
 		return usage(err.Error())
+	}
+	maxSize, err := parseSize(*maxSizeFlag)
+	if err != nil {
+		return usage("--max-size: " + err.Error())
 	}
 	remote, local := pos[0], pos[1]
 	if verb == "export" {
@@ -73,6 +83,26 @@ func runVolumeDrive(ctx context.Context, env *Env, verb string, args []string) i
 		rel = "."
 	} else if trailing && !strings.HasSuffix(rel, "/") {
 		rel += "/"
+	}
+
+	st := volume.New(env.Config.VolumesDir())
+	if verb == "export" {
+		// The volume is the sandbox's: a file it made with `truncate -s
+		// 15T` costs nothing there and 15 TiB of upload (holes go up as
+		// zeros), so the size is known and agreed to before anything goes.
+		u, err := st.Measure(vol, rel)
+		if err != nil {
+			fmt.Fprintf(env.Stderr, "mlagent volume %s: %s\n", verb, sanitize.Text(err.Error()))
+			return ExitFailure
+		}
+		if u.Apparent > maxSize && !*yes {
+			v := &volumeCmd{env: env, st: st, sub: verb}
+			q := fmt.Sprintf("upload %s (%d file(s); %s of data, the rest holes) from volume %s to Google Drive?",
+				humanBytes(u.Apparent), u.Files, humanBytes(u.Data), vol)
+			if code := v.confirm(q); code != ExitOK {
+				return code
+			}
+		}
 	}
 
 	cred, ok, err := secrets.Open(env.Config.SecretsPath()).Lookup(secrets.GoogleCredentials)
@@ -102,7 +132,6 @@ func runVolumeDrive(ctx context.Context, env *Env, verb string, args []string) i
 	client.Warn = func(m string) { fmt.Fprintf(env.Stderr, "warning: %s\n", sanitize.Text(m)) }
 	client.Progress = gdrive.NewProgress(env.Stderr, writerIsTerminal(env.Stderr), verb)
 
-	st := volume.New(env.Config.VolumesDir())
 	var dir string
 	if verb == "import" {
 		dir, err = st.Ensure(vol)

@@ -78,4 +78,21 @@ func TestVolumeDriveRoundTrip(t *testing.T) {
 	if _, errOut, code := e.run(t, "volume", "export", "nope:x", "gdrive://root"); code != 1 || !strings.Contains(errOut, "not found") {
 		t.Errorf("export from a missing volume: exit %d, %q", code, errOut)
 	}
+
+	// A file the sandbox made sparse uploads its holes as zeros: refused
+	// above --max-size unless --yes, before anything reaches Drive.
+	huge := filepath.Join(e.home, "volumes", "data", "huge", "ckpt.bin")
+	os.MkdirAll(filepath.Dir(huge), 0o755)
+	os.WriteFile(huge, []byte("x"), 0o644)
+	if err := os.Truncate(huge, 15<<40); err != nil {
+		t.Skipf("no 15 TiB sparse file here: %v", err)
+	}
+	f.Requests = nil
+	out, errOut, code = e.run(t, "volume", "export", "data:huge", "gdrive://root")
+	if code != 2 || !strings.Contains(errOut, "15 TiB") || !strings.Contains(errOut, "--yes") {
+		t.Errorf("export of a 15 TiB sparse file: exit %d, %q %q; want 2, the size and --yes", code, out, errOut)
+	}
+	if len(f.Requests) != 0 {
+		t.Errorf("the refused export made Drive requests: %q", f.Requests)
+	}
 }
