@@ -3,11 +3,16 @@ package image
 import (
 	"archive/tar"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -262,4 +267,59 @@ func TestLayerCannotFillTheDisk(t *testing.T) {
 			t.Errorf("extraction left %s free of 64 MiB; want the reserve kept", FormatBytes(a))
 		}
 	})
+}
+
+// A registry states a config's size in the manifest and the client reads
+// that much into memory: a hostile one could ask for gigabytes. The
+// config is refused from its descriptor, before a byte of it is fetched.
+func TestHugeConfigRefused(t *testing.T) {
+	reg := imagetest.NewRegistry(t)
+	img := imagetest.Image(t, imagetest.Config{}, imagetest.Layer(t, imagetest.LayerTar(t, []E{{Name: "f", Body: "x"}})))
+	ref := reg.Push(t, "test/huge:1", img)
+	m, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m = m.DeepCopy()
+	const claimed = 256 << 20
+	m.Config.Size = claimed
+	m.Config.Digest = v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("ab", 32)}
+	body, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(body)
+	var served atomic.Int64
+	reg.Wrap = func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch {
+			case strings.HasSuffix(r.URL.Path, "/manifests/1"):
+				w.Header().Set("Content-Type", string(m.MediaType))
+				w.Header().Set("Docker-Content-Digest", "sha256:"+hex.EncodeToString(sum[:]))
+				w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+				if r.Method != http.MethodHead {
+					w.Write(body)
+				}
+			case strings.HasSuffix(r.URL.Path, "/blobs/"+m.Config.Digest.String()):
+				w.Header().Set("Content-Length", strconv.Itoa(claimed))
+				buf := make([]byte, 1<<20)
+				for i := 0; i < claimed>>20; i++ {
+					n, err := w.Write(buf)
+					served.Add(int64(n))
+					if err != nil {
+						return
+					}
+				}
+			default:
+				h.ServeHTTP(w, r)
+			}
+		})
+	}
+	_, err = openStore(t).Pull(context.Background(), ref, PullOptions{})
+	if !errors.Is(err, ErrCorrupt) {
+		t.Errorf("got %v; want ErrCorrupt", err)
+	}
+	if n := served.Load(); n > 0 {
+		t.Errorf("the registry served %s of a config claiming %s; want it refused from the manifest", FormatBytes(n), FormatBytes(claimed))
+	}
 }

@@ -288,19 +288,26 @@ func (s *source) fetch(ctx context.Context) (*fetched, error) {
 		return nil, err
 	}
 	r := s.ref
+	var m *v1.Manifest
+	if r.Kind != DockerArchive {
+		if m, err = img.Manifest(); err != nil {
+			return nil, s.err(err)
+		}
+		// The config is read whole into memory, as much as the manifest
+		// says: a hostile registry could say gigabytes.
+		if m.Config.Size > maxMetaBlob {
+			return nil, fmt.Errorf("%w: %s: its config is %d bytes, more than a config should be", ErrCorrupt, r, m.Config.Size)
+		}
+	}
 	raw, err := img.RawConfigFile()
 	if err != nil {
 		return nil, s.err(err)
 	}
 	sum := sha256.Sum256(raw)
 	f := &fetched{img: img, id: "sha256:" + hex.EncodeToString(sum[:]), digest: digest}
-	if r.Kind != DockerArchive {
+	if m != nil {
 		// A layout's files are read as they are: check the config
 		// against the manifest, as the layers against the config below.
-		m, err := img.Manifest()
-		if err != nil {
-			return nil, s.err(err)
-		}
 		if m.Config.Digest.String() != f.id {
 			return nil, fmt.Errorf("%w: %s: the config's digest is %s, its manifest says %s", ErrCorrupt, r, f.id, m.Config.Digest)
 		}
