@@ -70,7 +70,9 @@ type Options struct {
 	PullPolicy corev1.PullPolicy
 	// Binary is the mlagent executable delivered into each pod: a static
 	// linux build for the nodes' architecture; "" = os.Executable().
-	Binary string
+	// PlainDelivery sends it uncompressed even where the image has gzip.
+	Binary        string
+	PlainDelivery bool
 	// GatewayNamespace holds the deployed gateway ("" =
 	// Namespace-gateway); GatewayAddr, when set, is the host:port pods
 	// reach its data plane at instead of its Service's cluster IP.

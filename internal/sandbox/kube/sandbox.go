@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/klauspost/compress/gzip"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -346,17 +347,11 @@ func (b *Backend) pendingVolume(ctx context.Context, pod *corev1.Pod) error {
 // install delivers the binary and the boot files into the install
 // container: two exec round trips.
 func (b *Backend) install(ctx context.Context, pod string, spec sandbox.Spec, st *starting) error {
-	f, err := os.Open(b.opts.Binary)
-	if err != nil {
-		return fmt.Errorf("open the mlagent binary: %w", err)
-	}
-	defer f.Close()
-	bin := sandbox.BinaryPath
-	script := "set -e; umask 022; mkdir -p " + sandbox.BinDir + "; cat > " + bin + ".part; chmod 555 " + bin + ".part; mv " + bin + ".part " + bin
-	if err := b.ExecIn(ctx, pod, installContainer, []string{"/bin/sh", "-c", script}, f, io.Discard); err != nil {
+	if err := b.deliver(ctx, pod); err != nil {
 		return err
 	}
 	st.mark("binary delivered")
+	bin := sandbox.BinaryPath
 	stream := func(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
 		return b.ExecIn(ctx, pod, installContainer, []string{bin, "podexec"}, stdin, stdout)
 	}
@@ -365,6 +360,69 @@ func (b *Backend) install(ctx context.Context, pod string, spec sandbox.Spec, st
 	}
 	st.mark("boot files written")
 	return nil
+}
+
+// noGzip is the exit status of the delivery script in an image without
+// gzip.
+const noGzip = 97
+
+// deliver streams the binary into the install container: gzip-compressed
+// (a third of the bytes: what counts over a user's uplink) where the
+// image has gzip, as it is otherwise.
+func (b *Backend) deliver(ctx context.Context, pod string) error {
+	bin := sandbox.BinaryPath
+	return deliverWith(b.opts.Binary, !b.opts.PlainDelivery, func(decode string, r io.Reader) error {
+		script := "set -e; umask 022; mkdir -p " + sandbox.BinDir + "; " + decode + " > " + bin + ".part; chmod 555 " + bin + ".part; mv " + bin + ".part " + bin
+		return b.ExecIn(ctx, pod, installContainer, []string{"/bin/sh", "-c", script}, r, io.Discard)
+	})
+}
+
+// deliverWith sends binary through put, whose shell decodes it with
+// decode: "gzip -dc" first when compress, "cat" when the image has no
+// gzip (the script then exits noGzip).
+func deliverWith(binary string, compress bool, put func(decode string, r io.Reader) error) error {
+	open := func() (*os.File, error) {
+		f, err := os.Open(binary)
+		if err != nil {
+			return nil, fmt.Errorf("open the mlagent binary: %w", err)
+		}
+		return f, nil
+	}
+	if compress {
+		f, err := open()
+		if err != nil {
+			return err
+		}
+		zr := gzipped(f)
+		err = put("command -v gzip >/dev/null 2>&1 || exit "+strconv.Itoa(noGzip)+"; gzip -dc", zr)
+		zr.Close() // a compressor the exec stopped reading ends here
+		f.Close()
+		var code interface{ ExitStatus() int }
+		if err == nil || !errors.As(err, &code) || code.ExitStatus() != noGzip {
+			return err
+		}
+	}
+	f, err := open()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return put("cat", f)
+}
+
+// gzipped compresses r as it is read (the fastest level: the upload, not
+// the CPU, is what is slow).
+func gzipped(r io.Reader) io.ReadCloser {
+	pr, pw := io.Pipe()
+	go func() {
+		zw, _ := gzip.NewWriterLevel(pw, gzip.BestSpeed)
+		_, err := io.Copy(zw, r)
+		if cerr := zw.Close(); err == nil {
+			err = cerr
+		}
+		pw.CloseWithError(err)
+	}()
+	return pr
 }
 
 // waitInit pings init until it answers: the container runs before init
