@@ -126,6 +126,11 @@ type KubernetesConfig struct {
 	// Binary is the mlagent delivered into pods: a linux build for the
 	// nodes' architecture (default this executable).
 	Binary string `toml:"binary"`
+	// PlainDelivery sends that binary uncompressed. By default it goes
+	// gzip-compressed (28 MB instead of 125 MB: what counts over a
+	// laptop's uplink) where the image has gzip; on a fast link to the
+	// cluster, decompressing in the pod costs more than it saves.
+	PlainDelivery bool `toml:"plain_delivery"`
 }
 
 // Toleration is a Kubernetes toleration of a node taint.

@@ -57,7 +57,7 @@ func FromConfig(ctx context.Context, c config.KubernetesConfig, image, binary st
 	o := Options{
 		Config: rc, Namespace: firstNonEmpty(c.Namespace, ctxNS, DefaultNamespace),
 		GatewayNamespace: c.GatewayNamespace, GatewayAddr: c.GatewayAddress,
-		Image: image, PullPolicy: corev1.PullPolicy(c.PullPolicy), Binary: firstNonEmpty(c.Binary, binary),
+		Image: image, PullPolicy: corev1.PullPolicy(c.PullPolicy), Binary: firstNonEmpty(c.Binary, binary), PlainDelivery: c.PlainDelivery,
 		RuntimeClass: c.RuntimeClass, StorageClass: c.StorageClass, AccessMode: corev1.PersistentVolumeAccessMode(c.AccessMode),
 		VolumeSize: c.VolumeSize, GPUResource: c.GPUResource, GPUProductLabel: c.GPUProductLabel, GPUTypes: c.GPUTypes,
 		Log: log,
