@@ -17,7 +17,7 @@ var (
 )
 
 // approval handles an approval event, from the agent (a command in
-// ask-all mode) or the gateway (a held write, Name "gateway"): the rules
+// ask-all mode) or the gateway (a held write, Name protocol.GatewayName): the rules
 // decide when they can, -p denies what they do not allow (nobody can
 // answer), otherwise the person is asked.
 func (d *driver) approval(ev protocol.Event) error {
@@ -40,8 +40,10 @@ func (d *driver) approval(ev protocol.Event) error {
 	}
 	q := ev
 	q.Question = "Allow " + a.String() + "?"
-	if a.Detail != "" {
-		q.Question += "  (" + a.Detail + ")"
+	// A held write is shown as the gateway holds it (launch drops the
+	// agent's events that claim to be the gateway's).
+	if d := a.Describe(); d != "" {
+		q.Question += "  (" + d + ")"
 	}
 	q.Choices = []string{"Yes", "No", "Always: " + permission.AlwaysRule(a).String()}
 	d.asks = append(d.asks, q)

@@ -527,7 +527,7 @@ func (d *driver) handle(ctx context.Context, al agentLine) (done bool, err error
 		r.notice(s)
 	case protocol.EventUsage:
 		d.turnUsage = ev.Usage
-		if ev.Usage != nil {
+		if ev.Usage != nil && ev.Usage.CostUSD > 0 {
 			d.res.CostUSD += ev.Usage.CostUSD
 		}
 		r.usage(ev.Usage)
@@ -587,7 +587,7 @@ func (d *driver) turnEnd(ev protocol.Event) (bool, error) {
 	}
 	held := d.asks[:0]
 	for _, q := range d.asks {
-		if q.Type == protocol.EventApproval && q.Name == "gateway" || q.Type == leaveQuestion {
+		if protocol.IsGatewayApproval(q) || q.Type == leaveQuestion {
 			held = append(held, q)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/mlagent/mlagent/internal/protocol"
@@ -59,6 +60,12 @@ func (g *Gateway) hold(w http.ResponseWriter, r *http.Request, t *token, route s
 	if !ok {
 		return true
 	}
+	// What the user is shown is the gateway's own view of the request.
+	up, prefix := g.hfUpstream, "/hf"
+	if route == "git" {
+		up, prefix = g.gitUpstream, "/git/github.com"
+	}
+	a.Request = heldRequest(r.Method, up, strings.TrimPrefix(r.URL.Path, prefix), r.ContentLength)
 	err := ap.Approve(r.Context(), a)
 	if err == nil {
 		return true
@@ -68,6 +75,18 @@ func (g *Gateway) hold(w http.ResponseWriter, r *http.Request, t *token, route s
 	w.Header().Set("X-Error-Message", msg)
 	g.refuse(w, r, t, route, http.StatusForbidden, "permission_error", msg)
 	return false
+}
+
+// heldRequest describes a held request to the upstream up.
+func heldRequest(method string, up *url.URL, path string, size int64) *protocol.HeldRequest {
+	host := ""
+	if up != nil {
+		host = up.Host
+	}
+	if size < 0 {
+		size = -1
+	}
+	return &protocol.HeldRequest{Method: method, Host: host, Path: path, Size: size}
 }
 
 // writeAction classifies a /hf or /git request: ok is true for a write,

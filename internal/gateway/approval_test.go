@@ -122,6 +122,11 @@ func TestApprovalHold(t *testing.T) {
 	if a.String() != "hub:push you/m" || a.Detail != "POST /hf/api/models/you/m/commit/main" {
 		t.Errorf("asked about %+v; want hub:push you/m", a)
 	}
+	// The front end shows the request as the gateway holds it.
+	hubHost := strings.TrimPrefix(hub.URL, "http://")
+	if want := (protocol.HeldRequest{Method: "POST", Host: hubHost, Path: "/api/models/you/m/commit/main", Size: 15}); a.Request == nil || *a.Request != want {
+		t.Errorf("held request %+v; want %+v", a.Request, want)
+	}
 	time.Sleep(100 * time.Millisecond)
 	if n := hits.Load(); n != 0 {
 		t.Fatalf("the Hub got %d requests before the write was approved", n)

@@ -200,6 +200,7 @@ func (g *Gateway) serveService(w http.ResponseWriter, r *http.Request, s *servic
 			if s.Describe != nil {
 				a = s.Describe(r.Method, path, body)
 			}
+			a.Request = heldRequest(r.Method, s.upstream, path, int64(len(body)))
 			err := ErrNoApprover
 			if ap := g.approver(t.id); ap != nil {
 				err = ap.Approve(ctx, a)

@@ -137,6 +137,12 @@ func TestServiceRoute(t *testing.T) {
 			t.Errorf("upstream saw %q; want the real credential only, no sandbox token, no cookie", s)
 		}
 	}
+	held := &protocol.HeldRequest{Method: "POST", Host: strings.TrimPrefix(up.URL, "http://"), Path: "/items", Size: 7}
+	if len(ap.asked) != 2 || ap.asked[0].Request == nil || *ap.asked[0].Request != *held {
+		t.Errorf("the held request shown: %+v; want the gateway's view %+v", ap.asked, held)
+	} else {
+		ap.asked[0].Request = nil
+	}
 	if len(ap.asked) != 2 || ap.asked[0] != (protocol.Action{Kind: "svc:write", Target: `{"a":1}`, Detail: "POST /items"}) {
 		t.Errorf("approvals asked = %+v; want the two writes policy did not pre-approve, described", ap.asked)
 	}

@@ -3,11 +3,13 @@ package launch
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mlagent/mlagent/internal/models"
+	"github.com/mlagent/mlagent/internal/permission"
 	"github.com/mlagent/mlagent/internal/protocol"
 	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/sanitize"
@@ -89,8 +92,11 @@ type AgentSession struct {
 	evW    *io.PipeWriter
 	heldMu sync.Mutex
 	held   map[string]chan protocol.Input // gateway approvals waiting, by id
-	nextID int
-	err    error // how the agent exited; set before exited closes
+	err    error                          // how the agent exited; set before exited closes
+
+	// What book has counted: the cost the agent reported (each turn's
+	// clamped to >= 0) and the cost recorded in the index, this process.
+	reported, recorded float64
 }
 
 // StartAgent creates a sandbox for the session (with a token carrying the
@@ -270,10 +276,16 @@ func (a *AgentSession) Terminate(ctx context.Context) error {
 }
 
 // book passes the agent's events to Events and keeps the index current:
-// each finished turn is counted with the cost its usage event reported.
+// each finished turn is counted with its cost.
+//
+// The agent runs in the sandbox, so its events are untrusted: what only
+// the host may say (a gateway approval, a session host's greeting or
+// notice) is dropped, the session id is the host's, and the cost shown
+// and booked is the host's count (see settle), never the agent's word.
 func (a *AgentSession) book(ctx context.Context, agentOut io.Reader, events *io.PipeWriter) {
 	r := protocol.NewEventReader(agentOut)
 	var cost float64
+	settled := false // this turn's cost is counted
 	for {
 		ev, raw, err := r.Next()
 		if err != nil {
@@ -289,16 +301,40 @@ func (a *AgentSession) book(ctx context.Context, agentOut io.Reader, events *io.
 			events.CloseWithError(err)
 			return
 		}
+		if why := impersonates(ev); why != "" {
+			a.host.log.Warn("dropped an event from the sandbox's agent", "session", a.id, "type", sanitize.Line(ev.Type, 40), "why", why)
+			continue
+		}
 		switch ev.Type {
-		case protocol.EventUsage:
-			if ev.Usage != nil {
-				cost = ev.Usage.CostUSD
+		case protocol.EventReady:
+			if ev.Session != a.id {
+				ev.Session = a.id
+				raw = marshalEvent(ev)
 			}
+		case protocol.EventUsage:
+			u := protocol.Usage{}
+			if ev.Usage != nil {
+				u = *ev.Usage
+			}
+			cost = a.settle(ctx, u.CostUSD)
+			settled = true
+			u.CostUSD, u.SessionCostUSD = cost, a.recorded
+			u.InputTokens, u.OutputTokens = max(u.InputTokens, 0), max(u.OutputTokens, 0)
+			u.CacheCreationInputTokens, u.CacheReadInputTokens = max(u.CacheCreationInputTokens, 0), max(u.CacheReadInputTokens, 0)
+			u.Requests = max(u.Requests, 0)
+			if !(u.SessionCacheReadRatio >= 0 && u.SessionCacheReadRatio <= 1) {
+				u.SessionCacheReadRatio = 0
+			}
+			ev.Usage = &u
+			raw = marshalEvent(ev)
 		case protocol.EventTurnEnd:
+			if !settled {
+				cost = a.settle(ctx, 0)
+			}
 			if err := a.host.sessions.RecordTurn(ctx, a.id, cost); err != nil {
 				a.host.log.Warn("record turn", "session", a.id, "err", err)
 			}
-			cost = 0
+			cost, settled = 0, false
 		}
 		if err := a.emitLine(raw); err != nil {
 			// Nobody reads any more: drain, so the agent is not blocked.
@@ -306,6 +342,57 @@ func (a *AgentSession) book(ctx context.Context, agentOut io.Reader, events *io.
 			return
 		}
 	}
+}
+
+// impersonates says why an event from the agent must not pass, or "":
+// it says what only the host says. A gateway approval (the gateway's
+// own, or a withdrawal of one) would let the sandbox disguise a held
+// write as something harmless, or hide it; the session host's greeting
+// and its "detached" notice would mislead a front end. The agent asks
+// approval only for commands (ask-all): an approval of another kind
+// would make "always" rules for the gateway's kinds.
+func impersonates(ev protocol.Event) string {
+	switch {
+	case protocol.IsGatewayApproval(ev):
+		return "a gateway approval"
+	case ev.Type == protocol.EventApproval && !ev.Withdrawn && (ev.Action == nil || ev.Action.Kind != permission.KindBash):
+		return "an approval of something other than a command"
+	case ev.Type == protocol.EventApproval && ev.Action != nil && ev.Action.Request != nil:
+		return "an approval carrying a held request"
+	case ev.Type == protocol.EventAttached:
+		return "a session host's greeting"
+	case ev.Type == protocol.EventError && ev.Kind == "detached":
+		return "a session host's notice"
+	}
+	return ""
+}
+
+// settle counts a turn's cost: what the agent reported (untrusted: below
+// zero or not a number counts 0) or, where the host's own gateway booked
+// more for the sandbox's token, the ledger's count. It returns what is
+// newly due, so that the session's total is never less than either.
+func (a *AgentSession) settle(ctx context.Context, reported float64) float64 {
+	if reported > 0 && !math.IsInf(reported, 0) {
+		a.reported += reported
+	}
+	total := a.reported
+	if l, err := a.host.Ledger(ctx); err != nil {
+		a.host.log.Warn("read the gateway's ledger", "session", a.id, "err", err)
+	} else {
+		total = max(total, l.ByToken[a.Sandbox.TokenID])
+	}
+	due := max(total-a.recorded, 0)
+	a.recorded += due
+	return due
+}
+
+func marshalEvent(ev protocol.Event) []byte {
+	ev.V = protocol.Version
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return nil
+	}
+	return append(b, '\n')
 }
 
 // emitLine writes one whole event line to Events.
@@ -317,23 +404,21 @@ func (a *AgentSession) emitLine(line []byte) error {
 }
 
 func (a *AgentSession) emit(ev protocol.Event) {
-	ev.V = protocol.Version
-	b, err := json.Marshal(ev)
-	if err != nil {
-		return
+	if b := marshalEvent(ev); b != nil {
+		a.emitLine(b)
 	}
-	a.emitLine(append(b, '\n'))
 }
 
 // Approve is the gateway's Approver for the session's sandbox: a held
 // write becomes an approval event named "gateway" in Events, and waits
 // for the front end's approval input with its id (or for the sandbox to
-// give up on the request, which withdraws the question).
+// give up on the request, which withdraws the question). The id is
+// random: the sandbox, which cannot see Events, cannot name it, and book
+// drops the agent's events that claim to be the gateway's.
 func (a *AgentSession) Approve(ctx context.Context, act protocol.Action) error {
 	ch := make(chan protocol.Input, 1)
+	id := protocol.GatewayIDPrefix + rand.Text()
 	a.heldMu.Lock()
-	a.nextID++
-	id := "gw-" + strconv.Itoa(a.nextID)
 	if a.held == nil {
 		a.held = map[string]chan protocol.Input{}
 	}
@@ -344,7 +429,7 @@ func (a *AgentSession) Approve(ctx context.Context, act protocol.Action) error {
 		delete(a.held, id)
 		a.heldMu.Unlock()
 	}
-	a.emit(protocol.Event{Type: protocol.EventApproval, ID: id, Name: "gateway", Action: &act})
+	a.emit(protocol.Event{Type: protocol.EventApproval, ID: id, Name: protocol.GatewayName, Action: &act})
 	select {
 	case in := <-ch:
 		if in.Decision == protocol.DecisionDeny {
@@ -356,7 +441,7 @@ func (a *AgentSession) Approve(ctx context.Context, act protocol.Action) error {
 		return nil
 	case <-ctx.Done():
 		forget()
-		a.emit(protocol.Event{Type: protocol.EventApproval, ID: id, Name: "gateway", Withdrawn: true})
+		a.emit(protocol.Event{Type: protocol.EventApproval, ID: id, Name: protocol.GatewayName, Withdrawn: true})
 		return ctx.Err()
 	case <-a.exited:
 		forget()
@@ -365,7 +450,9 @@ func (a *AgentSession) Approve(ctx context.Context, act protocol.Action) error {
 }
 
 // decide takes an approval input meant for a held write; false means it
-// is the agent's.
+// is the agent's. An answer with a gateway id that is not waiting (given
+// up, answered already, or never issued) is taken and dropped: it is
+// nobody's, and the agent must not learn gateway ids from its inputs.
 func (a *AgentSession) decide(in protocol.Input) bool {
 	a.heldMu.Lock()
 	defer a.heldMu.Unlock()
@@ -373,8 +460,13 @@ func (a *AgentSession) decide(in protocol.Input) bool {
 	if ok {
 		ch <- in
 		delete(a.held, in.ID)
+		return true
 	}
-	return ok
+	if strings.HasPrefix(in.ID, protocol.GatewayIDPrefix) {
+		a.host.log.Info("an answer to a gateway approval that is not waiting", "session", a.id)
+		return true
+	}
+	return false
 }
 
 // inputWriter passes input lines to the agent, each whole line shown to

@@ -8,59 +8,16 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/mlagent/mlagent/internal/launch/launchtest"
 	"github.com/mlagent/mlagent/internal/protocol"
 	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/sessions"
 	"github.com/mlagent/mlagent/internal/volume"
 )
-
-// agentBackend creates sandboxes whose Exec plays `mlagent agent` with
-// play, so StartAgent is tested without bubblewrap.
-type agentBackend struct {
-	failingBackend
-	play func(argv []string, in io.Reader, out, stderr io.Writer) int
-
-	mu   sync.Mutex
-	argv [][]string
-}
-
-func (b *agentBackend) Create(_ context.Context, s sandbox.Spec) (sandbox.Sandbox, error) {
-	return &agentSandbox{b: b, name: s.Name, done: make(chan struct{})}, nil
-}
-
-type agentSandbox struct {
-	sandbox.Sandbox
-	b    *agentBackend
-	name string
-	once sync.Once
-	done chan struct{}
-}
-
-func (s *agentSandbox) Name() string { return s.name }
-
-func (s *agentSandbox) Exec(ctx context.Context, r sandbox.ExecRequest) (int, error) {
-	s.b.mu.Lock()
-	s.b.argv = append(s.b.argv, r.Argv)
-	s.b.mu.Unlock()
-	code := make(chan int, 1)
-	go func() { code <- s.b.play(r.Argv, r.Stdin, r.Stdout, r.Stderr) }()
-	select {
-	case c := <-code:
-		return c, nil
-	case <-s.done:
-		return 137, nil
-	}
-}
-
-func (s *agentSandbox) Terminate(context.Context) error {
-	s.once.Do(func() { close(s.done) })
-	return nil
-}
 
 // echoAgent answers each user message with its text and a usage event
 // costing $0.25, and exits on shutdown or the end of input.
@@ -97,7 +54,7 @@ func next(t *testing.T, r *protocol.EventReader, typ string) protocol.Event {
 
 func TestStartAgentKeepsTheIndex(t *testing.T) {
 	ctx := context.Background()
-	be := &agentBackend{play: echoAgent}
+	be := &launchtest.AgentBackend{Play: echoAgent}
 	h := startHost(t, testConfig(t), be)
 	defer h.Close()
 	s := sessions.Session{ID: "20250101-000000-abcd", Model: "claude-x", Volumes: sandbox.DefaultMounts()}
@@ -144,8 +101,8 @@ func TestStartAgentKeepsTheIndex(t *testing.T) {
 		t.Errorf("index row: got %+v; want title from the first message, 2 turns, $0.50, model claude-x", row)
 	}
 	want := []string{"mlagent", "agent", "--session", s.ID, "--model", "claude-x", "--max-turns", "7"}
-	if len(be.argv) != 1 || !slices.Equal(be.argv[0], want) {
-		t.Errorf("agent argv: got %q; want %q", be.argv, want)
+	if len(be.Argv()) != 1 || !slices.Equal(be.Argv()[0], want) {
+		t.Errorf("agent argv: got %q; want %q", be.Argv(), want)
 	}
 	checkAllRevoked(t, h, "after Terminate")
 }
@@ -155,7 +112,7 @@ func TestStartAgentKeepsTheIndex(t *testing.T) {
 func TestStartAgentResume(t *testing.T) {
 	ctx := context.Background()
 	cfg := testConfig(t)
-	be := &agentBackend{play: echoAgent}
+	be := &launchtest.AgentBackend{Play: echoAgent}
 	h := startHost(t, cfg, be)
 	defer h.Close()
 	s := sessions.Session{ID: "resume-me", Model: "m", Volumes: sandbox.DefaultMounts()}
@@ -182,7 +139,7 @@ func TestStartAgentResume(t *testing.T) {
 		a.Input().Close()
 		a.Wait(ctx)
 		a.Terminate(ctx)
-		argv := be.argv[len(be.argv)-1]
+		argv := be.Argv()[len(be.Argv())-1]
 		if a.Resumed != tc.want || slices.Contains(argv, "--resume") != tc.want {
 			t.Errorf("transcript %v: got Resumed %v, argv %q; want resumed %v", tc.transcript, a.Resumed, argv, tc.want)
 		}
@@ -197,7 +154,7 @@ func TestStartAgentExitErrors(t *testing.T) {
 	defer close(block)
 	var fail atomic.Bool
 	fail.Store(true)
-	be := &agentBackend{play: func(_ []string, in io.Reader, _, stderr io.Writer) int {
+	be := &launchtest.AgentBackend{Play: func(_ []string, in io.Reader, _, stderr io.Writer) int {
 		if fail.Load() {
 			io.WriteString(stderr, "noise\n"+strings.Repeat("x\n", 10)+"mlagent agent: the real reason\n")
 			return 3
@@ -243,7 +200,7 @@ func TestStartAgentExitErrors(t *testing.T) {
 func TestHeldWritesAreTheFrontEnds(t *testing.T) {
 	ctx := context.Background()
 	agentGot := make(chan protocol.Input, 8)
-	be := &agentBackend{play: func(_ []string, in io.Reader, out, _ io.Writer) int {
+	be := &launchtest.AgentBackend{Play: func(_ []string, in io.Reader, out, _ io.Writer) int {
 		protocol.NewWriter(out).Emit(protocol.Event{Type: protocol.EventReady, Session: "s", Model: "m"})
 		r := protocol.NewReader(in)
 		for {
@@ -301,7 +258,7 @@ func TestHeldWritesAreTheFrontEnds(t *testing.T) {
 		t.Errorf("the agent also got %+v", got)
 	default:
 	}
-	if argv := be.argv[0]; !slices.Contains(argv, "--permission-mode") || argv[len(argv)-1] != "ask-all" {
+	if argv := be.Argv()[0]; !slices.Contains(argv, "--permission-mode") || argv[len(argv)-1] != "ask-all" {
 		t.Errorf("agent argv %q; want --permission-mode ask-all", argv)
 	}
 }

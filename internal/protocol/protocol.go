@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -86,6 +87,64 @@ type Action struct {
 	Target string `json:"target,omitempty"`
 	// Detail says more, e.g. the request: "POST /api/models/you/x/commit/main".
 	Detail string `json:"detail,omitempty"`
+	// Request is the request a gateway approval holds, as the gateway
+	// saw it; nil in the agent's own approvals.
+	Request *HeldRequest `json:"request,omitempty"`
+}
+
+// HeldRequest is a request the gateway holds for the user's approval.
+type HeldRequest struct {
+	Method string `json:"method"`
+	// Host is the upstream the request would go to ("huggingface.co").
+	Host string `json:"host"`
+	Path string `json:"path"`
+	// Size is the body's length in bytes; -1 when the sandbox streams it
+	// without saying.
+	Size int64 `json:"size"`
+}
+
+// String is the request in a few words, as a front end shows it:
+// "POST huggingface.co/api/models/you/m/commit/main, 1.2 MB".
+func (r HeldRequest) String() string {
+	s := r.Method + " " + r.Host + r.Path
+	switch {
+	case r.Size < 0:
+		s += ", size not given"
+	case r.Size < 1000:
+		s += ", " + strconv.FormatInt(r.Size, 10) + " bytes"
+	case r.Size < 1000*1000:
+		s += ", " + strconv.FormatFloat(float64(r.Size)/1e3, 'f', 1, 64) + " kB"
+	case r.Size < 1000*1000*1000:
+		s += ", " + strconv.FormatFloat(float64(r.Size)/1e6, 'f', 1, 64) + " MB"
+	default:
+		s += ", " + strconv.FormatFloat(float64(r.Size)/1e9, 'f', 1, 64) + " GB"
+	}
+	return s
+}
+
+// Describe is what a front end shows about an action besides its
+// String: for a held write, the request as the gateway holds it; else
+// the Detail.
+func (a Action) Describe() string {
+	if a.Request != nil {
+		return a.Request.String()
+	}
+	return a.Detail
+}
+
+// Gateway approvals are approval events the host writes into a session's
+// event stream, named GatewayName, with ids that begin GatewayIDPrefix
+// and go on with a random part the sandbox cannot guess. The host drops
+// any event from the agent that looks like one (IsGatewayApproval), so a
+// front end reading a session's stream can trust the name.
+const (
+	GatewayName     = "gateway"
+	GatewayIDPrefix = "gw-"
+)
+
+// IsGatewayApproval reports whether ev claims to be a gateway approval.
+func IsGatewayApproval(ev Event) bool {
+	return ev.Type == EventApproval && (ev.Name == GatewayName || strings.HasPrefix(ev.ID, GatewayIDPrefix))
 }
 
 // String is the action in a few words: "hub:push you/model".

@@ -148,3 +148,44 @@ func TestWriterStickyError(t *testing.T) {
 		t.Errorf("writes = %d; want 1", ew.n)
 	}
 }
+
+func TestHeldRequestString(t *testing.T) {
+	for _, c := range []struct {
+		r    HeldRequest
+		want string
+	}{
+		{HeldRequest{Method: "POST", Host: "huggingface.co", Path: "/api/models/you/m/commit/main", Size: 15}, "POST huggingface.co/api/models/you/m/commit/main, 15 bytes"},
+		{HeldRequest{Method: "POST", Host: "github.com", Path: "/you/r.git/git-receive-pack", Size: -1}, "POST github.com/you/r.git/git-receive-pack, size not given"},
+		{HeldRequest{Method: "PATCH", Host: "api.notion.com", Path: "/v1/pages/x", Size: 1234}, "PATCH api.notion.com/v1/pages/x, 1.2 kB"},
+		{HeldRequest{Method: "PUT", Host: "h", Path: "/p", Size: 5_600_000}, "PUT h/p, 5.6 MB"},
+		{HeldRequest{Method: "PUT", Host: "h", Path: "/p", Size: 7_000_000_000}, "PUT h/p, 7.0 GB"},
+	} {
+		if got := c.r.String(); got != c.want {
+			t.Errorf("got %q; want %q", got, c.want)
+		}
+	}
+	a := Action{Kind: "hub:push", Target: "you/m", Detail: "the sandbox's words"}
+	if got := a.Describe(); got != "the sandbox's words" {
+		t.Errorf("Describe without a request: got %q", got)
+	}
+	a.Request = &HeldRequest{Method: "POST", Host: "huggingface.co", Path: "/x", Size: 2}
+	if got := a.Describe(); got != "POST huggingface.co/x, 2 bytes" {
+		t.Errorf("Describe with a request: got %q", got)
+	}
+}
+
+func TestIsGatewayApproval(t *testing.T) {
+	for _, c := range []struct {
+		ev   Event
+		want bool
+	}{
+		{Event{Type: EventApproval, ID: "gw-abc"}, true},
+		{Event{Type: EventApproval, ID: "toolu_1", Name: "gateway"}, true},
+		{Event{Type: EventApproval, ID: "toolu_1", Name: "bash"}, false},
+		{Event{Type: EventAskUser, ID: "gw-1", Name: "gateway"}, false},
+	} {
+		if got := IsGatewayApproval(c.ev); got != c.want {
+			t.Errorf("IsGatewayApproval(%+v) = %v; want %v", c.ev, got, c.want)
+		}
+	}
+}

@@ -158,7 +158,7 @@ func (s *Server) track(ev protocol.Event, raw []byte) {
 		// The agent's questions die with its turn; held writes wait on.
 		kept := s.pending[:0]
 		for _, q := range s.pending {
-			if q.name == "gateway" {
+			if q.name == protocol.GatewayName {
 				kept = append(kept, q)
 			}
 		}

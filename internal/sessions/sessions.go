@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -153,8 +154,13 @@ func (x *Index) SetImage(ctx context.Context, id, image string) error {
 	return x.checkOne(res, err, "set image", id)
 }
 
-// RecordTurn counts a finished turn and adds its cost.
+// RecordTurn counts a finished turn and adds its cost. A cost below zero
+// or not a number counts as 0: it was reported from the sandbox, and a
+// negative one would give a budget back.
 func (x *Index) RecordTurn(ctx context.Context, id string, costUSD float64) error {
+	if !(costUSD > 0) || math.IsInf(costUSD, 0) {
+		costUSD = 0
+	}
 	res, err := x.db.ExecContext(ctx, `UPDATE sessions SET turns = turns + 1, cost_usd = cost_usd + ?, updated = ? WHERE id = ?`,
 		costUSD, x.now().UTC().Format(timeFormat), id)
 	return x.checkOne(res, err, "record turn", id)

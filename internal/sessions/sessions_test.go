@@ -3,6 +3,7 @@ package sessions
 import (
 	"context"
 	"errors"
+	"math"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -61,6 +62,13 @@ func TestLifecycle(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Costs are reported from the sandbox: a negative or non-number one
+	// counts the turn and adds nothing.
+	for _, c := range []float64{-1000, math.NaN(), math.Inf(-1), math.Inf(1)} {
+		if err := x.RecordTurn(ctx, "a", c); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := x.RecordTurn(ctx, "nope", 1); !errors.Is(err, ErrNotFound) {
 		t.Errorf("RecordTurn unknown: got %v; want ErrNotFound", err)
 	}
@@ -74,7 +82,7 @@ func TestLifecycle(t *testing.T) {
 	}
 	want := Session{ID: "a", Title: "Train a model for categorizing multispectral satellite image…", Model: "m1",
 		Started: time.Date(2025, 3, 4, 5, 6, 7, 0, time.UTC), Updated: time.Date(2025, 3, 4, 5, 8, 7, 0, time.UTC),
-		Turns: 2, CostUSD: 0.5, Volumes: vols, GPU: "optional", Sandbox: "sb-1"}
+		Turns: 6, CostUSD: 0.5, Volumes: vols, GPU: "optional", Sandbox: "sb-1"}
 	if !reflect.DeepEqual(a, want) {
 		t.Errorf("got %+v; want %+v", a, want)
 	}

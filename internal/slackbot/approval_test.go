@@ -1,6 +1,7 @@
 package slackbot
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/mlagent/mlagent/internal/gateway"
 	"github.com/mlagent/mlagent/internal/notion"
 	"github.com/mlagent/mlagent/internal/notion/notiontest"
+	"github.com/mlagent/mlagent/internal/protocol"
 	"github.com/mlagent/mlagent/internal/slackbot/slacktest"
 )
 
@@ -53,13 +55,18 @@ except urllib.error.HTTPError as e:
 	fake.WaitText(root, "Publish where?", 60*time.Second)
 	fake.Event("message", "U1", "D1", root, "under Reports please", nil)
 	fake.WaitText(root, "→ <@U1>: under Reports please", 10*time.Second)
+	// The gateway's approval ids are random (the sandbox must not guess
+	// them): each new one is found by its buttons.
+	buttonID := regexp.MustCompile(`"(` + protocol.GatewayIDPrefix + `[A-Za-z0-9]+)\|allow"`)
+	seen := map[string]bool{}
 	for i, decision := range []string{"deny", "allow"} {
 		var ask slacktest.Message
-		id := "gw-" + string(rune('1'+i))
+		var id string
 		fake.WaitFor("approval buttons", 60*time.Second, func(msgs []slacktest.Message, _ []slacktest.Upload) bool {
 			for _, m := range msgs {
-				if m.ThreadTS == root && strings.Contains(string(m.Blocks), `"`+id+`|allow"`) {
-					ask = m
+				if sm := buttonID.FindStringSubmatch(string(m.Blocks)); m.ThreadTS == root && sm != nil && !seen[sm[1]] {
+					ask, id = m, sm[1]
+					seen[id] = true
 					return true
 				}
 			}
@@ -67,6 +74,10 @@ except urllib.error.HTTPError as e:
 		})
 		if !strings.Contains(ask.Text, "notion:create") {
 			t.Errorf("approval text %q; want the action named", ask.Text)
+		}
+		// What is held, as the gateway saw it: the Notion host, the path, the size.
+		if host := strings.TrimPrefix(nt.URL, "http://"); !strings.Contains(ask.Text, "POST "+host+"/v1/pages, ") {
+			t.Errorf("approval text %q; want the held request POST %s/v1/pages and its size", ask.Text, host)
 		}
 		if len(nt.ChildrenOf(parent)) != 0 {
 			t.Fatal("the write reached Notion before the click")

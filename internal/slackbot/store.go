@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/mlagent/mlagent/internal/launch"
 	"github.com/mlagent/mlagent/internal/store"
 )
 
@@ -55,15 +54,9 @@ func (b *Bot) userSpend(ctx context.Context, user string) (float64, error) {
 		ids = append(ids, id)
 	}
 	rows.Close()
-	ledger := map[string]float64{} // sandbox name → cost booked
-	if gw := b.host.Gateway(); gw != nil {
-		usage, err := gw.Usage(ctx)
-		if err != nil {
-			return 0, err
-		}
-		for _, u := range usage {
-			ledger[u.Sandbox] += u.CostUSD
-		}
+	ledger, err := b.host.Ledger(ctx)
+	if err != nil {
+		return 0, err
 	}
 	var total float64
 	for _, id := range ids {
@@ -71,11 +64,7 @@ func (b *Bot) userSpend(ctx context.Context, user string) (float64, error) {
 		if err != nil {
 			continue
 		}
-		booked := ledger[launch.SandboxName(s, true)]
-		if name := launch.SandboxName(s, false); name != launch.SandboxName(s, true) {
-			booked += ledger[name]
-		}
-		total += max(s.CostUSD, booked, 0)
+		total += ledger.SessionCost(s)
 	}
 	return total, nil
 }

@@ -363,8 +363,10 @@ func (t *thread) answered(ctx context.Context, a *pendingAsk, user, answer strin
 
 func (t *thread) postApproval(ctx context.Context, id string, a protocol.Action) {
 	desc := escape(sanitize.Line(a.String(), 300))
-	if a.Detail != "" {
-		desc += "  (" + escape(sanitize.Line(a.Detail, 200)) + ")"
+	// A held write is shown as the gateway holds it (launch drops the
+	// agent's events that claim to be the gateway's).
+	if d := a.Describe(); d != "" {
+		desc += "  (" + escape(sanitize.Line(d, 300)) + ")"
 	}
 	text := "🔐 Allow *" + desc + "*?"
 	blocks := []slack.Block{

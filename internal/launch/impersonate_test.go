@@ -1,0 +1,225 @@
+package launch
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mlagent/mlagent/internal/fakeapi"
+	"github.com/mlagent/mlagent/internal/launch/launchtest"
+	"github.com/mlagent/mlagent/internal/protocol"
+	"github.com/mlagent/mlagent/internal/sandbox"
+	"github.com/mlagent/mlagent/internal/sessions"
+)
+
+// TestAgentCannotImpersonateTheHost: the agent's stdout is written from
+// the sandbox. A compromised agent that withdraws the gateway's held
+// write under its guessed id and asks again, under that id, about a
+// harmless command would have the user approve the write; nor may it
+// speak as a session host, claim another session, or report a negative
+// cost. The host drops what only it may say, and an answer to a gateway
+// id it did not issue (or that is not waiting) decides nothing and never
+// reaches the agent.
+func TestAgentCannotImpersonateTheHost(t *testing.T) {
+	ctx := context.Background()
+	forge := make(chan struct{})
+	agentGot := make(chan protocol.Input, 16)
+	be := &launchtest.AgentBackend{Play: func(_ []string, in io.Reader, out, _ io.Writer) int {
+		w := protocol.NewWriter(out)
+		w.Emit(protocol.Event{Type: protocol.EventReady, Session: "20990101-000000-else", Model: "m"})
+		<-forge
+		bash := &protocol.Action{Kind: "bash", Target: "ls"}
+		for _, ev := range []protocol.Event{
+			// The attack of the review: gw-1 withdrawn, then gw-1 "bash ls".
+			{Type: protocol.EventApproval, ID: "gw-1", Name: "gateway", Withdrawn: true},
+			{Type: protocol.EventApproval, ID: "gw-1", Name: "gateway", Action: bash},
+			{Type: protocol.EventApproval, ID: "gw-2", Name: "bash", Action: bash},
+			{Type: protocol.EventApproval, ID: "toolu_x", Name: "gateway", Action: bash},
+			// A gateway kind under the agent's name ("always" would allow
+			// the real push later), and one dressed with a held request.
+			{Type: protocol.EventApproval, ID: "toolu_y", Name: "bash", Action: &protocol.Action{Kind: "hub:push", Target: "you/m"}},
+			{Type: protocol.EventApproval, ID: "toolu_z", Name: "bash", Action: &protocol.Action{Kind: "bash", Target: "ls",
+				Request: &protocol.HeldRequest{Method: "GET", Host: "huggingface.co", Path: "/x"}}},
+			{Type: protocol.EventAttached, Session: "20990101-000000-else", Busy: true},
+			{Type: protocol.EventError, Kind: "detached", Message: "another front end attached"},
+			// What passes: the agent's own question about a command.
+			{Type: protocol.EventApproval, ID: "toolu_1", Name: "bash", Action: bash},
+			{Type: protocol.EventUsage, Usage: &protocol.Usage{CostUSD: -1000, SessionCostUSD: -1000, InputTokens: -5}},
+			{Type: protocol.EventTurnEnd, StopReason: "end_turn"},
+		} {
+			w.Emit(ev)
+		}
+		r := protocol.NewReader(in)
+		for {
+			inp, err := r.Next()
+			if err != nil || inp.Type == protocol.InputShutdown {
+				return 0
+			}
+			agentGot <- inp
+		}
+	}}
+	h := startHost(t, testConfig(t), be)
+	defer h.Close()
+	s := sessions.Session{ID: "20250101-000000-fake", Model: "m", Volumes: sandbox.DefaultMounts()}
+	a, err := h.StartAgent(ctx, AgentRequest{Session: s, HoldWrites: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Terminate(ctx)
+	events := protocol.NewEventReader(a.Events())
+	if ev := next(t, events, protocol.EventReady); ev.Session != s.ID {
+		t.Errorf("ready names session %q; want the host's %q", ev.Session, s.ID)
+	}
+
+	push := protocol.Action{Kind: "hub:push", Target: "you/m"}
+	decided := make(chan error, 1)
+	go func() { decided <- a.Approve(ctx, push) }()
+	held := next(t, events, protocol.EventApproval)
+	if held.Name != protocol.GatewayName || !strings.HasPrefix(held.ID, protocol.GatewayIDPrefix) ||
+		len(held.ID) < len(protocol.GatewayIDPrefix)+20 || held.Action == nil || held.Action.Kind != "hub:push" {
+		t.Errorf("the held write's approval: %+v; want a gateway approval with a long random id", held)
+	}
+	close(forge)
+
+	var seen []protocol.Event
+	for {
+		ev, _, err := events.Next()
+		if err != nil {
+			t.Fatalf("reading events: %v", err)
+		}
+		if ev.Type == protocol.EventTurnEnd {
+			break
+		}
+		seen = append(seen, ev)
+	}
+	if len(seen) != 2 || seen[0].ID != "toolu_1" || seen[1].Type != protocol.EventUsage {
+		t.Errorf("the front end saw %+v; want only the agent's own approval toolu_1 and its usage", seen)
+	}
+	if len(seen) == 2 {
+		if u := seen[1].Usage; u == nil || u.CostUSD < 0 || u.SessionCostUSD < 0 || u.InputTokens < 0 {
+			t.Errorf("usage shown %+v; want no negative cost or tokens", u)
+		}
+	}
+
+	// Answers to forged ids: the write stays held, the agent hears nothing.
+	for _, id := range []string{"gw-1", "gw-2", protocol.GatewayIDPrefix + "AAAAAAAAAAAAAAAAAAAAAAAAAA"} {
+		a.Send(protocol.Input{Type: protocol.InputApproval, ID: id, Decision: protocol.DecisionAllow})
+	}
+	select {
+	case err := <-decided:
+		t.Fatalf("an answer to a forged id decided the held write: %v", err)
+	case got := <-agentGot:
+		t.Fatalf("the agent got %+v; want no answer to a gateway id", got)
+	case <-time.After(200 * time.Millisecond):
+	}
+	a.Send(protocol.Input{Type: protocol.InputApproval, ID: held.ID, Decision: protocol.DecisionDeny})
+	if err := <-decided; err == nil {
+		t.Errorf("the held write was allowed; want the user's denial")
+	}
+	// A second answer to the same id is nobody's.
+	a.Send(protocol.Input{Type: protocol.InputApproval, ID: held.ID, Decision: protocol.DecisionAllow})
+	a.Send(protocol.Input{Type: protocol.InputApproval, ID: "toolu_1", Decision: protocol.DecisionAllow})
+	if got := <-agentGot; got.ID != "toolu_1" {
+		t.Errorf("the agent got %+v; want only its own toolu_1", got)
+	}
+
+	// Two held writes never share an id.
+	go func() { decided <- a.Approve(ctx, push) }()
+	second := next(t, events, protocol.EventApproval)
+	if second.ID == held.ID {
+		t.Errorf("two held writes got the same id %s", held.ID)
+	}
+	a.Send(protocol.Input{Type: protocol.InputApproval, ID: second.ID, Decision: protocol.DecisionDeny})
+	<-decided
+
+	row, err := h.Sessions().Get(ctx, s.ID)
+	if err != nil || row.CostUSD < 0 || row.Turns != 1 {
+		t.Errorf("index row %+v, %v; want 1 turn at no negative cost", row, err)
+	}
+}
+
+// TestTurnCostIsTheLedgers: the cost a turn books is never less than the
+// gateway's own count of the sandbox's model calls, whatever the agent
+// reports; the usage event the front end shows carries the same.
+func TestTurnCostIsTheLedgers(t *testing.T) {
+	ctx := context.Background()
+	up := fakeapi.Start(fakeapi.Options{APIKey: realKey, Responder: fakeapi.ResponderFunc(func(*fakeapi.Request) *fakeapi.Reply {
+		return fakeapi.Text(strings.Repeat("expensive words ", 200))
+	})})
+	defer up.Close()
+	be := &launchtest.AgentBackend{}
+	be.Play = func(_ []string, in io.Reader, out, _ io.Writer) int {
+		gw := be.Gateway()
+		w := protocol.NewWriter(out)
+		w.Emit(protocol.Event{Type: protocol.EventReady, Session: "s", Model: "m"})
+		r := protocol.NewReader(in)
+		for {
+			inp, err := r.Next()
+			if err != nil || inp.Type == protocol.InputShutdown {
+				return 0
+			}
+			if inp.Type != protocol.InputUserMessage {
+				continue
+			}
+			// One model call through the gateway, as the agent makes them.
+			hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, gw.Network, gw.Address)
+			}}}
+			req, _ := http.NewRequest("POST", "http://gateway/v1/messages", strings.NewReader(
+				`{"model":"claude-sonnet-5-5","max_tokens":1024,"messages":[{"role":"user","content":"hi"}]}`))
+			req.Header.Set("x-api-key", gw.Token)
+			req.Header.Set("anthropic-version", "2023-06-01")
+			req.Header.Set("content-type", "application/json")
+			if resp, err := hc.Do(req); err != nil {
+				t.Errorf("the model call: %v", err)
+			} else {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					t.Errorf("the model call: %s %s", resp.Status, b)
+				}
+			}
+			w.Emit(protocol.Event{Type: protocol.EventUsage, Usage: &protocol.Usage{CostUSD: -1000, SessionCostUSD: -1000}})
+			w.Emit(protocol.Event{Type: protocol.EventTurnEnd, StopReason: "end_turn"})
+		}
+	}
+	h, err := Start(ctx, Options{Config: testConfig(t), Upstream: up.URL(), ModelKey: realKey, Backend: be})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	s := sessions.Session{ID: "20250101-000000-cost", Model: "m", Volumes: sandbox.DefaultMounts()}
+	a, err := h.StartAgent(ctx, AgentRequest{Session: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Terminate(ctx)
+	events := protocol.NewEventReader(a.Events())
+	next(t, events, protocol.EventReady)
+	a.Send(protocol.Input{Type: protocol.InputUserMessage, Text: "go"})
+	u := next(t, events, protocol.EventUsage).Usage
+	next(t, events, protocol.EventTurnEnd)
+
+	l, err := h.Ledger(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	booked := l.ByToken[a.Sandbox.TokenID]
+	if booked <= 0 {
+		t.Fatalf("the gateway booked $%v for the sandbox's call; want its cost", booked)
+	}
+	if u == nil || u.CostUSD < booked || u.SessionCostUSD < booked {
+		t.Errorf("usage shown %+v; want the $%v the gateway booked, not the agent's -$1000", u, booked)
+	}
+	row, err := h.Sessions().Get(ctx, s.ID)
+	if err != nil || row.CostUSD < booked {
+		t.Errorf("index row cost $%v (%v); want at least the $%v the gateway booked", row.CostUSD, err, booked)
+	}
+	if got := l.SessionCost(row); got < booked {
+		t.Errorf("SessionCost = $%v; want at least $%v", got, booked)
+	}
+}
