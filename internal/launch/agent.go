@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mlagent/mlagent/internal/models"
 	"github.com/mlagent/mlagent/internal/permission"
@@ -93,6 +94,11 @@ type AgentSession struct {
 	heldMu sync.Mutex
 	held   map[string]chan protocol.Input // gateway approvals waiting, by id
 	err    error                          // how the agent exited; set before exited closes
+
+	// Models the front end asked for (set_model) that the agent has not
+	// yet said it uses: a model event must name one.
+	modelMu    sync.Mutex
+	wantModels []string
 
 	// What book has counted: the cost the agent reported (each turn's
 	// clamped to >= 0) and the cost recorded in the index, this process.
@@ -186,6 +192,12 @@ func (h *Host) StartAgent(ctx context.Context, r AgentRequest) (_ *AgentSession,
 		switch in.Type {
 		case protocol.InputApproval:
 			return a.decide(in)
+		case protocol.InputSetModel:
+			a.modelMu.Lock()
+			if len(a.wantModels) < 64 {
+				a.wantModels = append(a.wantModels, strings.TrimSpace(in.Text))
+			}
+			a.modelMu.Unlock()
 		case protocol.InputUserMessage:
 			if err := h.sessions.SetTitle(bg, s.ID, in.Text); err != nil {
 				h.log.Warn("session title", "session", s.ID, "err", err)
@@ -285,7 +297,8 @@ func (a *AgentSession) Terminate(ctx context.Context) error {
 func (a *AgentSession) book(ctx context.Context, agentOut io.Reader, events *io.PipeWriter) {
 	r := protocol.NewEventReader(agentOut)
 	var cost float64
-	settled := false // this turn's cost is counted
+	settled := false             // this turn's cost is counted
+	running := map[string]bool{} // jobs the front ends were told run
 	for {
 		ev, raw, err := r.Next()
 		if err != nil {
@@ -307,9 +320,15 @@ func (a *AgentSession) book(ctx context.Context, agentOut io.Reader, events *io.
 		}
 		switch ev.Type {
 		case protocol.EventReady:
-			if ev.Session != a.id {
-				ev.Session = a.id
+			// The agent was started with the host's session and model.
+			if ev.Session != a.id || ev.Model != a.Session.Model {
+				ev.Session, ev.Model = a.id, a.Session.Model
 				raw = marshalEvent(ev)
+			}
+		case protocol.EventModel:
+			if !a.modelAsked(ev.Model) {
+				a.host.log.Warn("dropped an event from the sandbox's agent", "session", a.id, "type", ev.Type, "why", "a model nobody asked for")
+				continue
 			}
 		case protocol.EventUsage:
 			u := protocol.Usage{}
@@ -327,6 +346,27 @@ func (a *AgentSession) book(ctx context.Context, agentOut io.Reader, events *io.
 			}
 			ev.Usage = &u
 			raw = marshalEvent(ev)
+		case protocol.EventJob:
+			// Front ends keep each running job until it ends: a bound on
+			// how many, and on what each says, bounds what they keep.
+			j := ev.Job
+			switch {
+			case j == nil || j.ID == "" || len(j.ID) > maxJobID:
+				continue
+			case !j.Running():
+				delete(running, j.ID)
+			case !running[j.ID] && len(running) >= MaxRunningJobs:
+				a.host.log.Warn("dropped a job event from the sandbox's agent", "session", a.id, "why", "too many running jobs")
+				continue
+			default:
+				running[j.ID] = true
+			}
+			if len(j.Command) > maxJobText || len(j.Status) > maxJobText {
+				c := *j
+				c.Command, c.Status = cut(c.Command, maxJobText), cut(c.Status, maxJobText)
+				ev.Job = &c
+				raw = marshalEvent(ev)
+			}
 		case protocol.EventTurnEnd:
 			if !settled {
 				cost = a.settle(ctx, 0)
@@ -342,6 +382,40 @@ func (a *AgentSession) book(ctx context.Context, agentOut io.Reader, events *io.
 			return
 		}
 	}
+}
+
+// modelAsked reports whether the front end asked for model (and the
+// agent has not yet said so), forgetting the requests up to it.
+func (a *AgentSession) modelAsked(model string) bool {
+	a.modelMu.Lock()
+	defer a.modelMu.Unlock()
+	for i, m := range a.wantModels {
+		if m == model {
+			a.wantModels = a.wantModels[i+1:]
+			return true
+		}
+	}
+	return false
+}
+
+// Bounds on the job events passed to the front ends.
+const (
+	// MaxRunningJobs is how many running jobs the front ends are told
+	// of at once; a new one beyond is not shown.
+	MaxRunningJobs = 256
+	maxJobID       = 64
+	maxJobText     = 2048
+)
+
+// cut shortens s to at most n bytes, on a rune boundary.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // impersonates says why an event from the agent must not pass, or "":

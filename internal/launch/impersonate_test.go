@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -221,5 +223,116 @@ func TestTurnCostIsTheLedgers(t *testing.T) {
 	}
 	if got := l.SessionCost(row); got < booked {
 		t.Errorf("SessionCost = $%v; want at least $%v", got, booked)
+	}
+}
+
+// TestJobEventsAreBounded: front ends (the chat, the session host) keep
+// every running job until it ends; an agent announcing 1,000 jobs with
+// 20 kB commands would make them keep 20 MB (and more each turn). The host passes at most
+// MaxRunningJobs at once, each cut short.
+func TestJobEventsAreBounded(t *testing.T) {
+	ctx := context.Background()
+	const announced = 1000
+	be := &launchtest.AgentBackend{Play: func(_ []string, in io.Reader, out, _ io.Writer) int {
+		w := protocol.NewWriter(out)
+		w.Emit(protocol.Event{Type: protocol.EventReady, Session: "s", Model: "m"})
+		long := strings.Repeat("x", 20<<10)
+		for i := range announced {
+			w.Emit(protocol.Event{Type: protocol.EventJob, Job: &protocol.Job{ID: "job-" + strconv.Itoa(i), Command: long, Status: "running"}})
+		}
+		// One ends, so a new one fits; the ended one is passed too.
+		w.Emit(protocol.Event{Type: protocol.EventJob, Job: &protocol.Job{ID: "job-0", Command: "c", Status: "exited 0"}})
+		w.Emit(protocol.Event{Type: protocol.EventJob, Job: &protocol.Job{ID: "late", Command: "c", Status: "running"}})
+		w.Emit(protocol.Event{Type: protocol.EventTurnEnd, StopReason: "end_turn"})
+		io.Copy(io.Discard, in)
+		return 0
+	}}
+	h := startHost(t, testConfig(t), be)
+	defer h.Close()
+	a, err := h.StartAgent(ctx, AgentRequest{Session: sessions.Session{ID: "20250101-000000-jobs", Model: "m", Volumes: sandbox.DefaultMounts()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Terminate(ctx)
+	events := protocol.NewEventReader(a.Events())
+	running := map[string]bool{}
+	var bytes, most int
+	for {
+		ev, raw, err := events.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		bytes += len(raw)
+		if ev.Type == protocol.EventTurnEnd {
+			break
+		}
+		if ev.Type != protocol.EventJob {
+			continue
+		}
+		if ev.Job.Running() {
+			running[ev.Job.ID] = true
+		} else {
+			delete(running, ev.Job.ID)
+		}
+		most = max(most, len(running))
+	}
+	if most > MaxRunningJobs || !running["late"] {
+		t.Errorf("the front end was told of %d running jobs at once (late one shown: %v); want at most %d, and room after one ended",
+			most, running["late"], MaxRunningJobs)
+	}
+	if bytes > 4<<20 {
+		t.Errorf("the front end got %d bytes of events; want the jobs' lines cut short", bytes)
+	}
+}
+
+// TestModelIsTheHosts: the front ends show the model from ready and
+// model events (and -p's JSON result reports it); the agent was started
+// with the host's model, and changes it only when the front end asks.
+func TestModelIsTheHosts(t *testing.T) {
+	ctx := context.Background()
+	be := &launchtest.AgentBackend{Play: func(_ []string, in io.Reader, out, _ io.Writer) int {
+		w := protocol.NewWriter(out)
+		w.Emit(protocol.Event{Type: protocol.EventReady, Session: "s", Model: "claude-cheap-looking"})
+		w.Emit(protocol.Event{Type: protocol.EventModel, Model: "claude-unasked"})
+		r := protocol.NewReader(in)
+		for {
+			inp, err := r.Next()
+			if err != nil || inp.Type == protocol.InputShutdown {
+				return 0
+			}
+			if inp.Type == protocol.InputSetModel {
+				w.Emit(protocol.Event{Type: protocol.EventModel, Model: "claude-unasked"})
+				w.Emit(protocol.Event{Type: protocol.EventModel, Model: strings.TrimSpace(inp.Text)})
+				w.Emit(protocol.Event{Type: protocol.EventTurnEnd})
+			}
+		}
+	}}
+	h := startHost(t, testConfig(t), be)
+	defer h.Close()
+	a, err := h.StartAgent(ctx, AgentRequest{Session: sessions.Session{ID: "20250101-000000-mode", Model: "claude-chosen", Volumes: sandbox.DefaultMounts()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Terminate(ctx)
+	events := protocol.NewEventReader(a.Events())
+	if ev := next(t, events, protocol.EventReady); ev.Model != "claude-chosen" {
+		t.Errorf("ready says model %q; want the host's claude-chosen", ev.Model)
+	}
+	a.Send(protocol.Input{Type: protocol.InputSetModel, Text: " claude-next "})
+	var models []string
+	for {
+		ev, _, err := events.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Type == protocol.EventTurnEnd {
+			break
+		}
+		if ev.Type == protocol.EventModel {
+			models = append(models, ev.Model)
+		}
+	}
+	if !slices.Equal(models, []string{"claude-next"}) {
+		t.Errorf("model events passed: %q; want only the one asked for, claude-next", models)
 	}
 }
