@@ -16,7 +16,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/mlagent/mlagent/internal/models"
 	"github.com/mlagent/mlagent/internal/permission"
@@ -361,9 +360,9 @@ func (a *AgentSession) book(ctx context.Context, agentOut io.Reader, events *io.
 			default:
 				running[j.ID] = true
 			}
-			if len(j.Command) > maxJobText || len(j.Status) > maxJobText {
+			if len(j.Command) > maxJobText || len(j.Status) > maxJobText { // bytes ≥ runes
 				c := *j
-				c.Command, c.Status = cut(c.Command, maxJobText), cut(c.Status, maxJobText)
+				c.Command, c.Status = sanitize.Truncate(c.Command, maxJobText), sanitize.Truncate(c.Status, maxJobText)
 				ev.Job = &c
 				raw = marshalEvent(ev)
 			}
@@ -404,19 +403,8 @@ const (
 	// of at once; a new one beyond is not shown.
 	MaxRunningJobs = 256
 	maxJobID       = 64
-	maxJobText     = 2048
+	maxJobText     = 2048 // runes of a job's command or status
 )
-
-// cut shortens s to at most n bytes, on a rune boundary.
-func cut(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
-}
 
 // impersonates says why an event from the agent must not pass, or "":
 // it says what only the host says. A gateway approval (the gateway's
