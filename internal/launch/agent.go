@@ -471,6 +471,12 @@ func (a *AgentSession) emit(ev protocol.Event) {
 	}
 }
 
+// MaxHeldWrites is how many of the sandbox's writes may wait for the
+// user at once: each is a question on the user's screen, and a sandbox
+// sending thousands at once would bury them (the chat gives up on more
+// than 32 questions at once).
+const MaxHeldWrites = 8
+
 // Approve is the gateway's Approver for the session's sandbox: a held
 // write becomes an approval event named "gateway" in Events, and waits
 // for the front end's approval input with its id (or for the sandbox to
@@ -481,6 +487,10 @@ func (a *AgentSession) Approve(ctx context.Context, act protocol.Action) error {
 	ch := make(chan protocol.Input, 1)
 	id := protocol.GatewayIDPrefix + rand.Text()
 	a.heldMu.Lock()
+	if len(a.held) >= MaxHeldWrites {
+		a.heldMu.Unlock()
+		return fmt.Errorf("%d writes already wait for the user's approval; send this one again when they are answered", MaxHeldWrites)
+	}
 	if a.held == nil {
 		a.held = map[string]chan protocol.Input{}
 	}

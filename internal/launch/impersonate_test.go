@@ -336,3 +336,50 @@ func TestModelIsTheHosts(t *testing.T) {
 		t.Errorf("model events passed: %q; want only the one asked for, claude-next", models)
 	}
 }
+
+// TestHeldWritesAreBounded: a sandbox sending many writes at once gets
+// MaxHeldWrites questions in front of the user, and the rest refused at
+// once rather than queued.
+func TestHeldWritesAreBounded(t *testing.T) {
+	ctx := context.Background()
+	be := &launchtest.AgentBackend{Play: func(_ []string, in io.Reader, out, _ io.Writer) int {
+		protocol.NewWriter(out).Emit(protocol.Event{Type: protocol.EventReady, Session: "s", Model: "m"})
+		io.Copy(io.Discard, in)
+		return 0
+	}}
+	h := startHost(t, testConfig(t), be)
+	defer h.Close()
+	a, err := h.StartAgent(ctx, AgentRequest{Session: sessions.Session{ID: "20250101-000000-many", Model: "m", Volumes: sandbox.DefaultMounts()}, HoldWrites: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Terminate(ctx)
+	events := protocol.NewEventReader(a.Events())
+	next(t, events, protocol.EventReady)
+	const sent = 50
+	refused := make(chan error, sent)
+	for range sent {
+		go func() {
+			if err := a.Approve(ctx, protocol.Action{Kind: "hub:push", Target: "you/m"}); err != nil {
+				refused <- err
+			}
+		}()
+	}
+	for range sent - MaxHeldWrites {
+		select {
+		case <-refused:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("fewer than %d of %d writes were refused at once", sent-MaxHeldWrites, sent)
+		}
+	}
+	ids := map[string]bool{}
+	for range MaxHeldWrites {
+		ids[next(t, events, protocol.EventApproval).ID] = true
+	}
+	for id := range ids {
+		a.Send(protocol.Input{Type: protocol.InputApproval, ID: id, Decision: protocol.DecisionDeny})
+	}
+	for range MaxHeldWrites {
+		<-refused
+	}
+}

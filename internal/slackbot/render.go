@@ -3,6 +3,7 @@ package slackbot
 import (
 	"context"
 	"errors"
+	"fmt"
 	"regexp"
 	"strings"
 	"sync"
@@ -110,7 +111,12 @@ type renderer struct {
 type toolGroup struct {
 	msg   *message
 	lines []toolLine
+	more  int // calls past maxGroupLines, counted, not shown
 }
+
+// maxGroupLines bounds the tool lines of one message: the agent's events
+// come from the sandbox, and each line is written again at every edit.
+const maxGroupLines = 30
 
 type toolLine struct {
 	id, name, summary string
@@ -223,8 +229,12 @@ func (r *renderer) ToolStart(id, name, summary string) {
 		r.byID = map[string]*toolGroup{}
 	}
 	g := r.activity
-	g.lines = append(g.lines, toolLine{id: id, name: name, summary: summary})
-	r.byID[id] = g
+	if len(g.lines) >= maxGroupLines {
+		g.more++
+	} else {
+		g.lines = append(g.lines, toolLine{id: id, name: sanitize.Line(name, 60), summary: sanitize.Line(summary, 150)})
+		r.byID[id] = g
+	}
 	r.set(g.msg, g.text(), nil)
 }
 
@@ -239,7 +249,7 @@ func (r *renderer) ToolEnd(id string, ok bool, result string) {
 	delete(r.byID, id)
 	for i := range g.lines {
 		if g.lines[i].id == id {
-			g.lines[i].done, g.lines[i].ok, g.lines[i].result = true, ok, result
+			g.lines[i].done, g.lines[i].ok, g.lines[i].result = true, ok, sanitize.Line(result, 100)
 		}
 	}
 	r.set(g.msg, g.text(), nil)
@@ -265,6 +275,9 @@ func (g *toolGroup) text() string {
 		if t.done && t.result != "" {
 			b.WriteString("  → " + escape(sanitize.Line(t.result, 100)))
 		}
+	}
+	if g.more > 0 {
+		fmt.Fprintf(&b, "\n… and %d more", g.more)
 	}
 	return b.String()
 }

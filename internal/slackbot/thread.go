@@ -241,7 +241,9 @@ func (t *thread) event(ctx context.Context, a *launch.AgentSession, ev protocol.
 		r.Text(ev.Text)
 	case protocol.EventToolStart:
 		t.mu.Lock()
-		t.tools[ev.ID] = ev.Name
+		if len(t.tools) < maxTurnTools {
+			t.tools[ev.ID] = ev.Name
+		}
 		t.lastTool = ev.Name + " " + sanitize.Line(ev.Summary, 80)
 		t.mu.Unlock()
 		if ev.Name != "ask_user" && ev.Name != "todo" { // shown as the question and the checklist
@@ -296,6 +298,7 @@ func (t *thread) event(ctx context.Context, a *launch.AgentSession, ev protocol.
 		r.Flush()
 		t.mu.Lock()
 		t.busy = false
+		t.tools = map[string]string{}
 		var next string
 		if len(t.queue) > 0 {
 			next, t.queue = t.queue[0], t.queue[1:]
@@ -307,6 +310,10 @@ func (t *thread) event(ctx context.Context, a *launch.AgentSession, ev protocol.
 		}
 	}
 }
+
+// maxTurnTools bounds the tool calls a thread remembers in a turn (to
+// know a share_file call when it ends): the events come from the sandbox.
+const maxTurnTools = 1024
 
 // Action ids of the bot's buttons; values are "<pending id>|<choice>".
 const (
