@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 
 	"modernc.org/sqlite"
@@ -232,14 +233,31 @@ func (r *Reader) value(col string) string {
 	return fmt.Sprintf(`CASE WHEN octet_length(%[1]s) > %[2]d THEN NULL ELSE CAST(%[1]s AS BLOB) END`, col, r.limits.MaxValue)
 }
 
+// metricsCols and systemCols are the columns readRows scans.
+func (r *Reader) metricsCols(s schema) string {
+	return `id, ` + r.text(s.metrics) + `, ` + r.text("run_name") + `, coalesce(CAST(step AS INTEGER), 0), ` +
+		r.text("timestamp") + `, ` + r.value("metrics")
+}
+
+func (r *Reader) systemCols(s schema) string {
+	return `id, ` + r.text(s.system) + `, ` + r.text("run_name") + `, 0, ` + r.text("timestamp") + `, ` + r.value("metrics")
+}
+
 func (r *Reader) metricsQuery(s schema) string {
-	return `SELECT id, ` + r.text(s.metrics) + `, ` + r.text("run_name") + `, coalesce(CAST(step AS INTEGER), 0), ` +
-		r.text("timestamp") + `, ` + r.value("metrics") + ` FROM main.metrics WHERE id > ? ORDER BY id LIMIT ?`
+	return `SELECT ` + r.metricsCols(s) + ` FROM main.metrics WHERE id > ? ORDER BY id LIMIT ?`
 }
 
 func (r *Reader) systemQuery(s schema) string {
-	return `SELECT id, ` + r.text(s.system) + `, ` + r.text("run_name") + `, 0, ` +
-		r.text("timestamp") + `, ` + r.value("metrics") + ` FROM main.system_metrics WHERE id > ? ORDER BY id LIMIT ?`
+	return `SELECT ` + r.systemCols(s) + ` FROM main.system_metrics WHERE id > ? ORDER BY id LIMIT ?`
+}
+
+// sampleQuery reads the rows of table whose ids step evenly from a
+// first id to a last: the ids come from a counting CTE and each is one
+// primary-key lookup, so the read costs the rows it returns, not the
+// table's size.
+func sampleQuery(cols, table string) string {
+	return `WITH RECURSIVE ids(i) AS (SELECT ?1 UNION ALL SELECT i + ?2 FROM ids WHERE i + ?2 <= ?3)
+		SELECT ` + cols + ` FROM ids CROSS JOIN ` + table + ` ON ` + table + `.id = ids.i ORDER BY ids.i LIMIT ?4`
 }
 
 func (r *Reader) configsQuery(s schema) string {
@@ -308,7 +326,12 @@ func readRows(ctx context.Context, tx *sql.Tx, q string, after int64, limit int,
 	if limit <= 0 {
 		limit = 1 << 30
 	}
-	rows, err := tx.QueryContext(ctx, q, after, limit)
+	return readRowsQuery(ctx, tx, q, limit, b, after, limit)
+}
+
+// readRowsQuery runs q with args and scans up to limit rows of it.
+func readRowsQuery(ctx context.Context, tx *sql.Tx, q string, limit int, b *budget, args ...any) ([]Row, error) {
+	rows, err := tx.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -364,6 +387,96 @@ func jsonValue(raw []byte) (json.RawMessage, bool) {
 		return json.RawMessage("{}"), false
 	}
 	return raw, false
+}
+
+// Sample reads about n rows of each of metrics and system_metrics,
+// spread evenly over their ids (the first and the last row included), and
+// every config row (at most Limits.MaxConfigs), in one read transaction,
+// within the same time and byte limits as Poll. It leaves the cursor
+// alone: it is a quick overview of a large database while Poll works
+// through it in order. Spans is the id range (last − first + 1) of each
+// of the two tables, 0 when empty.
+func (r *Reader) Sample(ctx context.Context, n int) (b Batch, metricsSpan, systemSpan int64, err error) {
+	n = max(n, 2)
+	bud := r.newBudget()
+	err = r.read(ctx, func(ctx context.Context, tx *sql.Tx, s schema) (err error) {
+		if s.metrics != "" {
+			if b.Metrics, metricsSpan, err = sampleRows(ctx, tx, r.metricsCols(s), "main.metrics", n, bud); err != nil {
+				return err
+			}
+		}
+		if s.system != "" {
+			if b.System, systemSpan, err = sampleRows(ctx, tx, r.systemCols(s), "main.system_metrics", pollLimit(n, bud), bud); err != nil {
+				return err
+			}
+		}
+		if s.configs != "" {
+			if b.Configs, err = readConfigs(ctx, tx, r.configsQuery(s), 0, pollLimit(r.limits.MaxConfigs, bud), bud); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return Batch{}, 0, 0, err
+	}
+	return b, metricsSpan, systemSpan, nil
+}
+
+// Spans returns the id range (last − first + 1) of metrics and of
+// system_metrics, 0 for an empty or absent table: two primary-key
+// lookups each.
+func (r *Reader) Spans(ctx context.Context) (metricsSpan, systemSpan int64, err error) {
+	err = r.read(ctx, func(ctx context.Context, tx *sql.Tx, s schema) (err error) {
+		if s.metrics != "" {
+			if _, _, metricsSpan, err = idRange(ctx, tx, "main.metrics"); err != nil {
+				return err
+			}
+		}
+		if s.system != "" {
+			_, _, systemSpan, err = idRange(ctx, tx, "main.system_metrics")
+		}
+		return err
+	})
+	return metricsSpan, systemSpan, err
+}
+
+// idRange returns the first and last id of table and the span between.
+func idRange(ctx context.Context, tx *sql.Tx, table string) (lo, hi, span int64, err error) {
+	var l, h sql.NullInt64
+	if err := tx.QueryRowContext(ctx, `SELECT min(id), max(id) FROM `+table).Scan(&l, &h); err != nil {
+		return 0, 0, 0, err
+	}
+	if !l.Valid || !h.Valid || h.Int64 < l.Int64 {
+		return 0, 0, 0, nil
+	}
+	// Ids are the table's own: a span past int64 reads as the largest.
+	if d := h.Int64 - l.Int64; d >= 0 && d < math.MaxInt64 {
+		return l.Int64, h.Int64, d + 1, nil
+	}
+	return l.Int64, h.Int64, math.MaxInt64, nil
+}
+
+// sampleRows reads about n rows of table, evenly spaced over its ids.
+func sampleRows(ctx context.Context, tx *sql.Tx, cols, table string, n int, b *budget) ([]Row, int64, error) {
+	lo, hi, span, err := idRange(ctx, tx, table)
+	if err != nil || span == 0 {
+		return nil, span, err
+	}
+	stride := max(1, span/int64(n))
+	rows, err := readRowsQuery(ctx, tx, sampleQuery(cols, table), n+1, b, lo, stride, hi, n+1)
+	if err != nil {
+		return nil, span, err
+	}
+	// The last row too: a chart of the sample ends where the data does.
+	if len(rows) > 0 && rows[len(rows)-1].ID != hi && !b.hit && b.left > 0 {
+		last, err := readRowsQuery(ctx, tx, sampleQuery(cols, table), 1, b, hi, 1, hi, 1)
+		if err != nil {
+			return nil, span, err
+		}
+		rows = append(rows, last...)
+	}
+	return rows, span, nil
 }
 
 // Replaced reports whether the file at Path is no longer the one this
