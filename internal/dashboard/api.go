@@ -33,6 +33,8 @@ type projectJSON struct {
 	MaxSys int64       `json:"max_sys"`
 	Runs   []runJSON   `json:"runs"`
 	Media  []mediaItem `json:"media"`
+	// Preview is set while the runs are a sample of the project's rows.
+	Preview *previewJSON `json:"preview,omitempty"`
 }
 
 type runJSON struct {
@@ -62,7 +64,13 @@ func (s *Server) snapshotLocked(list []projectSummary, p *projectState) snapshot
 	if p == nil {
 		return snap
 	}
-	pj := &projectJSON{Name: p.Name, Error: p.Error, Layout: p.Layout, MaxID: p.maxID, MaxSys: p.maxSys, Runs: make([]runJSON, 0, len(p.runs)), Media: p.media}
+	var preview *previewJSON
+	if p.preview != nil {
+		pr := p.progress()
+		preview = &pr
+	}
+	p = p.view()
+	pj := &projectJSON{Preview: preview, Name: p.Name, Error: p.Error, Layout: p.Layout, MaxID: p.maxID, MaxSys: p.maxSys, Runs: make([]runJSON, 0, len(p.runs)), Media: p.media}
 	if pj.Media == nil {
 		pj.Media = []mediaItem{}
 	}
@@ -92,7 +100,7 @@ func (s *Server) handleMedia(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	rel := q.Get("path")
 	s.mu.RLock()
-	p := s.projects[q.Get("project")]
+	p := s.projects[q.Get("project")].view()
 	listed := false
 	if p != nil {
 		for _, m := range p.media {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -299,5 +300,76 @@ func BenchmarkScale(b *testing.B) {
 		b.ReportMetric(float64(median(loads).Milliseconds()), "all-charts-ms")
 		b.ReportMetric(float64(median(zooms).Milliseconds()), "zoom-ms")
 		b.ReportMetric(float64(median(hovers).Milliseconds()), "hover-ms")
+	}
+}
+
+// BenchmarkScaleFresh starts a dashboard on the 10 M-point project of
+// BenchmarkScale and opens the page at once, as a user does after
+// `mlagent dashboard`: it reports the time from the server's start until
+// every chart shows something, and until every chart shows every run's
+// last step with the page no longer showing a preview (the whole project
+// loaded), in ms; medians of three starts.
+// Run: go test -run '^$' -bench ScaleFresh -benchtime 1x -timeout 30m ./internal/dashboard/
+func BenchmarkScaleFresh(b *testing.B) {
+	requireChromium(b)
+	const runs, metrics, steps = 50, 20, 10000
+	dir := scaleDB(b, runs, metrics, steps)
+	complete := fmt.Sprintf(`(() => { const d = window.__dash; if (!d || (d.project && d.project.preview) || d.charts.size !== %d) return false;
+		for (const c of d.charts.values()) { if (c.data.size !== %d) return false; for (const r of c.data.values()) if (!r.x.length || r.x.at(-1) !== %d) return false; }
+		return true; })()`, metrics, runs, steps-1)
+	for i := 0; i < b.N; i++ {
+		var drawn, full []time.Duration
+		for k := 0; k < 3; k++ {
+			page := newBrowserPage(b)
+			t0 := time.Now()
+			s, err := New(dir, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			hs := httptest.NewServer(s.Handler())
+			previewAt := make(chan time.Duration, 1)
+			go func() {
+				for time.Since(t0) < time.Minute {
+					s.mu.RLock()
+					p := s.projects["scale"]
+					ok := p != nil && p.preview != nil
+					s.mu.RUnlock()
+					if ok {
+						previewAt <- time.Since(t0)
+						return
+					}
+					time.Sleep(2 * time.Millisecond)
+				}
+				previewAt <- -1
+			}()
+			t1 := time.Now()
+			if err := chromedp.Do(page.ctx, chromedp.Navigate(hs.URL+"/?project=scale")); err != nil {
+				b.Fatal(err)
+			}
+			wctx, cancel := context.WithTimeout(page.ctx, 180*time.Second)
+			_, err = chromedp.Run(wctx, chromedp.Poll[bool](fmt.Sprintf(`!!window.__dash && window.__dash.charts.size === %d && [...window.__dash.charts.values()].every((c) => c.drawnOnce)`, metrics), chromedp.WithPollingInterval(10*time.Millisecond), chromedp.WithPollingTimeout(170*time.Second)))
+			if err != nil {
+				cancel()
+				b.Fatalf("charts never drawn: %v", err)
+			}
+			drawn = append(drawn, time.Since(t0))
+			_, err = chromedp.Run(wctx, chromedp.Poll[bool](complete, chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(170*time.Second)))
+			cancel()
+			if err != nil {
+				b.Fatalf("project never shown whole: %v", err)
+			}
+			full = append(full, time.Since(t0))
+			b.Logf("start %d: every chart drawn %v, whole project shown %v; rss %.0f MB; sample ready %v, navigated %v; page %s", k, drawn[k], full[k], rssMB(),
+				<-previewAt, t1.Sub(t0), evalJS[string](b, page.ctx, `JSON.stringify({snapshots: __dash.snapshots, snapshotAt: __dash.snapshotAt, firstScreenAt: __dash.firstScreenAt, allDrawnAt: __dash.allDrawnAt, perf: __dash.perf})`))
+			// The page away first, then the server: it ends the page's
+			// event stream, which hs.Close would otherwise wait for.
+			if err := chromedp.Do(page.ctx, chromedp.Navigate("about:blank")); err != nil {
+				b.Fatal(err)
+			}
+			s.Close()
+			hs.Close()
+		}
+		b.ReportMetric(float64(median(drawn).Milliseconds()), "drawn-ms")
+		b.ReportMetric(float64(median(full).Milliseconds()), "whole-ms")
 	}
 }

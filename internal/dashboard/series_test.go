@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
@@ -357,5 +358,51 @@ func TestSeriesBound(t *testing.T) {
 	s.mu.RUnlock()
 	if n != 20 || left != 0 {
 		t.Errorf("series kept = %d, budget left %d; want 20 and 0", n, left)
+	}
+}
+
+// TestDownsampleStepsMatchesGeneric: the fast path for steps read in
+// place keeps exactly the points the general one does, gaps and repeated
+// extremes included.
+func TestDownsampleStepsMatchesGeneric(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for trial := 0; trial < 300; trial++ {
+		n := 2 + rng.IntN(3000)
+		var steps []int64
+		var vals []float64
+		st := int64(rng.IntN(10))
+		for i := 0; i < n; i++ {
+			st += int64(rng.IntN(4)) // repeated steps too
+			steps = append(steps, st)
+			v := float64(rng.IntN(20)) // ties between extremes
+			switch rng.IntN(50) {
+			case 0:
+				v = math.NaN()
+			case 1:
+				v = math.Inf(1 - 2*rng.IntN(2))
+			}
+			vals = append(vals, v)
+		}
+		r, s := runWith(steps, vals)
+		v := newView(r, s, false, xAxis{kind: "step"})
+		i := rng.IntN(n)
+		j := i + rng.IntN(n-i+1)
+		if j-i < 2 {
+			continue
+		}
+		max := 4 + rng.IntN(400)
+		blo, bhi := float64(steps[i])-float64(rng.IntN(5)), float64(steps[j-1])+float64(rng.IntN(5))
+		fast := v.downsample(i, j, max, blo, bhi)
+		slowDownsample = true
+		slow := v.downsample(i, j, max, blo, bhi)
+		slowDownsample = false
+		if len(fast) != len(slow) {
+			t.Fatalf("trial %d: fast path kept %d points; general %d", trial, len(fast), len(slow))
+		}
+		for k := range fast {
+			if fast[k].x != slow[k].x || math.Float32bits(fast[k].y) != math.Float32bits(slow[k].y) {
+				t.Fatalf("trial %d: point %d = %v; general %v", trial, k, fast[k], slow[k])
+			}
+		}
 	}
 }

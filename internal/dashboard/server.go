@@ -55,7 +55,21 @@ type Options struct {
 	// StaleAfter is how long a run may go without a row and still show
 	// as running (default: 60s, or 10 times its usual interval if longer).
 	StaleAfter time.Duration
+	// PreviewRows is the size of the sample a project is first shown
+	// from when its database holds over previewFactor times as many
+	// rows (default 5,000): reading 10 M points takes the follower tens
+	// of seconds on a busy machine, a sample of evenly spaced rows a
+	// fraction of one. Negative: never preview.
+	PreviewRows int
+
+	// catchUpHook, when set (tests), runs before each read of a project
+	// that is showing a preview.
+	catchUpHook func()
 }
+
+// previewFactor: a project is previewed when its tables span more than
+// previewFactor × Options.PreviewRows row ids.
+const previewFactor = 5
 
 // Server follows a Trackio directory and serves the dashboard.
 // Its methods are safe for concurrent use.
@@ -67,6 +81,9 @@ type Server struct {
 	done   chan struct{}
 	wg     sync.WaitGroup // the per-project followers
 	polls  atomic.Int64   // follower polls, all projects (what a wake-up costs)
+	// serving counts page requests being answered (snapshots, series),
+	// which a project read behind its preview waits for.
+	serving atomic.Int64
 
 	mu         sync.RWMutex
 	points     int64 // stored points, all projects
@@ -118,6 +135,9 @@ func NewWithOptions(dir string, log *slog.Logger, opts Options) (*Server, error)
 	}
 	if opts.MaxConfigBytes <= 0 {
 		opts.MaxConfigBytes = 64 << 20
+	}
+	if opts.PreviewRows == 0 {
+		opts.PreviewRows = 5_000
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
@@ -295,6 +315,12 @@ func (f *projectFollower) poll(ctx context.Context) error {
 			return err
 		}
 		f.reader = r
+		s.mu.RLock()
+		fresh := s.projects[f.name].maxID == 0 && s.projects[f.name].maxSys == 0
+		s.mu.RUnlock()
+		if fresh {
+			f.preview(ctx)
+		}
 	} else {
 		changed, err := f.reader.Changed(ctx)
 		if errors.Is(err, trackio.ErrBusy) {
@@ -332,8 +358,20 @@ func (f *projectFollower) poll(ctx context.Context) error {
 			return f.poll(ctx)
 		}
 	}
+	lastProgress := time.Now()
 	for {
-		b, err := f.reader.Poll(ctx, 5000)
+		limit := 5000
+		if f.previewing() {
+			if hook := s.opts.catchUpHook; hook != nil {
+				hook()
+			}
+			// Behind a preview, pages come first: the follower waits
+			// (a while at most) for their requests to be answered, and
+			// holds the lock for shorter batches.
+			s.yieldToPages(ctx)
+			limit = 2000
+		}
+		b, err := f.reader.Poll(ctx, limit)
 		if errors.Is(err, trackio.ErrBusy) {
 			return nil
 		}
@@ -352,27 +390,108 @@ func (f *projectFollower) poll(ctx context.Context) error {
 				return err
 			}
 		}
+		pb := parse(b)
 		s.mu.Lock()
 		p := s.projects[f.name]
 		hadErr := p.Error != ""
 		p.Error = ""
 		p.Layout = f.reader.Layout().String()
 		before := p.points
-		d := p.apply(b, s.listenedLocked(f.name))
+		previewing := p.preview != nil
+		// Pages showing a preview get no rows: they are shown the whole
+		// project (a "reset") once it is read.
+		d := p.apply(pb, !previewing && s.listenedLocked(f.name))
 		d.Markers = p.applyMarkers(meta)
 		s.points += p.points - before
 		s.fitLocked()
-		if hadErr || !b.Empty() {
+		switch {
+		case previewing && b.Empty():
+			p.preview = nil
+			s.broadcastLocked(f.name, "reset", map[string]string{"project": f.name})
 			s.broadcastLocked("", "projects", s.projectListLocked())
-		}
-		if len(d.Rows)+len(d.Configs)+len(d.Markers)+len(d.Media) > 0 {
-			s.broadcastLocked(f.name, "delta", d)
+		case previewing:
+			p.loaded += int64(len(b.Metrics) + len(b.System))
+			if time.Since(lastProgress) >= progressEvery {
+				lastProgress = time.Now()
+				s.broadcastLocked(f.name, "progress", p.progress())
+			}
+		default:
+			if hadErr || !b.Empty() {
+				s.broadcastLocked("", "projects", s.projectListLocked())
+			}
+			if len(d.Rows)+len(d.Configs)+len(d.Markers)+len(d.Media) > 0 {
+				s.broadcastLocked(f.name, "delta", d)
+			}
 		}
 		s.mu.Unlock()
 		if b.Empty() {
 			return nil
 		}
 	}
+}
+
+// yieldToPages waits, at most maxYield, until no page request is being
+// answered.
+func (s *Server) yieldToPages(ctx context.Context) {
+	deadline := time.Now().Add(maxYield)
+	for s.serving.Load() > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// maxYield bounds how long reading a project behind its preview waits
+// for page requests, so a stream of them cannot stop it.
+const maxYield = 500 * time.Millisecond
+
+// progressEvery spaces the "progress" events of a project being read
+// behind its preview.
+const progressEvery = 250 * time.Millisecond
+
+func (f *projectFollower) previewing() bool {
+	f.s.mu.RLock()
+	defer f.s.mu.RUnlock()
+	return f.s.projects[f.name].preview != nil
+}
+
+// preview shows a freshly opened project from a sample of its rows when
+// it is large (Options.PreviewRows): pages get the sample at once, and
+// the whole project (a "reset") once the follower has read every row. A
+// sample that cannot be read is no error: the project shows as it loads.
+func (f *projectFollower) preview(ctx context.Context) {
+	s := f.s
+	n := s.opts.PreviewRows
+	if n <= 0 {
+		return
+	}
+	ms, ss, err := f.reader.Spans(ctx)
+	if err != nil || ms <= previewFactor*int64(n) && ss <= previewFactor*int64(n) {
+		return
+	}
+	b, _, _, err := f.reader.Sample(ctx, n)
+	if err != nil {
+		s.log.Debug("no preview", "project", f.name, "err", err)
+		return
+	}
+	meta, err := f.reader.Metadata(ctx)
+	if err != nil {
+		meta = nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.projects[f.name]
+	pv := newProject(f.name, f.path)
+	// The sample draws on copies of the server's budgets: it is dropped
+	// once the project is read, and must not spend them for good.
+	seriesLeft, configLeft := s.seriesLeft, s.configLeft
+	pv.seriesLeft, pv.configLeft = &seriesLeft, &configLeft
+	pv.apply(parse(b), false)
+	pv.applyMarkers(meta)
+	pv.Layout = f.reader.Layout().String()
+	pv.sampled = int64(len(b.Metrics) + len(b.System))
+	pv.total = ms + ss
+	p.preview = pv
+	s.broadcastLocked(f.name, "reset", map[string]string{"project": f.name})
+	s.broadcastLocked("", "projects", s.projectListLocked())
 }
 
 // newProjectLocked starts a project drawing on the server's series budget.
@@ -442,6 +561,7 @@ type projectSummary struct {
 func (s *Server) projectListLocked() []projectSummary {
 	out := make([]projectSummary, 0, len(s.projects))
 	for _, p := range s.projects {
+		p = p.view()
 		out = append(out, projectSummary{Name: p.Name, Runs: len(p.runs), Points: p.points, Last: jsonFloat(p.last()), Error: p.Error})
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -574,6 +694,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	name := r.URL.Query().Get("project")
 	sub := &subscriber{ch: make(chan []byte, 1024)}
+	s.serving.Add(1)
 	s.mu.Lock()
 	list := s.projectListLocked()
 	if name == "" && len(list) > 0 {
@@ -585,6 +706,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	first := frame("snapshot", s.snapshotLocked(list, s.projects[name]))
 	s.subs[sub] = struct{}{}
 	s.mu.Unlock()
+	s.serving.Add(-1)
 	defer func() {
 		s.mu.Lock()
 		delete(s.subs, sub)

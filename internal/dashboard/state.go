@@ -228,6 +228,37 @@ type projectState struct {
 	configBytes int64 // config bytes this project holds
 	maxID       int64 // last metrics row applied
 	maxSys      int64 // last system row applied
+	// preview, while set, is what pages are shown of the project: a
+	// sample of its rows, read at once, while the follower reads them all
+	// (loaded so far); sampled and total are the preview's rows and the
+	// rows the database held when it was taken.
+	preview        *projectState
+	loaded         int64
+	sampled, total int64
+}
+
+// view is what pages are shown of p: its preview while it has one.
+func (p *projectState) view() *projectState {
+	if p != nil && p.preview != nil {
+		return p.preview
+	}
+	return p
+}
+
+// previewJSON tells a page it is shown a sample, and how far the
+// follower has read.
+type previewJSON struct {
+	Project string `json:"project"`
+	Sampled int64  `json:"sampled"`
+	Loaded  int64  `json:"loaded"`
+	Total   int64  `json:"total"`
+}
+
+// progress is the "progress" event of a project being read behind its
+// preview.
+func (p *projectState) progress() previewJSON {
+	pv := p.view()
+	return previewJSON{Project: p.Name, Sampled: pv.sampled, Loaded: p.loaded, Total: max(pv.total, p.loaded)}
 }
 
 func newProject(name, path string) *projectState {
@@ -298,16 +329,34 @@ type runMarker struct {
 	Marker string `json:"marker"` // "" when cleared
 }
 
+// parsed is a batch with each row's values decoded (nil: not decodable),
+// done before the server's lock is taken: it is most of a row's cost.
+type parsed struct {
+	trackio.Batch
+	metrics, system []map[string]float64
+}
+
+func parse(b trackio.Batch) parsed {
+	pb := parsed{Batch: b, metrics: make([]map[string]float64, len(b.Metrics)), system: make([]map[string]float64, len(b.System))}
+	for i, row := range b.Metrics {
+		pb.metrics[i], _ = row.Values()
+	}
+	for i, row := range b.System {
+		pb.system[i], _ = row.Values()
+	}
+	return pb
+}
+
 // apply folds a batch into the project and returns the delta to
 // broadcast; the rows are left out of it when nobody is listening
 // (withRows false), which at startup is most of the work saved.
-func (p *projectState) apply(b trackio.Batch, withRows bool) delta {
+func (p *projectState) apply(b parsed, withRows bool) delta {
 	d := delta{Project: p.Name}
-	for _, row := range b.Metrics {
+	for i, row := range b.Metrics {
 		p.maxID = row.ID
 		d.MaxID = row.ID
-		vals, err := row.Values()
-		if err != nil {
+		vals := b.metrics[i]
+		if vals == nil {
 			continue
 		}
 		dropLongKeys(vals)
@@ -333,10 +382,10 @@ func (p *projectState) apply(b trackio.Batch, withRows bool) delta {
 			}
 		}
 	}
-	for _, row := range b.System {
+	for i, row := range b.System {
 		p.maxSys = row.ID
-		vals, err := row.Values()
-		if err != nil {
+		vals := b.system[i]
+		if vals == nil {
 			continue
 		}
 		dropLongKeys(vals)

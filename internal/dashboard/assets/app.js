@@ -35,7 +35,7 @@
     recent: [], // recent delta rows, replayed after a fetch
     clockSkew: 0, // server clock − ours, seconds
     staleAfter: 60,
-    renders: 0, deltas: 0, lastMaxID: 0, renderedMaxID: 0, renderedAt: 0, allDrawnAt: 0, firstScreenAt: 0,
+    renders: 0, deltas: 0, lastMaxID: 0, renderedMaxID: 0, renderedAt: 0, allDrawnAt: 0, firstScreenAt: 0, snapshots: 0, snapshotAt: 0,
     perf: { fetchMs: 0, parseMs: 0, drawMs: 0, joinMs: 0, fetches: 0 },
   };
   window.__dash = state; // read by the browser tests and the benchmark
@@ -232,15 +232,23 @@
     });
     es.addEventListener("reset", () => connect(state.project ? state.project.name : project));
     es.addEventListener("delta", (ev) => onDelta(JSON.parse(ev.data)));
+    // A large project is first shown from a sample; this says how far
+    // the server has read the rest (a "reset" follows when it has all).
+    es.addEventListener("progress", (ev) => {
+      const pr = JSON.parse(ev.data);
+      if (state.project && state.project.preview && pr.project === state.project.name) { state.project.preview = pr; renderNotice(); }
+    });
   }
 
   function onSnapshot(snap) {
+    state.snapshots++;
+    state.snapshotAt = performance.now();
     state.projects = snap.projects || [];
     state.clockSkew = (snap.now || Date.now() / 1000) - Date.now() / 1000;
     state.staleAfter = snap.stale_after || 60;
     const p = snap.project;
     if (state.project && (!p || p.name !== state.project.name)) { state.zoom.clear(); state.hidden.clear(); state.compare = []; }
-    state.project = p ? { name: p.name, error: p.error || "", layout: p.layout, max_id: p.max_id, max_sys: p.max_sys, media: p.media || [] } : null;
+    state.project = p ? { name: p.name, error: p.error || "", layout: p.layout, max_id: p.max_id, max_sys: p.max_sys, media: p.media || [], preview: p.preview || null } : null;
     setRuns(p ? p.runs || [] : []);
     state.recent = [];
     destroyCharts();
@@ -253,13 +261,18 @@
   // fetchScreenFirst fetches the charts on screen (and just below) first,
   // the rest once those are in: the first screen of a big project draws
   // in a fraction of the time all its charts take.
+  // The rest is asked for as soon as the first answer has arrived, so the
+  // server computes it while the page draws the first screen.
   async function fetchScreenFirst(list) {
     const near = [], far = [];
     const limit = innerHeight * 1.5;
     for (const c of list) (c.el.getBoundingClientRect().top < limit ? near : far).push(c);
-    await fetchCharts(near);
+    let rest = null;
+    const fetchRest = () => { rest = rest || fetchCharts(far); };
+    await fetchCharts(near, fetchRest);
     state.firstScreenAt = state.firstScreenAt || performance.now();
-    await fetchCharts(far);
+    fetchRest();
+    await rest;
   }
 
   function onDelta(d) {
@@ -417,7 +430,9 @@
   // lowest and highest kept, a line still shows every spike.
   function pointsFor(c) { return Math.max(100, Math.round((c.plot.clientWidth || 500) / 2)); }
 
-  function fetchCharts(list) {
+  // fetchCharts fetches and draws the charts in list; onResponse, if
+  // given, runs once the first answer has arrived, before it is drawn.
+  function fetchCharts(list, onResponse) {
     list = list.filter((c) => !c.el.hidden);
     if (!state.project || list.length === 0) return Promise.resolve();
     // Charts at the same zoom go in one request.
@@ -430,12 +445,12 @@
     }
     const pending = [];
     for (const [k, cs] of byRange) {
-      for (let i = 0; i < cs.length; i += 40) pending.push(fetchSeries(cs.slice(i, i + 40), k ? k.split(",").map(Number) : null));
+      for (let i = 0; i < cs.length; i += 40) pending.push(fetchSeries(cs.slice(i, i + 40), k ? k.split(",").map(Number) : null, onResponse));
     }
     return Promise.all(pending);
   }
 
-  async function fetchSeries(cs, range) {
+  async function fetchSeries(cs, range, onResponse) {
     const project = state.project.name;
     const q = new URLSearchParams();
     q.set("project", project);
@@ -460,7 +475,9 @@
       for (const c of cs) c.inflight--;
       console.warn("series:", e);
       return;
-    } finally { /* counted above */ }
+    } finally {
+      if (onResponse) onResponse();
+    }
     if (!state.project || state.project.name !== project) return;
     const byKey = new Map();
     for (const ch of res.charts) byKey.set(chartKey(ch.system, ch.key), ch);
@@ -792,6 +809,19 @@
     const msg = (listed && listed.error) || e;
     err.hidden = !msg;
     err.textContent = msg ? "This project's database cannot be read: " + msg : "";
+    renderNotice();
+  }
+
+  // renderNotice says when the charts show a sample of a large project
+  // that the server is still reading whole.
+  function renderNotice() {
+    const n = $("notice");
+    const pr = state.project && state.project.preview;
+    n.hidden = !pr;
+    if (!pr) { n.textContent = ""; return; }
+    const pct = pr.total > 0 ? Math.min(99, Math.floor(100 * pr.loaded / pr.total)) : 0;
+    n.textContent = "Loading this project: the charts show a sample of " + pr.sampled.toLocaleString("en-US") + " of its " +
+      pr.total.toLocaleString("en-US") + " rows while the server reads them all (" + pct + " % read); they fill in when it has.";
   }
 
   function renderSide() {
