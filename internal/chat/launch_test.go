@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/mlagent/mlagent/internal/config"
 	"github.com/mlagent/mlagent/internal/launch"
 	"github.com/mlagent/mlagent/internal/launch/launchtest"
 	"github.com/mlagent/mlagent/internal/protocol"
@@ -42,21 +40,9 @@ func TestChatSeesWhatTheGatewayHolds(t *testing.T) {
 		}
 		w.Emit(protocol.Event{Type: protocol.EventTextDelta, Text: "forged\n"})
 		w.Emit(protocol.Event{Type: protocol.EventTurnEnd, StopReason: "end_turn"})
-		for {
-			inp, err := r.Next()
-			if err != nil || inp.Type == protocol.InputShutdown {
-				return 0
-			}
-		}
+		return launchtest.ReadInputs(r, nil)
 	}}
-	home, err := os.MkdirTemp("", "mlh") // short: Unix socket paths are limited
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(home)
-	cfg := config.Defaults()
-	cfg.Home = home
-	h, err := launch.Start(ctx, launch.Options{Config: cfg, Upstream: "http://127.0.0.1:1", ModelKey: "sk-ant-x", Backend: be})
+	h, err := launch.Start(ctx, launch.Options{Config: launchtest.Config(t), Upstream: "http://127.0.0.1:1", ModelKey: "sk-ant-x", Backend: be})
 	if err != nil {
 		t.Fatal(err)
 	}

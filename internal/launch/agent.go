@@ -99,6 +99,11 @@ type AgentSession struct {
 	modelMu    sync.Mutex
 	wantModels []string
 
+	// The agent's questions (ask_user, approvals) not yet answered, this
+	// turn: a bound on them bounds what front ends keep and show.
+	askMu sync.Mutex
+	asks  map[string]bool
+
 	// What book has counted: the cost the agent reported (each turn's
 	// clamped to >= 0) and the cost recorded in the index, this process.
 	reported, recorded float64
@@ -190,7 +195,12 @@ func (h *Host) StartAgent(ctx context.Context, r AgentRequest) (_ *AgentSession,
 	a.in = &inputWriter{w: inW, onInput: func(in protocol.Input) bool {
 		switch in.Type {
 		case protocol.InputApproval:
-			return a.decide(in)
+			if a.decide(in) {
+				return true
+			}
+			a.answered(in.ID)
+		case protocol.InputAnswer:
+			a.answered(in.ID)
 		case protocol.InputSetModel:
 			a.modelMu.Lock()
 			if len(a.wantModels) < 64 {
@@ -324,6 +334,11 @@ func (a *AgentSession) book(ctx context.Context, agentOut io.Reader, events *io.
 				ev.Session, ev.Model = a.id, a.Session.Model
 				raw = marshalEvent(ev)
 			}
+		case protocol.EventAskUser, protocol.EventApproval:
+			if !a.asked(ev) {
+				a.host.log.Warn("dropped an event from the sandbox's agent", "session", a.id, "type", ev.Type, "why", "too many questions at once")
+				continue
+			}
 		case protocol.EventModel:
 			if !a.modelAsked(ev.Model) {
 				a.host.log.Warn("dropped an event from the sandbox's agent", "session", a.id, "type", ev.Type, "why", "a model nobody asked for")
@@ -370,6 +385,9 @@ func (a *AgentSession) book(ctx context.Context, agentOut io.Reader, events *io.
 			if !settled {
 				cost = a.settle(ctx, 0)
 			}
+			a.askMu.Lock()
+			clear(a.asks) // the agent's questions end with its turn
+			a.askMu.Unlock()
 			if err := a.host.sessions.RecordTurn(ctx, a.id, cost); err != nil {
 				a.host.log.Warn("record turn", "session", a.id, "err", err)
 			}
@@ -381,6 +399,37 @@ func (a *AgentSession) book(ctx context.Context, agentOut io.Reader, events *io.
 			return
 		}
 	}
+}
+
+// MaxAgentQuestions is how many of the agent's questions may wait for
+// the user at once; with MaxHeldWrites it stays below what the chat
+// takes (32).
+const MaxAgentQuestions = 16
+
+// asked records a question of the agent's (or its withdrawal); false
+// means it is one too many and must not pass.
+func (a *AgentSession) asked(ev protocol.Event) bool {
+	a.askMu.Lock()
+	defer a.askMu.Unlock()
+	if ev.Withdrawn {
+		delete(a.asks, ev.ID)
+		return true
+	}
+	if !a.asks[ev.ID] && len(a.asks) >= MaxAgentQuestions {
+		return false
+	}
+	if a.asks == nil {
+		a.asks = map[string]bool{}
+	}
+	a.asks[ev.ID] = true
+	return true
+}
+
+// answered forgets a question the front end answered.
+func (a *AgentSession) answered(id string) {
+	a.askMu.Lock()
+	delete(a.asks, id)
+	a.askMu.Unlock()
 }
 
 // modelAsked reports whether the front end asked for model (and the

@@ -202,14 +202,7 @@ func TestHeldWritesAreTheFrontEnds(t *testing.T) {
 	agentGot := make(chan protocol.Input, 8)
 	be := &launchtest.AgentBackend{Play: func(_ []string, in io.Reader, out, _ io.Writer) int {
 		protocol.NewWriter(out).Emit(protocol.Event{Type: protocol.EventReady, Session: "s", Model: "m"})
-		r := protocol.NewReader(in)
-		for {
-			inp, err := r.Next()
-			if err != nil || inp.Type == protocol.InputShutdown {
-				return 0
-			}
-			agentGot <- inp
-		}
+		return launchtest.ReadInputs(protocol.NewReader(in), func(inp protocol.Input) { agentGot <- inp })
 	}}
 	h := startHost(t, testConfig(t), be)
 	defer h.Close()

@@ -55,14 +55,7 @@ func TestAgentCannotImpersonateTheHost(t *testing.T) {
 		} {
 			w.Emit(ev)
 		}
-		r := protocol.NewReader(in)
-		for {
-			inp, err := r.Next()
-			if err != nil || inp.Type == protocol.InputShutdown {
-				return 0
-			}
-			agentGot <- inp
-		}
+		return launchtest.ReadInputs(protocol.NewReader(in), func(inp protocol.Input) { agentGot <- inp })
 	}}
 	h := startHost(t, testConfig(t), be)
 	defer h.Close()
@@ -381,5 +374,59 @@ func TestHeldWritesAreBounded(t *testing.T) {
 	}
 	for range MaxHeldWrites {
 		<-refused
+	}
+}
+
+// TestAgentQuestionsAreBounded: each question waits on the front end's
+// screen (and in a session host while nobody is attached); the agent may
+// have MaxAgentQuestions waiting at once, and one answered makes room.
+func TestAgentQuestionsAreBounded(t *testing.T) {
+	ctx := context.Background()
+	answered := make(chan struct{})
+	be := &launchtest.AgentBackend{Play: func(_ []string, in io.Reader, out, _ io.Writer) int {
+		w := protocol.NewWriter(out)
+		w.Emit(protocol.Event{Type: protocol.EventReady, Session: "s", Model: "m"})
+		for i := range 100 {
+			w.Emit(protocol.Event{Type: protocol.EventAskUser, ID: "q" + strconv.Itoa(i), Question: "?"})
+		}
+		w.Emit(protocol.Event{Type: protocol.EventTextDelta, Text: "flood done"})
+		r := protocol.NewReader(in)
+		if inp, err := r.Next(); err != nil || inp.Type != protocol.InputAnswer {
+			return 1
+		}
+		<-answered
+		w.Emit(protocol.Event{Type: protocol.EventApproval, ID: "after", Name: "bash", Action: &protocol.Action{Kind: "bash", Target: "ls"}})
+		w.Emit(protocol.Event{Type: protocol.EventTurnEnd})
+		io.Copy(io.Discard, in)
+		return 0
+	}}
+	h := startHost(t, testConfig(t), be)
+	defer h.Close()
+	a, err := h.StartAgent(ctx, AgentRequest{Session: sessions.Session{ID: "20250101-000000-asks", Model: "m", Volumes: sandbox.DefaultMounts()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Terminate(ctx)
+	events := protocol.NewEventReader(a.Events())
+	asks := 0
+	for {
+		ev, _, err := events.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Type == protocol.EventTextDelta {
+			break
+		}
+		if ev.Type == protocol.EventAskUser {
+			asks++
+		}
+	}
+	if asks != MaxAgentQuestions {
+		t.Errorf("the front end got %d questions at once; want %d", asks, MaxAgentQuestions)
+	}
+	a.Send(protocol.Input{Type: protocol.InputAnswer, ID: "q0", Text: "x"})
+	close(answered)
+	if ev := next(t, events, protocol.EventApproval); ev.ID != "after" {
+		t.Errorf("after an answer: got %+v; want the next question", ev)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/mlagent/mlagent/internal/config"
 	"github.com/mlagent/mlagent/internal/fakeapi"
 	"github.com/mlagent/mlagent/internal/gateway"
+	"github.com/mlagent/mlagent/internal/launch/launchtest"
 	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/sandbox/sandboxtest"
 	"github.com/mlagent/mlagent/internal/store"
@@ -138,19 +139,9 @@ func checkAllRevoked(t *testing.T, h *Host, when string) {
 	}
 }
 
-// testConfig is the default config with a temporary home, short because
-// Unix socket paths live under it.
-func testConfig(t *testing.T) *config.Config {
-	t.Helper()
-	home, err := os.MkdirTemp("", "mlh")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(home) })
-	cfg := config.Defaults()
-	cfg.Home = home
-	return cfg
-}
+// testConfig is launchtest.Config: a temporary home, short because Unix
+// socket paths live under it.
+func testConfig(t *testing.T) *config.Config { return launchtest.Config(t) }
 
 // startHost starts a host on backend b whose upstream is never reached.
 func startHost(t *testing.T, cfg *config.Config, b sandbox.Backend) *Host {

@@ -9,14 +9,47 @@ package launchtest
 import (
 	"context"
 	"io"
+	"os"
 	"sync"
+	"testing"
 
+	"github.com/mlagent/mlagent/internal/config"
+	"github.com/mlagent/mlagent/internal/protocol"
 	"github.com/mlagent/mlagent/internal/sandbox"
 )
 
 // Play stands for `mlagent agent`: it reads the agent's stdin from in,
 // writes its events to out, and returns its exit code.
 type Play func(argv []string, in io.Reader, out, stderr io.Writer) int
+
+// ReadInputs passes each input the agent reads from r to f until a
+// shutdown or the end of its input, and returns 0: the agent's exit code
+// then. f may be nil.
+func ReadInputs(r *protocol.Reader, f func(protocol.Input)) int {
+	for {
+		in, err := r.Next()
+		if err != nil || in.Type == protocol.InputShutdown {
+			return 0
+		}
+		if f != nil {
+			f(in)
+		}
+	}
+}
+
+// Config is the default config with a temporary home (removed after the
+// test), short because Unix socket paths live under it.
+func Config(t testing.TB) *config.Config {
+	t.Helper()
+	home, err := os.MkdirTemp("", "mlh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(home) })
+	cfg := config.Defaults()
+	cfg.Home = home
+	return cfg
+}
 
 // AgentBackend is a sandbox.Backend whose sandboxes run Play for every
 // Exec. Safe for concurrent use.
