@@ -228,7 +228,7 @@ func runRun(ctx context.Context, env *Env, args []string) int {
 		}
 	}
 	mounts = append(mounts, cf.volumes...)
-	if code := createMissingVolumes(env, "run", cf.volumes); code >= 0 {
+	if code := createMissingVolumes(ctx, env, cf.backend, "run", cf.volumes); code >= 0 {
 		return code
 	}
 	now := time.Now()

@@ -192,7 +192,7 @@ func sandboxRun(ctx context.Context, env *Env, args []string) int {
 		return ExitUsage
 	}
 	if len(volumes) > 0 {
-		if code := createMissingVolumes(env, "sandbox run", spec.Volumes); code >= 0 {
+		if code := createMissingVolumes(ctx, env, env.Config.Sandbox.Backend, "sandbox run", spec.Volumes); code >= 0 {
 			return code
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/mlagent/mlagent/internal/launch"
 	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/sanitize"
 	"github.com/mlagent/mlagent/internal/volume"
@@ -30,7 +31,9 @@ func init() {
 const volumeHelp = `Volumes live under $MLAGENT_HOME/volumes and are mounted into sandboxes
 (data at /data, trackio at ~/.cache/huggingface/trackio by default). Paths in a
 volume may be written as the sandbox sees them: /data/datasets/x is datasets/x
-of the data volume.
+of the data volume. With the kubernetes backend (sandbox.backend in the config,
+or --backend kubernetes) they are the cluster's PersistentVolumeClaims
+mlagent-VOLUME, their files reached through a short-lived helper pod.
 
   mlagent volume ls                        list volumes with file counts and sizes
   mlagent volume ls VOLUME [PATH]          list the files in a volume (or in PATH of it)
@@ -65,6 +68,7 @@ func runVolume(ctx context.Context, env *Env, args []string) int {
 	fs.BoolVar(yes, "y", false, "same as --yes")
 	recursive := fs.Bool("r", false, "rm VOLUME PATH: remove a directory and all it holds")
 	maxSize := fs.String("max-size", "10G", "get asks before writing more than this (a size like 10G)")
+	backend := fs.String("backend", env.Config.Sandbox.Backend, "whose volumes: local (bubblewrap; directories under $MLAGENT_HOME/volumes) or kubernetes (PersistentVolumeClaims)")
 	args, code := parseInterleaved(fs, args, env)
 	if code >= 0 {
 		return code
@@ -73,27 +77,34 @@ func runVolume(ctx context.Context, env *Env, args []string) int {
 		fs.Usage()
 		return ExitUsage
 	}
-	v := &volumeCmd{env: env, st: volume.New(env.Config.VolumesDir()), sub: args[0], yes: *yes, recursive: *recursive}
+	v := &volumeCmd{env: env, sub: args[0], yes: *yes, recursive: *recursive}
 	args = args[1:]
 	var err error
 	if v.maxSize, err = parseSize(*maxSize); err != nil {
 		return v.usage("--max-size: %v", err)
 	}
+	env.Config.Sandbox.Backend = *backend
+	st, closeVolumes, err := openVolumes(ctx, env)
+	if err != nil {
+		return v.fail(err)
+	}
+	defer closeVolumes()
+	v.st = st
 	switch v.sub {
 	case "ls", "list":
-		return v.ls(args)
+		return v.ls(ctx, args)
 	case "create":
 		if len(args) != 1 {
 			return v.usage("usage: mlagent volume create VOLUME")
 		}
-		if err := v.st.Create(args[0]); err != nil {
+		if err := v.st.Create(ctx, args[0]); err != nil {
 			return v.fail(err)
 		}
 		fmt.Fprintf(env.Stdout, "created volume %s\n", args[0])
 	case "put":
-		return v.put(args)
+		return v.put(ctx, args)
 	case "get":
-		return v.get(args)
+		return v.get(ctx, args)
 	case "rm", "remove":
 		return v.rm(ctx, args)
 	default:
@@ -105,7 +116,7 @@ func runVolume(ctx context.Context, env *Env, args []string) int {
 // volumeCmd is one `mlagent volume` subcommand.
 type volumeCmd struct {
 	env       *Env
-	st        *volume.Store
+	st        sandbox.Volumes
 	sub       string
 	yes       bool
 	recursive bool
@@ -141,10 +152,10 @@ func inVolume(vol, p string) string {
 	return p
 }
 
-func (v *volumeCmd) ls(args []string) int {
+func (v *volumeCmd) ls(ctx context.Context, args []string) int {
 	out := v.env.Stdout
 	if len(args) == 0 {
-		vols, err := v.st.List()
+		vols, err := v.st.List(ctx)
 		if err != nil {
 			return v.fail(err)
 		}
@@ -155,7 +166,11 @@ func (v *volumeCmd) ls(args []string) int {
 		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "NAME\tFILES\tSIZE\tPATH")
 		for _, vol := range vols {
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", vol.Name, vol.Files, humanBytes(vol.Bytes), vol.Path)
+			files := strconv.Itoa(vol.Files)
+			if vol.Files < 0 {
+				files = "-" // a claim: its size is what it may hold
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", vol.Name, files, humanBytes(vol.Bytes), vol.Path)
 		}
 		tw.Flush()
 		return ExitOK
@@ -167,7 +182,7 @@ func (v *volumeCmd) ls(args []string) int {
 	if len(args) == 2 {
 		p = inVolume(args[0], args[1])
 	}
-	entries, truncated, err := v.st.ReadDir(args[0], p)
+	entries, truncated, err := v.st.ReadDir(ctx, args[0], p)
 	if err != nil {
 		return v.fail(err)
 	}
@@ -196,7 +211,7 @@ func (v *volumeCmd) ls(args []string) int {
 	return ExitOK
 }
 
-func (v *volumeCmd) put(args []string) int {
+func (v *volumeCmd) put(ctx context.Context, args []string) int {
 	if len(args) < 2 || len(args) > 3 {
 		return v.usage("usage: mlagent volume put VOLUME SRC [DEST]")
 	}
@@ -207,14 +222,18 @@ func (v *volumeCmd) put(args []string) int {
 	if _, err := os.Stat(src); err != nil {
 		return v.fail(err)
 	}
-	if !v.st.Exists(vol) {
-		if err := v.st.Create(vol); err != nil && !errors.Is(err, volume.ErrExists) {
+	exists, err := v.st.Exists(ctx, vol)
+	if err != nil {
+		return v.fail(err)
+	}
+	if !exists {
+		if err := v.st.Create(ctx, vol); err != nil && !errors.Is(err, volume.ErrExists) {
 			return v.fail(err)
 		}
 		// A typo must not go unnoticed.
 		fmt.Fprintf(v.env.Stderr, "created volume %s\n", vol)
 	}
-	c, err := v.st.Put(vol, src, dest)
+	c, err := v.st.Put(ctx, vol, src, dest)
 	if err != nil {
 		return v.fail(err)
 	}
@@ -235,7 +254,7 @@ func count(c volume.Copied) string {
 	return s
 }
 
-func (v *volumeCmd) get(args []string) int {
+func (v *volumeCmd) get(ctx context.Context, args []string) int {
 	if len(args) < 2 || len(args) > 3 {
 		return v.usage("usage: mlagent volume get VOLUME SRC [DEST|-]")
 	}
@@ -243,7 +262,7 @@ func (v *volumeCmd) get(args []string) int {
 	if len(args) == 3 {
 		dest = args[2]
 	}
-	u, err := v.st.Measure(vol, src)
+	u, err := v.st.Measure(ctx, vol, src)
 	if err != nil {
 		return v.fail(err)
 	}
@@ -252,7 +271,7 @@ func (v *volumeCmd) get(args []string) int {
 		if u.Apparent > v.maxSize && !v.yes {
 			return v.refuse(fmt.Sprintf("%s would write %s to stdout (sparse: %s of data)", src, humanBytes(u.Apparent), humanBytes(u.Data)))
 		}
-		if _, err := v.st.Cat(vol, src, v.env.Stdout); err != nil {
+		if _, err := v.st.Cat(ctx, vol, src, v.env.Stdout); err != nil {
 			return v.fail(err)
 		}
 		return ExitOK
@@ -265,7 +284,7 @@ func (v *volumeCmd) get(args []string) int {
 			return code
 		}
 	}
-	c, err := v.st.Get(vol, src, dest)
+	c, err := v.st.Get(ctx, vol, src, dest)
 	if err != nil {
 		return v.fail(err)
 	}
@@ -318,7 +337,7 @@ func (v *volumeCmd) rm(ctx context.Context, args []string) int {
 	switch len(args) {
 	case 2:
 		p := inVolume(args[0], args[1])
-		if err := v.st.RemovePath(args[0], p, v.recursive); err != nil {
+		if err := v.st.RemovePath(ctx, args[0], p, v.recursive); err != nil {
 			return v.fail(err)
 		}
 		fmt.Fprintf(v.env.Stdout, "removed %s:/%s\n", args[0], strings.TrimPrefix(sanitize.Line(p, 0), "/"))
@@ -328,7 +347,9 @@ func (v *volumeCmd) rm(ctx context.Context, args []string) int {
 		return v.usage("usage: mlagent volume rm VOLUME, or mlagent volume rm [-r] VOLUME PATH")
 	}
 	vol := args[0]
-	if !v.st.Exists(vol) {
+	if ok, err := v.st.Exists(ctx, vol); err != nil {
+		return v.fail(err)
+	} else if !ok {
 		return v.fail(fmt.Errorf("%w: %s", volume.ErrNotFound, vol))
 	}
 	users, err := volumeUsers(ctx, v.env, vol)
@@ -339,12 +360,12 @@ func (v *volumeCmd) rm(ctx context.Context, args []string) int {
 		return v.fail(fmt.Errorf("volume %s is in use by sandbox %s; end it first (mlagent sandbox kill %s)", vol, strings.Join(users, ", "), users[0]))
 	}
 	if !v.yes {
-		u, _ := v.st.Measure(vol, "/")
+		u, _ := v.st.Measure(ctx, vol, "/")
 		if code := v.confirm(fmt.Sprintf("remove volume %s and everything in it (%d files, %s)?", vol, u.Files, humanBytes(u.Apparent))); code != ExitOK {
 			return code
 		}
 	}
-	if err := v.st.Remove(vol); err != nil {
+	if err := v.st.Remove(ctx, vol); err != nil {
 		return v.fail(err)
 	}
 	fmt.Fprintf(v.env.Stdout, "removed volume %s\n", vol)
@@ -377,6 +398,25 @@ func volumeUsers(ctx context.Context, env *Env, vol string) ([]string, error) {
 	return names, nil
 }
 
+// openVolumes opens the volumes of the configured backend: the host's
+// directories, or the backend's own (a cluster's claims).
+func openVolumes(ctx context.Context, env *Env) (sandbox.Volumes, func(), error) {
+	if !launch.IsKubernetes(env.Config.Sandbox.Backend) {
+		return sandbox.LocalVolumes(volume.New(env.Config.VolumesDir())), func() {}, nil
+	}
+	b, closeDB, err := openBackend(ctx, env)
+	if err != nil {
+		return nil, nil, err
+	}
+	vb, ok := b.(sandbox.VolumeBackend)
+	if !ok {
+		closeDB()
+		return nil, nil, fmt.Errorf("backend %s keeps no volumes of its own", env.Config.Sandbox.Backend)
+	}
+	vols := vb.Volumes()
+	return vols, func() { vols.Close(); closeDB() }, nil
+}
+
 // humanBytes writes a size the way ls -h would, in binary units.
 func humanBytes(n int64) string {
 	if n < 1024 {
@@ -399,13 +439,26 @@ func humanBytes(n int64) string {
 // createMissingVolumes makes the volumes of --volume that do not exist
 // yet, and says so: a typo must not silently mount an empty volume. It
 // returns an exit code, or -1 to go on.
-func createMissingVolumes(env *Env, cmd string, mounts []sandbox.Mount) int {
-	st := volume.New(env.Config.VolumesDir())
+func createMissingVolumes(ctx context.Context, env *Env, backend, cmd string, mounts []sandbox.Mount) int {
+	if len(mounts) == 0 {
+		return -1
+	}
+	cfg := *env.Config
+	cfg.Sandbox.Backend = backend
+	st, closeVolumes, err := openVolumes(ctx, &Env{Config: &cfg, Log: env.Log})
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "mlagent %s: %v\n", cmd, err)
+		return ExitFailure
+	}
+	defer closeVolumes()
 	for _, m := range mounts {
-		if st.Exists(m.Volume) {
+		if ok, err := st.Exists(ctx, m.Volume); err != nil {
+			fmt.Fprintf(env.Stderr, "mlagent %s: %v\n", cmd, err)
+			return ExitFailure
+		} else if ok {
 			continue
 		}
-		if err := st.Create(m.Volume); err != nil && !errors.Is(err, volume.ErrExists) {
+		if err := st.Create(ctx, m.Volume); err != nil && !errors.Is(err, volume.ErrExists) {
 			fmt.Fprintf(env.Stderr, "mlagent %s: %v\n", cmd, err)
 			return ExitUsage
 		}

@@ -76,6 +76,26 @@ func TestVolumeCLIRoundTrip(t *testing.T) {
 	}
 }
 
+// With the kubernetes backend, volume commands go to the cluster: with
+// none configured they say so and touch no local volume (they used to
+// create and list directories under $MLAGENT_HOME/volumes).
+func TestVolumeKubernetesBackend(t *testing.T) {
+	e := newCLIEnv(t)
+	for _, args := range [][]string{
+		{"volume", "--backend", "kubernetes", "ls"},
+		{"volume", "create", "data", "--backend", "kubernetes"},
+		{"volume", "--backend", "kubernetes", "put", "data", e.home, "x"},
+	} {
+		_, stderr, code := e.run(t, args...)
+		if code != 1 || !strings.Contains(stderr, "no Kubernetes cluster configured") {
+			t.Errorf("mlagent %s: got exit %d, %q; want 1 and the missing cluster named", strings.Join(args, " "), code, stderr)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(e.home, "volumes")); err == nil {
+		t.Error("a local volume directory was made for the kubernetes backend")
+	}
+}
+
 // What a sandbox left in a volume reaches the host safely: names are
 // sanitized in listings, a 15 TiB sparse file costs its data, setuid
 // bits are dropped, and a big copy is not started unasked.

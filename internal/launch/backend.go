@@ -37,3 +37,13 @@ func NewBackend(ctx context.Context, cfg *config.Config, db *store.DB, binary st
 	}
 	return nil, fmt.Errorf("sandbox backend %q: unknown (want bwrap or kubernetes)", cfg.Sandbox.Backend)
 }
+
+// IsKubernetes says whether a sandbox.backend names the Kubernetes
+// backend.
+func IsKubernetes(backend string) bool {
+	switch backend {
+	case "kubernetes", "kube", "k8s":
+		return true
+	}
+	return false
+}

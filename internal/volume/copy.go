@@ -156,18 +156,8 @@ func (s *Store) Get(name, rel, dst string) (Copied, error) {
 	if _, err := root.Lstat(rel); err != nil {
 		return Copied{}, fmt.Errorf("volume %s: %w", name, err)
 	}
-	if strings.HasSuffix(dst, string(filepath.Separator)) {
-		// A directory, made if need be.
-		if err := os.MkdirAll(dst, 0o755); err != nil {
-			return Copied{}, err
-		}
-	}
-	if fi, err := os.Stat(dst); err == nil && fi.IsDir() {
-		base := path.Base(rel)
-		if rel == "." {
-			base = name
-		}
-		dst = filepath.Join(dst, base)
+	if dst, err = GetDest(name, rel, dst); err != nil {
+		return Copied{}, err
 	}
 	c := Copied{Dest: dst}
 	err = fs.WalkDir(root.FS(), rel, func(p string, d fs.DirEntry, err error) error {
@@ -199,6 +189,26 @@ func (s *Store) Get(name, rel, dst string) (Copied, error) {
 		return c, fmt.Errorf("get %s from volume %s: %w", rel, name, err)
 	}
 	return c, nil
+}
+
+// GetDest applies cp's rules to a copy of rel (cleaned; "." is the
+// volume's root, named after the volume) out to the host path dst: into
+// dst when it is a directory (made first when it ends in a separator),
+// else as dst.
+func GetDest(name, rel, dst string) (string, error) {
+	if strings.HasSuffix(dst, string(filepath.Separator)) {
+		if err := os.MkdirAll(dst, 0o755); err != nil {
+			return "", err
+		}
+	}
+	if fi, err := os.Stat(dst); err == nil && fi.IsDir() {
+		base := path.Base(rel)
+		if rel == "." {
+			base = name
+		}
+		dst = filepath.Join(dst, base)
+	}
+	return dst, nil
 }
 
 // Cat writes the file rel of the volume to w (`volume get VOL PATH -`),
@@ -273,32 +283,47 @@ func copyOut(root *os.Root, src, dst string) (int64, error) {
 // size. It returns the data bytes written.
 func copySparse(out, in *os.File, size int64) (int64, error) {
 	var written int64
+	err := dataSegments(in, size, func(off, n int64) error {
+		k, err := io.Copy(io.NewOffsetWriter(out, off), io.NewSectionReader(in, off, n))
+		written += k
+		return err
+	})
+	if err != nil {
+		return written, err
+	}
+	return written, out.Truncate(size)
+}
+
+// dataSegments calls fn for each data segment of the first size bytes of
+// in, skipping holes (SEEK_DATA/SEEK_HOLE); where the filesystem cannot
+// tell, the rest is one segment.
+func dataSegments(in *os.File, size int64, fn func(off, n int64) error) error {
 	for off := int64(0); off < size; {
 		data, err := unix.Seek(int(in.Fd()), off, unix.SEEK_DATA)
 		if errors.Is(err, unix.ENXIO) {
-			break // only a hole is left
+			return nil // only a hole is left
 		}
 		if err != nil {
-			// No hole support here: copy it all.
-			n, err := io.Copy(io.NewOffsetWriter(out, off), io.NewSectionReader(in, off, size-off))
-			return written + n, err
+			return fn(off, size-off)
+		}
+		if data >= size {
+			return nil
 		}
 		hole, err := unix.Seek(int(in.Fd()), data, unix.SEEK_HOLE)
 		if err != nil || hole > size {
 			hole = size
 		}
-		if data >= size {
-			break
-		}
-		n, err := io.Copy(io.NewOffsetWriter(out, data), io.NewSectionReader(in, data, hole-data))
-		written += n
-		if err != nil {
-			return written, err
+		if err := fn(data, hole-data); err != nil {
+			return err
 		}
 		off = hole
 	}
-	return written, out.Truncate(size)
+	return nil
 }
+
+// nonblockNofollow opens without waiting on a FIFO or following a
+// symlink a sandbox left where a file is written.
+const nonblockNofollow = unix.O_NONBLOCK | unix.O_NOFOLLOW
 
 // Put copies a host file or directory tree src into the volume at rel,
 // with cp's rules: into rel when it is a directory of the volume, else as
@@ -318,16 +343,8 @@ func (s *Store) Put(name, src, rel string) (Copied, error) {
 	if err != nil {
 		return Copied{}, err
 	}
-	if intoDir {
-		// DEST/ is a directory, made if need be.
-		if err := root.MkdirAll(rel, 0o755); err != nil {
-			return Copied{}, fmt.Errorf("put into volume %s: %w", name, err)
-		}
-	}
-	if fi, err := root.Stat(rel); err == nil && fi.IsDir() {
-		rel = path.Join(rel, filepath.Base(filepath.Clean(src)))
-	} else if rel == "." && !top.IsDir() {
-		rel = filepath.Base(src)
+	if rel, err = putDest(root, rel, intoDir, filepath.Base(filepath.Clean(src)), top.IsDir()); err != nil {
+		return Copied{}, fmt.Errorf("put into volume %s: %w", name, err)
 	}
 	c := Copied{Dest: rel}
 	err = filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
@@ -353,6 +370,23 @@ func (s *Store) Put(name, src, rel string) (Copied, error) {
 		return c, fmt.Errorf("put %s into volume %s: %w", src, name, err)
 	}
 	return c, nil
+}
+
+// putDest applies cp's rules to a copy of base (a directory when
+// topIsDir) into the volume at rel: into rel when it is a directory (made
+// first when intoDir: DEST/), else as rel.
+func putDest(root *os.Root, rel string, intoDir bool, base string, topIsDir bool) (string, error) {
+	if intoDir {
+		if err := root.MkdirAll(rel, 0o755); err != nil {
+			return "", err
+		}
+	}
+	if fi, err := root.Stat(rel); err == nil && fi.IsDir() {
+		return path.Join(rel, base), nil
+	} else if rel == "." && !topIsDir {
+		return base, nil
+	}
+	return rel, nil
 }
 
 func copyIn(root *os.Root, src, dst string) (int64, error) {

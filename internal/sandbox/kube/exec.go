@@ -64,14 +64,19 @@ func (s *Sandbox) stream() podexec.Stream {
 	}
 }
 
+// boundedBuffer keeps the first max bytes written to it; over says more
+// came.
 type boundedBuffer struct {
 	bytes.Buffer
-	max int
+	max  int
+	over bool
 }
 
 func (w *boundedBuffer) Write(p []byte) (int, error) {
-	if room := w.max - w.Len(); room > 0 {
-		w.Buffer.Write(p[:min(len(p), room)])
+	room := max(w.max-w.Len(), 0)
+	w.Buffer.Write(p[:min(len(p), room)])
+	if len(p) > room {
+		w.over = true
 	}
 	return len(p), nil
 }

@@ -31,6 +31,13 @@ import (
 // kubernetes backend and a gateway on the host's bridge address.
 func (e *env) cli(t *testing.T, extra string) func(ctx context.Context, args ...string) *exec.Cmd {
 	t.Helper()
+	run, _ := e.cliIn(t, extra)
+	return run
+}
+
+// cliIn is cli, and the MLAGENT_HOME it runs with.
+func (e *env) cliIn(t *testing.T, extra string) (func(ctx context.Context, args ...string) *exec.Cmd, string) {
+	t.Helper()
 	home := t.TempDir()
 	conf := filepath.Join(home, "config.toml")
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`[sandbox]
@@ -52,7 +59,7 @@ volume_size = "1Gi"
 		cmd := exec.CommandContext(ctx, bin, args...)
 		cmd.Env = append(os.Environ(), "MLAGENT_HOME="+home, "MLAGENT_CONFIG="+conf)
 		return cmd
-	}
+	}, home
 }
 
 // TestCLIDiedSandboxReaped: `mlagent sandbox run` on the kubernetes

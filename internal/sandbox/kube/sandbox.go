@@ -629,9 +629,22 @@ func (b *Backend) info(pod *corev1.Pod, now time.Time) sandbox.Info {
 	if n := pod.Annotations[AnnotationNotes]; n != "" {
 		in.Notes = append(in.Notes, n)
 	}
+	claims := map[string]string{} // pod volume → mlagent volume
+	for _, pv := range pod.Spec.Volumes {
+		if pv.PersistentVolumeClaim != nil {
+			if v, ok := strings.CutPrefix(pv.PersistentVolumeClaim.ClaimName, "mlagent-"); ok {
+				claims[pv.Name] = v
+			}
+		}
+	}
 	for _, c := range pod.Spec.Containers {
 		if c.Name == sandboxContainer {
 			in.Image = c.Image
+			for _, m := range c.VolumeMounts {
+				if v, ok := claims[m.Name]; ok {
+					in.Volumes = append(in.Volumes, sandbox.Mount{Volume: v, Path: m.MountPath})
+				}
+			}
 		}
 		for _, st := range pod.Status.ContainerStatuses {
 			if st.Name == c.Name && c.Name == sandboxContainer {
