@@ -20,6 +20,7 @@ import (
 	"syscall"
 
 	"github.com/mlagent/mlagent/internal/config"
+	"github.com/mlagent/mlagent/internal/launch"
 	"github.com/mlagent/mlagent/internal/volume"
 )
 
@@ -228,4 +229,15 @@ var longDashes = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompil
 // dashboard and the syncer read.
 func trackioDir(cfg *config.Config) string {
 	return filepath.Join(cfg.VolumesDir(), volume.Trackio)
+}
+
+// warnTrackioInCluster says, for a dashboard or syncer reading the local
+// Trackio volume while sandboxes run in a cluster, that the runs' metrics
+// are not there: reading a cluster's Trackio claim from this host is not
+// done yet.
+func warnTrackioInCluster(env *Env, cmd string) {
+	if launch.IsKubernetes(env.Config.Sandbox.Backend) {
+		fmt.Fprintf(env.Stderr, "mlagent %s: the kubernetes backend keeps the Trackio volume in the cluster, not in %s; run the %s Deployment of `mlagent deploy kubernetes`, or copy the databases here first (mlagent volume get trackio / DIR, then --dir DIR/trackio)\n",
+			cmd, trackioDir(env.Config), cmd)
+	}
 }

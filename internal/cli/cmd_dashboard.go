@@ -41,6 +41,9 @@ func runDashboard(ctx context.Context, env *Env, args []string) int {
 	if code := parseFlags(fs, args, env); code >= 0 {
 		return code
 	}
+	if dir == trackioDir(env.Config) {
+		warnTrackioInCluster(env, "dashboard")
+	}
 	if fs.NArg() > 0 {
 		fs.Usage()
 		return ExitUsage

@@ -51,6 +51,9 @@ func runSyncer(ctx context.Context, env *Env, args []string) int {
 	if code := parseFlags(fs, args, env); code >= 0 {
 		return code
 	}
+	if dir == trackioDir(env.Config) {
+		warnTrackioInCluster(env, "syncer")
+	}
 	iv, err := time.ParseDuration(*interval)
 	if err != nil || iv <= 0 {
 		fmt.Fprintf(env.Stderr, "mlagent syncer: --interval %q: want a positive Go duration\n", *interval)

@@ -94,6 +94,15 @@ func TestVolumeKubernetesBackend(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(e.home, "volumes")); err == nil {
 		t.Error("a local volume directory was made for the kubernetes backend")
 	}
+	// The syncer (and dashboard) still read the local Trackio volume: with
+	// sandboxes in a cluster, they say that the runs are not there.
+	k := newCLIEnv(t, "MLAGENT_SANDBOX_BACKEND=kubernetes")
+	if _, stderr, _ := k.run(t, "syncer", "--once"); !strings.Contains(stderr, "keeps the Trackio volume in the cluster") {
+		t.Errorf("syncer with the kubernetes backend: got %q; want the Trackio volume's place explained", stderr)
+	}
+	if _, stderr, _ := k.run(t, "syncer", "--once", "--dir", t.TempDir()); strings.Contains(stderr, "in the cluster") {
+		t.Errorf("syncer --dir: got %q; want no note about the cluster", stderr)
+	}
 }
 
 // What a sandbox left in a volume reaches the host safely: names are
