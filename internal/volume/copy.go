@@ -92,13 +92,20 @@ func (s *Store) openVolume(name string) (*os.Root, error) {
 	return root, err
 }
 
-// Measure walks rel in the volume and says what Get would write.
-func (s *Store) Measure(name, rel string) (Usage, error) {
+// openRel opens an existing volume and cleans rel, a path in it ("",
+// "." and "/" being its root).
+func (s *Store) openRel(name, rel string) (*os.Root, string, error) {
 	rel, err := cleanOrRoot(rel)
 	if err != nil {
-		return Usage{}, err
+		return nil, "", err
 	}
 	root, err := s.openVolume(name)
+	return root, rel, err
+}
+
+// Measure walks rel in the volume and says what Get would write.
+func (s *Store) Measure(name, rel string) (Usage, error) {
+	root, rel, err := s.openRel(name, rel)
 	if err != nil {
 		return Usage{}, err
 	}
@@ -144,11 +151,7 @@ func cleanOrRoot(rel string) (string, error) {
 // Get copies rel (a file or a tree) out of the volume to the host path
 // dst, with cp's rules: into dst when it is a directory, else as dst.
 func (s *Store) Get(name, rel, dst string) (Copied, error) {
-	rel, err := cleanOrRoot(rel)
-	if err != nil {
-		return Copied{}, err
-	}
-	root, err := s.openVolume(name)
+	root, rel, err := s.openRel(name, rel)
 	if err != nil {
 		return Copied{}, err
 	}
@@ -330,11 +333,7 @@ const nonblockNofollow = unix.O_NONBLOCK | unix.O_NOFOLLOW
 // rel. The volume must exist (Create, or Ensure).
 func (s *Store) Put(name, src, rel string) (Copied, error) {
 	intoDir := strings.HasSuffix(rel, "/")
-	rel, err := cleanOrRoot(rel)
-	if err != nil {
-		return Copied{}, err
-	}
-	root, err := s.openVolume(name)
+	root, rel, err := s.openRel(name, rel)
 	if err != nil {
 		return Copied{}, err
 	}

@@ -67,11 +67,7 @@ const maxEntries = 100000
 // entries, sorted by name, or the one entry of a file. truncated says
 // more than maxEntries were left out.
 func (s *Store) ReadDir(name, rel string) (_ []Entry, truncated bool, _ error) {
-	rel, err := cleanOrRoot(rel)
-	if err != nil {
-		return nil, false, err
-	}
-	root, err := s.openVolume(name)
+	root, rel, err := s.openRel(name, rel)
 	if err != nil {
 		return nil, false, err
 	}

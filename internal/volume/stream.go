@@ -88,11 +88,7 @@ func (s *streamWriter) str(v string) {
 // Pack writes rel of the volume (a file or a tree; "" or "/" is its
 // root) to w as a tree stream: what Get would copy, walked as Get walks.
 func (s *Store) Pack(name, rel string, w io.Writer) error {
-	rel, err := cleanOrRoot(rel)
-	if err != nil {
-		return err
-	}
-	root, err := s.openVolume(name)
+	root, rel, err := s.openRel(name, rel)
 	if err != nil {
 		return err
 	}
@@ -308,6 +304,10 @@ func ReadHeader(r *bufio.Reader) (Header, error) {
 func Unpack(r *bufio.Reader, dst string, limit Usage) (Copied, error) {
 	dst, err := filepath.Abs(dst)
 	if err != nil {
+		return Copied{}, err
+	}
+	// As Get: the destination's directory is made if need be.
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return Copied{}, err
 	}
 	root, err := os.OpenRoot(filepath.Dir(dst))

@@ -110,6 +110,10 @@ func (e *env) backend(t testing.TB, mod func(*kube.Options)) *kube.Backend {
 		PullPolicy: corev1.PullNever,
 		Binary:     testbin.Path(t),
 		VolumeSize: "1Gi",
+		// Plain: on the test bed's loopback it is the faster delivery
+		// (gzip costs ~6 s of decompression per pod on a loaded
+		// machine); TestConformance runs the default, gzip.
+		PlainDelivery: true,
 	}
 	if mod != nil {
 		mod(&o)
@@ -124,10 +128,11 @@ func (e *env) backend(t testing.TB, mod func(*kube.Options)) *kube.Backend {
 func TestConformance(t *testing.T) {
 	e := newEnv(t)
 	e.c.Volume(t, e.ns, "mlagent-conformance", "1Gi")
-	b := e.backend(t, nil)
+	gzip := func(o *kube.Options) { o.PlainDelivery = false }
+	b := e.backend(t, gzip)
 	sandboxtest.Run(t, sandboxtest.Harness{
 		Backend: b,
-		Attach:  func(t *testing.T) sandbox.Backend { return e.backend(t, nil) },
+		Attach:  func(t *testing.T) sandbox.Backend { return e.backend(t, gzip) },
 		Slow:    true,
 		Gateway: func(t *testing.T, h http.Handler) *sandbox.GatewayAccess { return e.gateway(t, h) },
 		// The test bed's node is this host.

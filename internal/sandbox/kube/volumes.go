@@ -202,9 +202,11 @@ func (v *volumes) Close() error {
 	hs := v.helpers
 	v.helpers = map[string]*Sandbox{}
 	v.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	var errs []error
 	for _, s := range hs {
-		errs = append(errs, s.Terminate(context.Background()))
+		errs = append(errs, s.Terminate(ctx))
 	}
 	return errors.Join(errs...)
 }
@@ -329,11 +331,21 @@ func (v *volumes) Cat(ctx context.Context, name, rel string, w io.Writer) (int64
 // Put streams the host file or tree src into the volume at rel.
 func (v *volumes) Put(ctx context.Context, name, src, rel string) (volume.Copied, error) {
 	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(volume.PackHost(src, pw)) }()
+	packed := make(chan error, 1)
+	go func() {
+		err := volume.PackHost(src, pw)
+		pw.CloseWithError(err)
+		packed <- err
+	}()
 	defer pr.Close()
 	args := []string{"unpack", name, rel}
 	var c volume.Copied
 	if err := v.runJSONIn(ctx, name, args, pr, &c); err != nil {
+		pr.CloseWithError(err)
+		if perr := <-packed; perr != nil && !errors.Is(perr, err) {
+			// The helper saw a cut stream; this is why.
+			return c, fmt.Errorf("put %s into volume %s: %w", src, name, perr)
+		}
 		return c, err
 	}
 	return c, nil

@@ -26,8 +26,7 @@ func TestVolumesOnClaims(t *testing.T) {
 	e.c.Volume(t, e.ns, "mlagent-vt", "1Gi")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	// Plain delivery: on the test bed's loopback it is the faster one.
-	mlagent, home := e.cliIn(t, "plain_delivery = true")
+	mlagent, home := e.cliIn(t, "")
 
 	// The CLI: create, put, ls, get, as locally.
 	src := filepath.Join(t.TempDir(), "ds")
