@@ -735,7 +735,9 @@ func (s *Sandbox) Exec(ctx context.Context, req sandbox.ExecRequest) (int, error
 	if err != nil && ctx.Err() != nil {
 		return code, ctx.Err()
 	}
-	if err != nil && s.running() != nil {
+	// A command its time limit cut short says so, though the sandbox has
+	// ended by the time we look: that limit is what the caller must hear.
+	if err != nil && !errors.Is(err, sandbox.ErrTimedOut) && s.running() != nil {
 		return code, fmt.Errorf("%w: %s (%v)", sandbox.ErrNotRunning, s.rec.Name, err)
 	}
 	return code, err

@@ -323,6 +323,36 @@ func Run(t *testing.T, h Harness) {
 			}
 		}
 	})
+
+	t.Run("TimeoutNamedAfterTheEnd", func(t *testing.T) {
+		// On a loaded host the reply that names the time limit can be
+		// read after the sandbox has gone: the limit is still what Exec
+		// must report, not a sandbox that merely ended.
+		limit := 300 * time.Millisecond
+		if h.Slow {
+			limit = 5 * time.Second
+		}
+		sb := create(t, sandbox.Spec{Timeout: limit})
+		ended := make(chan struct{})
+		go func() {
+			defer close(ended)
+			for deadline := time.Now().Add(30*time.Second + 2*limit); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+				if _, err := sb.Exec(ctx, sandbox.ExecRequest{Argv: []string{"true"}}); errors.Is(err, sandbox.ErrNotRunning) {
+					return
+				}
+			}
+			t.Errorf("sandbox still running 30s after its time limit")
+		}()
+		// Holding the command's first output back until the sandbox has
+		// ended keeps Exec from reading the reply before then.
+		var once sync.Once
+		out := &syncBuffer{onWrite: func() { once.Do(func() { <-ended }) }}
+		_, err := sb.Exec(ctx, sandbox.ExecRequest{Argv: []string{"/bin/sh", "-c", "echo up; exec sleep 60"}, Stdout: out})
+		<-ended
+		if !errors.Is(err, sandbox.ErrTimedOut) {
+			t.Errorf("got %v; want the time limit (sandbox.ErrTimedOut)", err)
+		}
+	})
 }
 
 type syncBuffer struct {
