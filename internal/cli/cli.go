@@ -54,6 +54,14 @@ type Command struct {
 	// and say only warnings on stderr, once each, in a line of their own:
 	// their output is the user's (a conversation, a command's).
 	Service bool
+	// OwnSignals commands are left alone with SIGINT and SIGTERM: Main
+	// only cancels their ctx on SIGTERM and never ends them early. The
+	// gateway drains its streams on its own terms; init (PID 1), agent
+	// and podexec run inside a sandbox, which ends them itself.
+	OwnSignals bool
+	// Interactive commands (the chat) give Ctrl-C a meaning of their own
+	// (interrupt the turn); for them only SIGTERM starts the stop.
+	Interactive bool
 	// Run executes the command with the arguments after its name and
 	// returns the process exit code.
 	Run func(ctx context.Context, env *Env, args []string) int
@@ -72,9 +80,16 @@ func register(c *Command) {
 // Main runs mlagent with the given arguments (without the program name).
 func Main(args []string) int {
 	env := &Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
-	defer stop()
-	return run(ctx, env, args)
+	var c *Command
+	if len(args) > 0 {
+		c = commands[args[0]]
+	}
+	if c != nil && c.OwnSignals {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+		defer stop()
+		return run(ctx, env, args)
+	}
+	return runStoppable(env, c, args)
 }
 
 func run(ctx context.Context, env *Env, args []string) int {

@@ -16,11 +16,12 @@ import (
 
 func init() {
 	register(&Command{
-		Name:    "agent",
-		Service: true,
-		Summary: "run the agent engine (inside a sandbox; speaks JSON lines on stdio)",
-		Hidden:  true,
-		Run:     runAgent,
+		OwnSignals: true,
+		Name:       "agent",
+		Service:    true,
+		Summary:    "run the agent engine (inside a sandbox; speaks JSON lines on stdio)",
+		Hidden:     true,
+		Run:        runAgent,
 	})
 }
 

@@ -19,9 +19,10 @@ import (
 
 func init() {
 	register(&Command{
-		Name:    "attach",
-		Summary: "come back to a session left running (run --detach, or leaving while a job runs)",
-		Run:     runAttach,
+		Interactive: true,
+		Name:        "attach",
+		Summary:     "come back to a session left running (run --detach, or leaving while a job runs)",
+		Run:         runAttach,
 	})
 }
 

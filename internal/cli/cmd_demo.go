@@ -22,9 +22,10 @@ import (
 
 func init() {
 	register(&Command{
-		Name:    "demo",
-		Summary: "the offline reference session: scripted model, real sandbox and training",
-		Run:     runDemo,
+		Interactive: true,
+		Name:        "demo",
+		Summary:     "the offline reference session: scripted model, real sandbox and training",
+		Run:         runDemo,
 	})
 }
 

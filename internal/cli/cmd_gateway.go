@@ -27,10 +27,11 @@ import (
 
 func init() {
 	register(&Command{
-		Name:    "gateway",
-		Service: true,
-		Summary: "run the credential-swapping gateway (data and admin planes)",
-		Run:     runGateway,
+		OwnSignals: true,
+		Name:       "gateway",
+		Service:    true,
+		Summary:    "run the credential-swapping gateway (data and admin planes)",
+		Run:        runGateway,
 	})
 }
 

@@ -12,11 +12,12 @@ import (
 
 func init() {
 	register(&Command{
-		Name:    "init",
-		Service: true,
-		Summary: "PID 1 inside a sandbox (internal)",
-		Hidden:  true,
-		Run:     runInit,
+		OwnSignals: true,
+		Name:       "init",
+		Service:    true,
+		Summary:    "PID 1 inside a sandbox (internal)",
+		Hidden:     true,
+		Run:        runInit,
 	})
 }
 

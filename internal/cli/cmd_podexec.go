@@ -9,10 +9,11 @@ import (
 
 func init() {
 	register(&Command{
-		Name:    "podexec",
-		Summary: "one operation for a Kubernetes sandbox's host, over stdio (internal)",
-		Hidden:  true,
-		Run:     runPodexec,
+		OwnSignals: true,
+		Name:       "podexec",
+		Summary:    "one operation for a Kubernetes sandbox's host, over stdio (internal)",
+		Hidden:     true,
+		Run:        runPodexec,
 	})
 }
 

@@ -23,9 +23,10 @@ import (
 
 func init() {
 	register(&Command{
-		Name:    "run",
-		Summary: "chat with the agent in a new sandbox (or -p: one prompt, for scripts)",
-		Run:     runRun,
+		Interactive: true,
+		Name:        "run",
+		Summary:     "chat with the agent in a new sandbox (or -p: one prompt, for scripts)",
+		Run:         runRun,
 	})
 }
 

@@ -22,9 +22,10 @@ func init() {
 		Run:     runSessions,
 	})
 	register(&Command{
-		Name:    "resume",
-		Summary: "reopen a session in a new sandbox with its volumes and transcript",
-		Run:     runResume,
+		Interactive: true,
+		Name:        "resume",
+		Summary:     "reopen a session in a new sandbox with its volumes and transcript",
+		Run:         runResume,
 	})
 }
 
