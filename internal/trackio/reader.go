@@ -441,10 +441,18 @@ func (r *Reader) Spans(ctx context.Context) (metricsSpan, systemSpan int64, err 
 	return metricsSpan, systemSpan, err
 }
 
+// idRangeQuery selects the first and last id of table in two
+// subqueries: SQLite answers a lone min() or max() of the primary key
+// from one end of its b-tree, but both in one SELECT by scanning the
+// table (0.4 s for 500,000 rows).
+func idRangeQuery(table string) string {
+	return `SELECT (SELECT min(id) FROM ` + table + `), (SELECT max(id) FROM ` + table + `)`
+}
+
 // idRange returns the first and last id of table and the span between.
 func idRange(ctx context.Context, tx *sql.Tx, table string) (lo, hi, span int64, err error) {
 	var l, h sql.NullInt64
-	if err := tx.QueryRowContext(ctx, `SELECT min(id), max(id) FROM `+table).Scan(&l, &h); err != nil {
+	if err := tx.QueryRowContext(ctx, idRangeQuery(table)).Scan(&l, &h); err != nil {
 		return 0, 0, 0, err
 	}
 	if !l.Valid || !h.Valid || h.Int64 < l.Int64 {
