@@ -10,11 +10,11 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/mlagent/mlagent/internal/chat"
 	"github.com/mlagent/mlagent/internal/sanitize"
+	"github.com/mlagent/mlagent/internal/sessionhost"
 )
 
 func init() {
@@ -62,7 +62,7 @@ func runAttach(ctx context.Context, env *Env, args []string) int {
 		}
 		id = running[0]
 	}
-	conn, err := dialSession(env, id)
+	conn, err := sessionhost.Dial(env.Config, id)
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "mlagent attach: session %s is not running (%v); mlagent resume %s reopens it\n", sanitize.Line(id, 80), shortErr(err), sanitize.Line(id, 80))
 		return ExitFailure
@@ -89,7 +89,7 @@ func runAttach(ctx context.Context, env *Env, args []string) int {
 		header += " · live metrics: " + dashURL
 	}
 	res, err := chat.Run(ctx, chat.Options{
-		AgentIn: halfCloser{conn}, AgentOut: conn, CanDetach: true,
+		AgentIn: sessionhost.Input(conn), AgentOut: conn, CanDetach: true,
 		In: env.Stdin, Out: out, Err: env.Stderr, TTY: tty,
 		Editor: tty && readerIsTerminal(env.Stdin), HistoryPath: env.Config.HistoryPath(),
 		NoColor: env.Getenv("NO_COLOR") != "", Header: header + " · /help",
@@ -105,7 +105,7 @@ func runAttach(ctx context.Context, env *Env, args []string) int {
 	// The host ends the sandbox once the agent is gone; wait for it, so
 	// that nothing is left running when attach returns.
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if !sessionRunning(env, id) {
+		if !sessionhost.Running(env.Config, id) {
 			break
 		}
 	}
@@ -126,32 +126,13 @@ func runningSessions(env *Env) []string {
 	var ids []string
 	for _, s := range socks {
 		id := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(s), "s-"), ".sock")
-		if sessionRunning(env, id) {
+		if sessionhost.Running(env.Config, id) {
 			ids = append(ids, id)
 		}
 	}
 	// Session ids begin with their start time.
 	sort.Sort(sort.Reverse(sort.StringSlice(ids)))
 	return ids
-}
-
-// sessionRunning reports whether the session has a host: it holds the
-// session's lock for as long as it lives (connecting would attach).
-func sessionRunning(env *Env, id string) bool {
-	f, err := os.OpenFile(sessionLockPath(env, id), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
-		return errors.Is(err, syscall.EWOULDBLOCK)
-	}
-	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-	return false
-}
-
-func sessionLockPath(env *Env, id string) string {
-	return strings.TrimSuffix(env.Config.SessionSocket(id), ".sock") + ".lock"
 }
 
 func shortErr(err error) string {

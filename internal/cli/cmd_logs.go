@@ -20,6 +20,7 @@ import (
 
 	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/sanitize"
+	"github.com/mlagent/mlagent/internal/sessionhost"
 	"github.com/mlagent/mlagent/internal/sessions"
 	"github.com/mlagent/mlagent/internal/volume"
 )
@@ -95,8 +96,8 @@ func runLogs(ctx context.Context, env *Env, args []string) int {
 		return fail("%v", err)
 	}
 	defer f.Close()
-	follow := !*noFollow && sessionRunning(env, s.ID)
-	return copyLog(ctx, env, f, follow, func() bool { return sessionRunning(env, s.ID) })
+	follow := !*noFollow && sessionhost.Running(env.Config, s.ID)
+	return copyLog(ctx, env, f, follow, func() bool { return sessionhost.Running(env.Config, s.ID) })
 }
 
 // jobsDir is where the session's shell keeps its jobs' output: a

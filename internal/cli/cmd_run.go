@@ -18,6 +18,7 @@ import (
 	"github.com/mlagent/mlagent/internal/protocol"
 	"github.com/mlagent/mlagent/internal/sandbox"
 	"github.com/mlagent/mlagent/internal/sanitize"
+	"github.com/mlagent/mlagent/internal/sessionhost"
 	"github.com/mlagent/mlagent/internal/sessions"
 )
 
@@ -323,7 +324,7 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 		}
 		answers = a
 	}
-	if cs.Resume && sessionRunning(env, cs.ID) {
+	if cs.Resume && sessionhost.Running(env.Config, cs.ID) {
 		return fail(ExitFailure, "session %s is already running: mlagent attach %s", cs.ID, cs.ID)
 	}
 	if cf.detach && cf.print {
@@ -375,7 +376,7 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 	}
 	log := env.Log.With("cmd", name, "session", cs.ID)
 	cs.Model = cf.model
-	spec := hostSpec{
+	spec := sessionhost.Spec{
 		Cmd: name, Session: cs.Session, Resume: cs.Resume, MaxTurns: cf.maxTurns,
 		BudgetUSD: cf.budgetUSD, CPUs: cpus, MemoryBytes: memory, Pids: pids,
 		BaseURL: cf.baseURL, Gateway: cf.gateway, GatewayAdmin: cf.gatewayAdmin, Backend: cf.backend,
@@ -399,7 +400,8 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 	if hosted {
 		link, err = startHostedLink(ctx, env, spec)
 	} else {
-		link, err = startLocalLink(ctx, env, spec, keys, cs, log)
+		spec.BaseURL, spec.HFUpstream = firstNonEmpty(cs.Upstream, spec.BaseURL), cs.HFUpstream
+		link, err = startLocalLink(ctx, env, spec, keys, log)
 	}
 	if err != nil {
 		return fail(ExitFailure, "%s", sanitize.Text(err.Error()))

@@ -309,10 +309,9 @@ func createRunSandbox(ctx context.Context, env *Env, spec sandbox.Spec, noGatewa
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	host, err := launch.Start(ctx, launch.Options{
-		Config: env.Config, Log: env.Log, Binary: bin,
-		ModelKey: keys.Model, HFToken: keys.HF, GitHubToken: keys.GitHub,
-	})
+	opts := keys.Options(env.Config, env.Log, "")
+	opts.Binary = bin
+	host, err := launch.Start(ctx, opts)
 	if err != nil {
 		return nil, nil, nil, err
 	}

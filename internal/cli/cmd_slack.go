@@ -88,10 +88,7 @@ func runSlack(ctx context.Context, env *Env, args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
 	defer stop()
-	host, err := launch.Start(ctx, launch.Options{
-		Config: cfg, Log: env.Log.With("cmd", "slack"), Upstream: cfg.Run.BaseURL,
-		ModelKey: keys.Model, HFToken: keys.HF, GitHubToken: keys.GitHub,
-	})
+	host, err := launch.Start(ctx, keys.Options(cfg, env.Log.With("cmd", "slack"), cfg.Run.BaseURL))
 	if err != nil {
 		return fail("%v", err)
 	}
