@@ -114,6 +114,10 @@ type toolGroup struct {
 	more  int // calls past maxGroupLines, counted, not shown
 }
 
+// maxPlanItems bounds the plan's checklist (the agent's todo list, from
+// the sandbox) in its message.
+const maxPlanItems = 50
+
 // maxGroupLines bounds the tool lines of one message: the agent's events
 // come from the sandbox, and each line is written again at every edit.
 const maxGroupLines = 30
@@ -292,7 +296,11 @@ func (r *renderer) Plan(items []protocol.TodoItem) {
 	}
 	var b strings.Builder
 	b.WriteString("*Plan*")
-	for _, it := range items {
+	for i, it := range items {
+		if i == maxPlanItems {
+			fmt.Fprintf(&b, "\n… and %d more", len(items)-i)
+			break
+		}
 		mark := "☐"
 		switch it.Status {
 		case "completed":

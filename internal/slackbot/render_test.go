@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mlagent/mlagent/internal/protocol"
 	"github.com/slack-go/slack"
 )
 
@@ -52,4 +53,24 @@ func TestToolLinesAreBounded(t *testing.T) {
 		t.Errorf("the tool message does not count the calls not shown: …%s", last[max(0, len(last)-200):])
 	}
 	t.Logf("%d tool calls rendered in %v", calls, time.Since(start))
+}
+
+// TestPlanIsBounded: the plan comes from the sandbox's agent; 5,000
+// items made a message Slack refuses, rebuilt at every todo event.
+func TestPlanIsBounded(t *testing.T) {
+	p := &lastPoster{}
+	r := newRenderer(context.Background(), p, "C1", "1.0", time.Millisecond, func(err error) { t.Error(err) })
+	items := make([]protocol.TodoItem, 5000)
+	for i := range items {
+		items[i] = protocol.TodoItem{Content: strings.Repeat("step ", 20), Status: "pending"}
+	}
+	r.Plan(items)
+	r.Flush()
+	p.mu.Lock()
+	last := p.last
+	p.mu.Unlock()
+	if n := strings.Count(last, "\n"); n > maxPlanItems+1 || !strings.HasSuffix(last, "… and 4950 more") {
+		t.Errorf("the plan message has %d lines, %d bytes, ending …%s; want %d items and a count of the rest",
+			n, len(last), last[max(0, len(last)-40):], maxPlanItems)
+	}
 }
