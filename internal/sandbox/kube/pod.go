@@ -29,8 +29,12 @@ const (
 	readyFile        = optDir + "/boot/ready"
 	etcDir           = "/etc/mlagent"
 	// installWait bounds how long the install container waits for the
-	// CLI to deliver the binary.
-	installWait = 600 // tenths of a second: 60 s
+	// CLI to deliver the binary: long enough for 125 MB over a slow
+	// uplink, or gzip's decompression on a starved node (60 s was not:
+	// under the whole test suite's load the container gave up while a
+	// delivery was still running, killing it with exit 137). The CLI's
+	// own context bounds the wait before this does.
+	installWait = 6000 // tenths of a second (at least): 10 min
 )
 
 // installScript waits for the CLI's delivery (it needs only sh, test and

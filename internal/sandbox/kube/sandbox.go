@@ -355,11 +355,35 @@ func (b *Backend) install(ctx context.Context, pod string, spec sandbox.Spec, st
 	stream := func(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
 		return b.ExecIn(ctx, pod, installContainer, []string{bin, "podexec"}, stdin, stdout)
 	}
-	if err := podexec.Install(ctx, stream, bootFiles(spec)); err != nil {
+	if err := podexec.Install(ctx, stream, bootFiles(spec)); err != nil && !b.installed(ctx, pod) {
 		return err
 	}
 	st.mark("boot files written")
 	return nil
+}
+
+// installed says whether the install container completed (exit 0): its
+// script exits 0 only once the ready marker, the last boot file, is in
+// place, and its exit kills the install exec (137) that may not yet have
+// answered — a race a loaded node loses.
+func (b *Backend) installed(ctx context.Context, pod string) bool {
+	for range 50 {
+		p, err := b.client.CoreV1().Pods(b.opts.Namespace).Get(ctx, pod, metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		for _, c := range p.Status.InitContainerStatuses {
+			if t := c.State.Terminated; c.Name == installContainer && t != nil {
+				return t.ExitCode == 0
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return false
 }
 
 // noGzip is the exit status of the delivery script in an image without
