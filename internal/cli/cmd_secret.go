@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
 	"github.com/mlagent/mlagent/internal/secrets"
@@ -228,8 +229,19 @@ func bareKey(s string) bool {
 // stdin (its first line) when that is not one.
 func askSecret(env *Env, name, key string) (string, error) {
 	if f, ok := env.Stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fd := int(f.Fd())
+		// Echo goes off before the prompt shows: a value typed or pasted
+		// the moment the prompt appears would otherwise be echoed before
+		// ReadPassword turns echo off.
+		if old, err := unix.IoctlGetTermios(fd, unix.TCGETS); err == nil {
+			quiet := *old
+			quiet.Lflag &^= unix.ECHO
+			if unix.IoctlSetTermios(fd, unix.TCSETS, &quiet) == nil {
+				defer unix.IoctlSetTermios(fd, unix.TCSETS, old)
+			}
+		}
 		fmt.Fprintf(env.Stderr, "%s for secret %s (not shown): ", key, name)
-		b, err := term.ReadPassword(int(f.Fd()))
+		b, err := term.ReadPassword(fd)
 		fmt.Fprintln(env.Stderr)
 		if err != nil {
 			return "", err
