@@ -35,16 +35,11 @@ func (d *driver) approval(ev protocol.Event) error {
 	}
 	if d.o.Print {
 		rule := permission.AlwaysRule(a).String()
-		fmt.Fprintf(d.o.Err, "mlagent: %s needs approval, which -p cannot ask for: denied (allow it with --allow %q, or --permission-mode bypass)\n", oneLine(a.String(), 200), rule)
+		fmt.Fprintf(d.o.Err, "mlagent: %s%s needs approval, which -p cannot ask for: denied (allow it with --allow %q, or --permission-mode bypass)\n", oneLine(a.String(), 200), heldRequest(a), rule)
 		return d.decide(ev, protocol.DecisionDeny, "run with -p, nobody could approve it; the user can allow it with --allow "+strconv.Quote(rule), false)
 	}
 	q := ev
-	q.Question = "Allow " + a.String() + "?"
-	// A held write is shown as the gateway holds it (launch drops the
-	// agent's events that claim to be the gateway's).
-	if d := a.Describe(); d != "" {
-		q.Question += "  (" + d + ")"
-	}
+	q.Question = "Allow " + a.String() + "?" + heldRequest(a)
 	q.Choices = []string{"Yes", "No", "Always: " + permission.AlwaysRule(a).String()}
 	d.asks = append(d.asks, q)
 	if len(d.asks) == 1 {
@@ -123,4 +118,14 @@ func (d *driver) withdraw(id string) {
 		d.r.notice("(the request for " + what + " was withdrawn)")
 		return
 	}
+}
+
+// heldRequest shows a held write as the gateway holds it (method, host, path,
+// size; launch drops the agent's events that claim to be the gateway's),
+// or nothing for an agent's approval.
+func heldRequest(a protocol.Action) string {
+	if d := a.Describe(); d != "" {
+		return "  (" + oneLine(d, 300) + ")"
+	}
+	return ""
 }

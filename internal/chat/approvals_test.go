@@ -131,7 +131,7 @@ func TestGatewayApprovals(t *testing.T) {
 			a.expect(protocol.InputUserMessage)
 			a.emit(held("gw-1", push))
 			got <- a.expect(protocol.InputApproval)
-			a.emit(held("gw-2", &protocol.Action{Kind: "hub:delete", Target: "you/model"}))
+			a.emit(held("gw-2", &protocol.Action{Kind: "hub:delete", Target: "you/model", Request: &protocol.HeldRequest{Method: "DELETE", Host: "huggingface.co", Path: "/api/repos/delete", Size: 42}}))
 			got <- a.expect(protocol.InputApproval)
 			a.emit(protocol.Event{Type: protocol.EventTurnEnd, StopReason: "end_turn"})
 		})
@@ -147,7 +147,8 @@ func TestGatewayApprovals(t *testing.T) {
 		if a := <-got; a.Decision != protocol.DecisionDeny || !strings.Contains(a.Text, `--allow "hub:delete you/model"`) {
 			t.Errorf("-p: got %+v; want a denial saying how to allow it", a)
 		}
-		if !strings.Contains(stderr.String(), "hub:delete you/model needs approval, which -p cannot ask for") {
+		// What is held, as the gateway holds it, not only the agent's words.
+		if !strings.Contains(stderr.String(), "hub:delete you/model  (DELETE huggingface.co/api/repos/delete, 42 bytes) needs approval, which -p cannot ask for") {
 			t.Errorf("stderr: %q", stderr.String())
 		}
 	})
