@@ -73,13 +73,8 @@ func runAttach(ctx context.Context, env *Env, args []string) int {
 		fmt.Fprintf(env.Stderr, "mlagent attach: %v\n", err)
 		return ExitUsage
 	}
-	dashURL := ""
-	if *dashboard != "off" {
-		if url, stop, err := listenDashboard(env, *dashboard); err == nil {
-			defer stop()
-			dashURL = url
-		}
-	}
+	dashURL, stopDashboard := chatDashboard(env, *dashboard, env.Log.With("cmd", "attach", "session", id))
+	defer stopDashboard()
 	interrupts, stopInterrupts := ctrlC()
 	defer stopInterrupts()
 	out := env.Stdout

@@ -419,14 +419,10 @@ func runChat(ctx context.Context, env *Env, name string, cf *chatFlags, cs chatS
 	}
 
 	dashURL := ""
-	if cf.dashboard != "off" && format == chat.FormatChat {
-		url, stop, err := listenDashboard(env, cf.dashboard)
-		if err != nil {
-			log.Warn("dashboard not started", "err", err)
-		} else {
-			defer stop()
-			dashURL = url
-		}
+	if format == chat.FormatChat {
+		url, stop := chatDashboard(env, cf.dashboard, log)
+		defer stop()
+		dashURL = url
 	}
 
 	interrupts, stopInterrupts := ctrlC()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -41,6 +42,22 @@ func listenDashboard(env *Env, addr string) (url string, stop func(), err error)
 		srv.Shutdown(ctx)
 	}
 	return fmt.Sprintf("http://%s/", ln.Addr()), stop, nil
+}
+
+// chatDashboard starts the dashboard a chat front end shows beside the
+// conversation (run, resume, attach), unless mode is "off": its URL, or
+// "" when it did not start (a warning says why; the chat goes on), and
+// a stop that is always safe to call.
+func chatDashboard(env *Env, mode string, log *slog.Logger) (url string, stop func()) {
+	if mode == "off" {
+		return "", func() {}
+	}
+	url, stop, err := listenDashboard(env, mode)
+	if err != nil {
+		log.Warn("dashboard not started", "err", err)
+		return "", func() {}
+	}
+	return url, stop
 }
 
 // writerIsTerminal reports whether w is a terminal (styled output,
