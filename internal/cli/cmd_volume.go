@@ -83,6 +83,9 @@ func runVolume(ctx context.Context, env *Env, args []string) int {
 	if v.maxSize, err = parseSize(*maxSize); err != nil {
 		return v.usage("--max-size: %v", err)
 	}
+	if _, err := launch.BackendKind(*backend); err != nil {
+		return v.usage("--backend: %v", err)
+	}
 	env.Config.Sandbox.Backend = *backend
 	st, closeVolumes, err := openVolumes(ctx, env)
 	if err != nil {

@@ -91,6 +91,10 @@ func TestVolumeKubernetesBackend(t *testing.T) {
 			t.Errorf("mlagent %s: got exit %d, %q; want 1 and the missing cluster named", strings.Join(args, " "), code, stderr)
 		}
 	}
+	// A misspelt backend is a usage error, not the local volumes.
+	if _, stderr, code := e.run(t, "volume", "--backend", "kubernets", "create", "data"); code != 2 || !strings.Contains(stderr, `sandbox backend "kubernets": unknown`) {
+		t.Errorf("volume --backend kubernets: got exit %d, %q; want 2 naming the unknown backend", code, stderr)
+	}
 	if _, err := os.Stat(filepath.Join(e.home, "volumes")); err == nil {
 		t.Error("a local volume directory was made for the kubernetes backend")
 	}
